@@ -1,0 +1,42 @@
+# npc-voice — one-command install, run and test. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 50051
+
+.PHONY: install dev run test lint typecheck pytest test-bridges proto clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the local CPU build here; pyproject keeps a range for GPU machines.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev-installed
+
+run: install
+	$(BIN)/npc-voice serve --host 127.0.0.1 --port $(PORT)
+
+proto: dev
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/npc_voice/v1/npc_voice.proto
+
+lint: dev
+	$(BIN)/ruff check npc_voice kernels tests bench
+
+typecheck: dev
+	$(BIN)/mypy npc_voice kernels
+
+pytest: dev
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest

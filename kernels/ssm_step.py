@@ -1,0 +1,74 @@
+"""Fused decoder step for one Mamba-2 style layer, gathered from a state pool.
+
+Math (per row b, layer l, slot s = slots[b]; conv_dim = d_inner + 2 * d_state):
+    win   = cat(conv_state[s, l], xbc[b])            # [d_conv, conv_dim]
+    xbc'  = silu(sum_k win[k] * conv_w[:, k] + conv_b)
+    conv_state[s, l] = win[1:]
+    x, Bv, Cv = split(xbc', [d_inner, d_state, d_state]); x -> [nheads, headdim]
+    dt    = softplus(dt_raw[b] + dt_bias)             # [nheads]
+    dA    = exp(-exp(A_log) * dt)                     # scalar decay per head
+    h     = ssm_state[s, l] * dA + dt * x[..., None] * Bv  # [nheads, headdim, d_state]
+    ssm_state[s, l] = h
+    y     = (h @ Cv) + D * x                          # [nheads, headdim]
+    out   = y * silu(z[b])                             # [d_inner]
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ssm_step_ref(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """Pure-torch reference. Shapes:
+
+    xbc        [B, conv_dim]  pre-conv x|B|C for this layer (fp32 or bf16)
+    dt         [B, nheads]    raw dt (before bias and softplus)
+    z          [B, d_inner]   gate
+    conv_state [slots, layers, d_conv - 1, conv_dim]  oldest first; updated in place
+    ssm_state  [slots, layers, nheads, headdim, d_state] fp32; updated in place
+    slots      [B] int64; padding rows point at scratch slot 0
+    conv_w     [conv_dim, d_conv]; conv_b [conv_dim]
+    dt_bias, A_log, D  [nheads]
+    returns    [B, d_inner] in xbc's dtype
+    """
+    B = xbc.shape[0]
+    nheads, headdim, d_state = ssm_state.shape[2:]
+    d_inner = nheads * headdim
+    win = torch.cat([conv_state[slots, layer].float(), xbc.float()[:, None, :]], dim=1)  # [B, d_conv, conv_dim]
+    conv_state[slots, layer] = win[:, 1:].to(conv_state.dtype)
+    xbc_c = F.silu((win * conv_w.float().t()[None]).sum(1) + conv_b.float())  # [B, conv_dim]
+    x, Bv, Cv = torch.split(xbc_c, [d_inner, d_state, d_state], dim=-1)
+    x = x.view(B, nheads, headdim)
+    dt_s = F.softplus(dt.float() + dt_bias.float())  # [B, nheads]
+    dA = torch.exp(-torch.exp(A_log.float()) * dt_s)  # [B, nheads]
+    h = ssm_state[slots, layer] * dA[:, :, None, None] + (dt_s[:, :, None] * x)[..., None] * Bv[:, None, None, :]
+    ssm_state[slots, layer] = h
+    y = torch.einsum("bhpn,bn->bhp", h, Cv) + D.float()[None, :, None] * x
+    out = y.reshape(B, d_inner) * F.silu(z.float())
+    return out.to(xbc.dtype)
+
+
+def ssm_step(*args: object, **kwargs: object) -> torch.Tensor:
+    """Dispatch: the Triton kernel on CUDA tensors, the reference elsewhere.
+
+    Same signature and shapes as ``ssm_step_ref``."""
+    xbc = args[0] if args else kwargs["xbc"]
+    assert isinstance(xbc, torch.Tensor)
+    if xbc.is_cuda:
+        from npc_voice_kernels.ssm_step_triton import ssm_step_triton  # noqa: PLC0415
+
+        return ssm_step_triton(*args, **kwargs)  # type: ignore[arg-type]
+    return ssm_step_ref(*args, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,3 @@
+"""npc-voice: real-time streaming voices for game characters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""npc-voice audio."""

@@ -1,0 +1,1 @@
+"""The voice model: encoder, duration predictor, SSM decoder, checkpoints."""
