@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -39,4 +39,9 @@ typecheck: dev
 pytest: dev
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+# Unity + Godot suites against a live daemon; each skips loudly if its toolchain is missing
+# (engine_bridges/*/install_toolchain.sh installs them; .ci/run does).
+test-bridges: install
+	engine_bridges/run_bridge_tests.sh
+
+test: lint typecheck pytest test-bridges
