@@ -1,1 +1,36 @@
-"""npc-voice engine."""
+"""npc-voice engine: state pool, scheduler thread, streams. Public names live in ``api``."""
+from npc_voice.engine.api import (
+    SAMPLE_RATES,
+    STATE_FORMAT_VERSION,
+    AudioEvent,
+    CapacityError,
+    EndEvent,
+    EngineConfig,
+    EngineError,
+    EngineStats,
+    LineRequest,
+    MarkEvent,
+    StateFormatError,
+    UnknownVoiceError,
+    VoiceControls,
+)
+from npc_voice.engine.engine import Engine
+from npc_voice.engine.stream import Stream
+
+__all__ = [
+    "SAMPLE_RATES",
+    "STATE_FORMAT_VERSION",
+    "AudioEvent",
+    "CapacityError",
+    "EndEvent",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "EngineStats",
+    "LineRequest",
+    "MarkEvent",
+    "StateFormatError",
+    "Stream",
+    "UnknownVoiceError",
+    "VoiceControls",
+]

@@ -1,0 +1,164 @@
+"""The engine's public types: the contract between the engine and the gRPC server.
+
+Plain dataclasses and exceptions only: no gRPC, no asyncio types in fields, no tensors.
+The two classes with behaviour are implemented beside this file and exported here too:
+
+- ``Engine`` (``npc_voice.engine.engine``): owns the device, the state pool and the one
+  engine thread. ``Engine(voices, config)``, ``start()``, ``close()``, ``open_stream(...)``,
+  ``speak(LineRequest)``, ``cancel_character``, ``reset_character``, ``export_character``,
+  ``import_character``, ``stats() -> EngineStats``.
+- ``Stream`` (``npc_voice.engine.stream``): one continuous sample clock for one character;
+  ``say(text)``, ``end_input()``, ``cancel()``, ``close()``, ``async events()``,
+  ``events_sync(timeout)``.
+
+``from npc_voice.engine.api import Engine, Stream`` and ``from npc_voice.engine import ...``
+both work (the two classes are imported lazily here to keep imports one-way).
+
+Slot lifecycle: a character's state lives in a pool slot while it speaks; when its stream
+ends the state stays in the slot (LRU) until the slot is needed, then moves to host memory;
+a character that speaks again gets its state back (identical continuation). A character has
+at most one active stream: a second stream for the same character while it speaks waits
+(queued behind the first, within ``max_queue_wait_s``) and then speaks on the same state.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from npc_voice.engine.engine import Engine
+    from npc_voice.engine.stream import Stream
+
+__all__ = [
+    "SAMPLE_RATES",
+    "STATE_FORMAT_VERSION",
+    "AudioEvent",
+    "CapacityError",
+    "EndEvent",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "EngineStats",
+    "LineRequest",
+    "MarkEvent",
+    "Stream",
+    "StateFormatError",
+    "UnknownVoiceError",
+    "VoiceControls",
+]
+
+SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)  # output rates a stream may ask for
+STATE_FORMAT_VERSION = 1  # of the bytes export_character writes (ExportCharacterStateResponse.format_version)
+
+
+@dataclass(frozen=True)
+class VoiceControls:
+    speed: float = 1.0  # duration divisor (>1 faster)
+    pitch_semitones: float = 0.0  # f0 shift; the model gets 2 ** (semitones / 12)
+    formant: float = 1.0  # spectral-envelope warp; >1 smaller speaker, <1 bigger
+    breathiness: float = 0.0  # 0..1 extra noise in voiced frames
+    volume: float = 1.0  # linear gain
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    character: str  # full id: "guard" or "guard/42" (instance = own state); opaque to the engine
+    voice: str  # voice name (the engine's voices dict key)
+    text: str
+    controls: VoiceControls
+    lexicon: Mapping[str, str]  # lowercase word -> IPA
+    sample_rate: int  # output rate: one of SAMPLE_RATES
+    request_id: str
+
+
+@dataclass(frozen=True)
+class MarkEvent:
+    """Timing marks of one line, sent before the audio they describe.
+
+    Every mark is (label, start_sample, end_sample) at the stream's output rate, counted from
+    the stream's start (so later lines of a stream continue the same clock); end exclusive."""
+
+    phonemes: tuple[tuple[str, int, int], ...]
+    visemes: tuple[tuple[str, int, int], ...]
+    words: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    pcm: np.ndarray  # float32 [n] at the output rate, in [-1, 1]
+    sample_offset: int  # of pcm[0], from stream start
+
+
+@dataclass(frozen=True)
+class EndEvent:
+    reason: str  # "completed" | "cancelled"
+    total_samples: int  # samples sent on this stream (fade included), output rate
+    queued_ms: float  # stream opened -> first engine tick that served it
+    first_audio_ms: float  # stream opened -> first audio event queued (0 if none)
+    total_ms: float  # stream opened -> end
+
+
+class EngineError(Exception):
+    """Base of the engine's errors; the message is user-facing and quotes the bad value."""
+
+
+class UnknownVoiceError(EngineError):
+    """The voice name is not one of the engine's voices (-> NOT_FOUND)."""
+
+
+class CapacityError(EngineError):
+    """No slot became free within max_queue_wait_s (-> RESOURCE_EXHAUSTED)."""
+
+
+class StateFormatError(EngineError):
+    """Bytes given to import_character are not a valid state for this voice (-> INVALID_ARGUMENT)."""
+
+
+# Text problems raise npc_voice.model.api.TextError (-> INVALID_ARGUMENT).
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    slots: int = 256  # pool rows (slot 0 is scratch, so slots-1 usable)
+    frames_per_tick: int = 4  # K: frames each stepped stream advances per tick (4 = 46 ms)
+    max_queue_wait_s: float = 2.0  # bounded wait for a slot before CapacityError
+    host_cache_characters: int = 100_000  # idle states kept in host memory (LRU); older ones are forgotten
+    device: str = "auto"  # auto|cpu|cuda; auto = cuda if available, chosen once at start
+    lookahead_ms: float = 150.0  # keep each stream's generated audio this far ahead of its playback clock
+    threads: int = 0  # torch threads on CPU; 0 = os.cpu_count()
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    active_streams: int  # streams holding a slot and not yet ended
+    slots_in_use: int  # slots held by active streams (idle resident states are not counted)
+    slots_total: int  # usable slots (config.slots - 1)
+    ticks: int  # engine ticks that stepped at least one stream
+    tick_ms_mean: float  # mean wall time of those ticks (recent window)
+    tick_ms_p99: float  # 99th percentile of the same window
+    underruns: int  # times a stream's generated audio fell behind its playback clock
+    characters_known: int  # characters with a state (resident in the pool or in host memory)
+    characters_evicted: int  # of those, states held in host memory
+    device: str  # "cpu" or "cuda:0"
+    lines_completed: int
+    lines_cancelled: int
+    lines_rejected: int  # streams refused with CapacityError
+    streams_waiting: int = 0  # streams waiting for a slot or for their character's previous stream
+    per_voice: Mapping[str, int] = field(default_factory=dict)  # active streams per voice
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy re-export: engine.py and stream.py import this module, so importing them at the
+    # top would be circular.
+    if name == "Engine":
+        from npc_voice.engine.engine import Engine
+
+        return Engine
+    if name == "Stream":
+        from npc_voice.engine.stream import Stream
+
+        return Stream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
