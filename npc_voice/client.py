@@ -1,0 +1,246 @@
+"""A small Python client for the npc-voice daemon (sync and asyncio).
+
+    from npc_voice.client import NpcVoiceClient
+    with NpcVoiceClient("127.0.0.1:50051") as c:
+        pcm, rate, marks = c.speak_to_array("Halt! Who goes there?", character="guard/7")
+
+    async with AsyncNpcVoiceClient("127.0.0.1:50051", token="...") as c:
+        async for event in c.speak("Fresh bread!", character="merchant"):
+            ...   # npc_voice.v1.npc_voice_pb2.SpeakResponse: start, audio, marks, end
+
+Errors are ``grpc.RpcError`` (sync) / ``grpc.aio.AioRpcError`` with the daemon's status code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from npc_voice.v1 import npc_voice_pb2 as pb
+from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
+
+ENCODINGS = {"s16le": pb.PCM_S16LE, "f32le": pb.PCM_F32LE, "": pb.ENCODING_UNSPECIFIED}
+
+
+@dataclass(frozen=True)
+class SpokenLine:
+    """Everything a Speak call returned, decoded."""
+
+    pcm: np.ndarray  # float32 [n] in [-1, 1]
+    sample_rate: int
+    marks: pb.Marks  # all marks of the line, merged
+    start: pb.StreamStart
+    end: pb.StreamEnd
+
+
+def speak_request(
+    text: str,
+    character: str = "",
+    *,
+    sample_rate: int = 0,
+    encoding: str = "",
+    request_id: str = "",
+    speed: float | None = None,
+    pitch_semitones: float | None = None,
+    volume: float | None = None,
+    formant: float | None = None,
+    breathiness: float | None = None,
+) -> pb.SpeakRequest:
+    overrides = pb.VoiceOverrides()
+    for name, value in (
+        ("speed", speed),
+        ("pitch_semitones", pitch_semitones),
+        ("volume", volume),
+        ("formant", formant),
+        ("breathiness", breathiness),
+    ):
+        if value is not None:
+            setattr(overrides, name, value)
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding {encoding!r} is not one of s16le, f32le")
+    return pb.SpeakRequest(
+        character=character,
+        text=text,
+        format=pb.AudioFormat(encoding=ENCODINGS[encoding], sample_rate_hz=sample_rate),
+        request_id=request_id,
+        overrides=overrides,
+    )
+
+
+def decode_pcm(data: bytes, encoding: int) -> np.ndarray:
+    """AudioChunk.pcm -> float32 samples."""
+    if encoding == pb.PCM_F32LE:
+        return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def collect(events: Iterable[pb.SpeakResponse]) -> SpokenLine:
+    """Assemble a line from its events (checks that offsets are contiguous)."""
+    start: pb.StreamStart | None = None
+    end: pb.StreamEnd | None = None
+    chunks: list[np.ndarray] = []
+    marks = pb.Marks()
+    n = 0
+    for ev in events:
+        kind = ev.WhichOneof("event")
+        if kind == "start":
+            start = ev.start
+        elif kind == "audio":
+            assert start is not None, "AudioChunk before StreamStart"
+            if ev.audio.sample_offset != n:
+                raise ValueError(f"audio chunk at offset {ev.audio.sample_offset}, expected {n}")
+            chunk = decode_pcm(ev.audio.pcm, start.format.encoding)
+            chunks.append(chunk)
+            n += len(chunk)
+        elif kind == "marks":
+            marks.MergeFrom(ev.marks)
+        elif kind == "end":
+            end = ev.end
+    if start is None or end is None:
+        raise ValueError("stream ended without StreamStart/StreamEnd")
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return SpokenLine(pcm, start.format.sample_rate_hz, marks, start, end)
+
+
+def _channel(address: str, tls_ca: str | bytes | None, asyncio: bool) -> Any:
+    if tls_ca is None:
+        return (grpc.aio.insecure_channel if asyncio else grpc.insecure_channel)(address)
+    root = Path(tls_ca).read_bytes() if isinstance(tls_ca, str) else tls_ca
+    creds = grpc.ssl_channel_credentials(root_certificates=root)
+    return (grpc.aio.secure_channel if asyncio else grpc.secure_channel)(address, creds)
+
+
+class NpcVoiceClient:
+    """Blocking client. ``token`` adds `authorization: Bearer <token>`; ``tls_ca`` (PEM path or bytes) enables TLS."""
+
+    def __init__(self, address: str, token: str | None = None, tls_ca: str | bytes | None = None) -> None:
+        self.channel = _channel(address, tls_ca, asyncio=False)
+        self.stub = pb_grpc.NpcVoiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __enter__(self) -> NpcVoiceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def speak(
+        self, text: str, character: str = "", *, timeout: float | None = None, **kw: Any
+    ) -> Iterator[pb.SpeakResponse]:
+        """Stream a line's events (kw: sample_rate, encoding, request_id, speed, pitch_semitones, ...)."""
+        req = speak_request(text, character, **kw)
+        return iter(self.stub.Speak(req, timeout=timeout, metadata=self.metadata))
+
+    def speak_to_array(self, text: str, character: str = "", **kw: Any) -> tuple[np.ndarray, int, pb.Marks]:
+        line = collect(self.speak(text, character, **kw))
+        return line.pcm, line.sample_rate, line.marks
+
+    def converse(
+        self, requests: Iterable[pb.ConverseRequest], timeout: float | None = None
+    ) -> Iterator[pb.SpeakResponse]:
+        return iter(self.stub.Converse(iter(requests), timeout=timeout, metadata=self.metadata))
+
+    def cancel(self, character: str, request_id: str = "") -> pb.CancelResponse:
+        return self.stub.Cancel(pb.CancelRequest(character=character, request_id=request_id), metadata=self.metadata)
+
+    def reset(self, character: str) -> None:
+        self.stub.ResetCharacter(pb.ResetCharacterRequest(character=character), metadata=self.metadata)
+
+    def export_state(self, character: str) -> bytes:
+        req = pb.ExportCharacterStateRequest(character=character)
+        return bytes(self.stub.ExportCharacterState(req, metadata=self.metadata).state)
+
+    def import_state(self, character: str, state: bytes) -> None:
+        req = pb.ImportCharacterStateRequest(character=character, state=state)
+        self.stub.ImportCharacterState(req, metadata=self.metadata)
+
+    def list_characters(self) -> pb.ListCharactersResponse:
+        return self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self.metadata)
+
+    def list_voices(self) -> pb.ListVoicesResponse:
+        return self.stub.ListVoices(pb.ListVoicesRequest(), metadata=self.metadata)
+
+    def stats(self) -> pb.GetStatsResponse:
+        return self.stub.GetStats(pb.GetStatsRequest(), metadata=self.metadata)
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> bool:
+        """True when the daemon reports SERVING."""
+        req = health_pb2.HealthCheckRequest(service=service)
+        resp = self.health_stub.Check(req, timeout=timeout, metadata=self.metadata)
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class AsyncNpcVoiceClient:
+    """asyncio client with the same methods as NpcVoiceClient (awaitable / async iterators)."""
+
+    def __init__(self, address: str, token: str | None = None, tls_ca: str | bytes | None = None) -> None:
+        self.channel = _channel(address, tls_ca, asyncio=True)
+        self.stub = pb_grpc.NpcVoiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def __aenter__(self) -> AsyncNpcVoiceClient:
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    def speak(self, text: str, character: str = "", *, timeout: float | None = None, **kw: Any) -> Any:
+        """The call object: ``async for event in client.speak(...)``; ``.cancel()`` disconnects."""
+        return self.stub.Speak(speak_request(text, character, **kw), timeout=timeout, metadata=self.metadata)
+
+    async def speak_to_array(self, text: str, character: str = "", **kw: Any) -> tuple[np.ndarray, int, pb.Marks]:
+        events = [ev async for ev in self.speak(text, character, **kw)]
+        line = collect(events)
+        return line.pcm, line.sample_rate, line.marks
+
+    def converse(
+        self,
+        requests: AsyncIterable[pb.ConverseRequest] | Iterable[pb.ConverseRequest] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """The bidirectional call; pass an iterator, or None and use ``call.write(...)``/``done_writing()``."""
+        return self.stub.Converse(requests, timeout=timeout, metadata=self.metadata)
+
+    async def cancel(self, character: str, request_id: str = "") -> pb.CancelResponse:
+        req = pb.CancelRequest(character=character, request_id=request_id)
+        return await self.stub.Cancel(req, metadata=self.metadata)
+
+    async def reset(self, character: str) -> None:
+        await self.stub.ResetCharacter(pb.ResetCharacterRequest(character=character), metadata=self.metadata)
+
+    async def export_state(self, character: str) -> bytes:
+        req = pb.ExportCharacterStateRequest(character=character)
+        return bytes((await self.stub.ExportCharacterState(req, metadata=self.metadata)).state)
+
+    async def import_state(self, character: str, state: bytes) -> None:
+        req = pb.ImportCharacterStateRequest(character=character, state=state)
+        await self.stub.ImportCharacterState(req, metadata=self.metadata)
+
+    async def list_characters(self) -> pb.ListCharactersResponse:
+        return await self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self.metadata)
+
+    async def list_voices(self) -> pb.ListVoicesResponse:
+        return await self.stub.ListVoices(pb.ListVoicesRequest(), metadata=self.metadata)
+
+    async def stats(self) -> pb.GetStatsResponse:
+        return await self.stub.GetStats(pb.GetStatsRequest(), metadata=self.metadata)
+
+    async def health(self, service: str = "", timeout: float | None = 5.0) -> bool:
+        req = health_pb2.HealthCheckRequest(service=service)
+        resp = await self.health_stub.Check(req, timeout=timeout, metadata=self.metadata)
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)

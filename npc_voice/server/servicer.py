@@ -1,0 +1,163 @@
+"""The NpcVoice gRPC servicer: thin glue between the proto and the engine.
+
+Each method resolves the request against the live configuration, calls the engine, and
+converts results back; domain errors become status codes in errors.py. Engine calls that
+may block (export/import/reset touch the engine thread) run in a worker thread so the
+event loop never waits on the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from npc_voice.engine.api import STATE_FORMAT_VERSION as ENGINE_STATE_VERSION
+from npc_voice.engine.api import EndEvent, Engine
+from npc_voice.server import convert
+from npc_voice.server.converse import ConverseSession
+from npc_voice.server.errors import grpc_errors
+from npc_voice.server.reload import ConfigStore
+from npc_voice.server.voices import parameter_count
+from npc_voice.v1 import npc_voice_pb2 as pb
+from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
+    def __init__(self, engine: Engine, store: ConfigStore) -> None:
+        self.engine = engine
+        self.store = store
+
+    async def Speak(  # noqa: N802 (gRPC method names)
+        self, request: pb.SpeakRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SpeakResponse]:
+        stream = None
+        async with grpc_errors(context, "Speak"):
+            config = self.store.config
+            character, spec = config.resolve(request.character)
+            text = convert.check_text(request.text, config.server.max_text_bytes)
+            fmt = convert.resolve_format(request.format, spec)
+            controls = convert.resolve_controls(spec, request.overrides)
+            request_id = convert.request_id_or_new(request.request_id)
+            stream = self.engine.open_stream(character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id)
+            # A client that goes away (cancel, deadline, disconnect) frees the slot at once.
+            context.add_done_callback(lambda _ctx: stream.close())  # type: ignore[union-attr]
+            try:
+                stream.say(text)  # TextError surfaces here, before anything is sent
+                stream.end_input()
+                events = stream.events()
+                # StreamStart goes out with the first event, i.e. once the engine has admitted the
+                # stream: a CapacityError then ends the call with no half-sent stream.
+                first = await anext(events)
+                yield convert.start_response(fmt, request_id, character, spec.voice)
+                yield convert.event_to_response(first, fmt, request_id)
+                if not isinstance(first, EndEvent):
+                    async for event in events:
+                        yield convert.event_to_response(event, fmt, request_id)
+            finally:
+                stream.close()
+
+    async def Converse(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SpeakResponse]:
+        session = ConverseSession(self.engine, self.store)
+        context.add_done_callback(lambda _ctx: session.close_all_streams())
+        async with grpc_errors(context, "Converse"):
+            try:
+                async for response in session.run(request_iterator):
+                    yield response
+            finally:
+                await session.shutdown()
+
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:  # noqa: N802
+        async with grpc_errors(context, "Cancel"):
+            character, _ = self.store.config.resolve(request.character)
+            cancelled, samples = self.engine.cancel_character(character, request.request_id)
+            return pb.CancelResponse(cancelled=cancelled, samples_produced=samples)
+        raise AssertionError("unreachable")  # grpc_errors aborts on every error
+
+    async def ResetCharacter(  # noqa: N802
+        self, request: pb.ResetCharacterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetCharacterResponse:
+        async with grpc_errors(context, "ResetCharacter"):
+            character, _ = self.store.config.resolve(request.character)
+            await asyncio.to_thread(self.engine.reset_character, character)
+            return pb.ResetCharacterResponse()
+        raise AssertionError("unreachable")
+
+    async def ExportCharacterState(  # noqa: N802
+        self, request: pb.ExportCharacterStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportCharacterStateResponse:
+        async with grpc_errors(context, "ExportCharacterState"):
+            character, _ = self.store.config.resolve(request.character)
+            data = await asyncio.to_thread(self.engine.export_character, character)
+            return pb.ExportCharacterStateResponse(state=data, format_version=ENGINE_STATE_VERSION)
+        raise AssertionError("unreachable")
+
+    async def ImportCharacterState(  # noqa: N802
+        self, request: pb.ImportCharacterStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ImportCharacterStateResponse:
+        async with grpc_errors(context, "ImportCharacterState"):
+            character, _ = self.store.config.resolve(request.character)
+            await asyncio.to_thread(self.engine.import_character, character, bytes(request.state))
+            return pb.ImportCharacterStateResponse()
+        raise AssertionError("unreachable")
+
+    async def ListCharacters(  # noqa: N802
+        self, request: pb.ListCharactersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCharactersResponse:
+        config = self.store.config
+        infos = [
+            pb.CharacterInfo(
+                name=c.name,
+                voice=c.voice,
+                description=c.description,
+                speed=c.speed,
+                pitch_semitones=c.pitch,
+                formant=c.formant,
+                breathiness=c.breathiness,
+                volume=c.volume,
+                default_format=convert.OutputFormat(c.encoding, c.sample_rate).to_proto(),
+            )
+            for c in config.characters.values()
+        ]
+        return pb.ListCharactersResponse(characters=infos, default_character=config.default_character)
+
+    async def ListVoices(  # noqa: N802
+        self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVoicesResponse:
+        infos = []
+        for spec in self.store.config.voices.values():
+            model = self.store.voices.get(spec.name)
+            infos.append(
+                pb.VoiceInfo(
+                    name=spec.name,
+                    description=spec.description,
+                    native_sample_rate_hz=int(getattr(model, "sample_rate", 0)),
+                    checkpoint=spec.path or spec.kind,
+                    parameters=parameter_count(model) if model is not None else 0,
+                )
+            )
+        return pb.ListVoicesResponse(voices=infos)
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:  # noqa: N802
+        s = self.engine.stats()
+        return pb.GetStatsResponse(
+            active_streams=s.active_streams,
+            slots_in_use=s.slots_in_use,
+            slots_total=s.slots_total,
+            ticks=s.ticks,
+            tick_ms_mean=s.tick_ms_mean,
+            tick_ms_p99=s.tick_ms_p99,
+            underruns=s.underruns,
+            characters_known=s.characters_known,
+            characters_evicted=s.characters_evicted,
+            device=s.device,
+            lines_completed=s.lines_completed,
+            lines_cancelled=s.lines_cancelled,
+            lines_rejected=s.lines_rejected,
+        )
