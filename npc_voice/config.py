@@ -23,6 +23,7 @@ The file has four top-level keys (all optional except ``characters``)::
 Everything is frozen once loaded; a reload builds a new ``Config`` and swaps it whole.
 Errors are ``ConfigError`` naming the file, the key path and the reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -256,9 +257,7 @@ class _Parser:
         voice = self.string(c.get("voice", "default"), f"{key}.voice")
         if voice not in voices:
             raise self.fail(f"{key}.voice", f"unknown voice {voice!r}; configured: {', '.join(sorted(voices))}")
-        controls = {
-            k: self.number(c[k], f"{key}.{k}", lo, hi) for k, (lo, hi) in CHARACTER_RANGES.items() if k in c
-        }
+        controls = {k: self.number(c[k], f"{key}.{k}", lo, hi) for k, (lo, hi) in CHARACTER_RANGES.items() if k in c}
         lexicon: dict[str, str] = {}
         for word, ipa in self.mapping(c.get("lexicon"), f"{key}.lexicon").items():
             if not isinstance(ipa, str) or not ipa.strip():
