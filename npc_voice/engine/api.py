@@ -129,6 +129,7 @@ class EngineConfig:
     device: str = "auto"  # auto|cpu|cuda; auto = cuda if available, chosen once at start
     lookahead_ms: float = 150.0  # keep each stream's generated audio this far ahead of its playback clock
     threads: int = 0  # torch threads on CPU; 0 = os.cpu_count()
+    max_batch: int = 0  # most streams stepped per tick and voice (earliest deadline first); 0 = slots - 1
 
 
 @dataclass(frozen=True)

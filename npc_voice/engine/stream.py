@@ -1,36 +1,236 @@
-"""Stream: one character speaking one or more lines on one continuous sample clock (stub)."""
+"""Stream: the caller's handle on one character speaking one or more lines on one sample clock.
+
+Input (``say``, ``end_input``, ``cancel``, ``close``) may come from any thread; output events
+are produced by the engine thread and consumed either from asyncio (``events``, woken with
+``loop.call_soon_threadsafe``) or from a plain thread (``events_sync``). The engine-side
+bookkeeping (slot, line position, clocks) lives in the scheduler, not here.
+"""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Protocol
 
-from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent
+from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, VoiceControls
+from npc_voice.model.api import PhonemeInput
 
 Event = MarkEvent | AudioEvent | EndEvent
 
 
-class Stream:
-    """Thread-safe; events are consumed from asyncio (``events``) or a thread (``events_sync``)."""
+class _EngineSide(Protocol):
+    """What a stream needs from the engine (implemented by the Scheduler)."""
 
-    request_id: str
-    character: str
-    voice: str
-    sample_rate: int
+    def wake(self) -> None: ...
+
+    def stream_closed(self, stream: Stream) -> None: ...
+
+
+def phonemize(text: str, lexicon: Mapping[str, str]) -> PhonemeInput:
+    """The frontend (imported here, not at module level, so the engine imports without espeak)."""
+    from npc_voice.frontend import text_to_phonemes
+
+    return text_to_phonemes(text, lexicon)
+
+
+class Stream:
+    """Thread-safe. ``events()`` / ``events_sync()`` yield MarkEvent (before the audio of its
+    line), AudioEvent and finally one EndEvent; they raise CapacityError when no slot was
+    free within ``max_queue_wait_s`` (or TextError for a line the voice cannot speak) instead."""
+
+    def __init__(
+        self,
+        engine: _EngineSide,
+        *,
+        character: str,
+        voice: str,
+        controls: VoiceControls,
+        lexicon: Mapping[str, str],
+        sample_rate: int,
+        request_id: str,
+    ) -> None:
+        self.request_id = request_id
+        self.character = character
+        self.voice = voice
+        self.sample_rate = sample_rate
+        self.controls = controls
+        self.lexicon = dict(lexicon)
+        self.opened_at = time.monotonic()
+        self._engine = engine
+        self._cond = threading.Condition()
+        # input side
+        self._lines: deque[PhonemeInput] = deque()
+        self._input_ended = False
+        self._cancelled = False
+        self._closed = False
+        # output side
+        self._events: deque[Event] = deque()
+        self._error: BaseException | None = None
+        self._finished = False  # EndEvent queued or error set: nothing more will come
+        self._ended = threading.Event()
+        self._end: EndEvent | None = None
+        self._notifiers: list[Callable[[], None]] = []
+
+    # ---- caller side -------------------------------------------------------------------
 
     def say(self, text: str) -> None:
-        raise NotImplementedError
+        """Queue one line. Raises TextError (from the frontend) at once for text that cannot
+        be spoken; ignored once the stream was cancelled or closed."""
+        phonemes = phonemize(text, self.lexicon)
+        with self._cond:
+            if self._cancelled or self._closed or self._finished:
+                return
+            if self._input_ended:
+                raise EngineError(f"stream {self.request_id!r}: say() after end_input()")
+            self._lines.append(phonemes)
+        self._engine.wake()
 
     def end_input(self) -> None:
-        raise NotImplementedError
+        """No more lines: the stream ends "completed" after the last queued line."""
+        with self._cond:
+            self._input_ended = True
+        self._engine.wake()
 
     def cancel(self) -> None:
-        raise NotImplementedError
+        """Fade out (~10 ms) at the next frame and end "cancelled"; queued lines are dropped."""
+        with self._cond:
+            if self._finished:
+                return
+            self._cancelled = True
+            self._lines.clear()
+        self._engine.wake()
 
     def close(self) -> None:
-        raise NotImplementedError
+        """The consumer is gone: free the slot now; no more events. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._lines.clear()
+        self._engine.stream_closed(self)
+        self._engine.wake()
+
+    @property
+    def done(self) -> bool:
+        """True once the stream has ended (EndEvent queued) or failed."""
+        return self._ended.is_set()
+
+    def wait_ended(self, timeout: float | None = None) -> EndEvent | None:
+        """Block until the stream ends; its EndEvent, or None on timeout or failure."""
+        self._ended.wait(timeout)
+        return self._end
 
     async def events(self) -> AsyncIterator[Event]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def notify() -> None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # loop closed: nobody is listening any more
+                pass
+
+        with self._cond:
+            self._notifiers.append(notify)
+        try:
+            while True:
+                item = self._next()
+                if item is None:
+                    wake.clear()
+                    item = self._next()  # an event may have landed before clear()
+                    if item is None:
+                        await wake.wait()
+                        continue
+                if item is _DONE:
+                    return
+                assert not isinstance(item, _Done)
+                yield item
+                if isinstance(item, EndEvent):
+                    return
+        finally:
+            with self._cond:
+                self._notifiers.remove(notify)
 
     def events_sync(self, timeout: float | None = None) -> Iterator[Event]:
-        raise NotImplementedError
+        """Blocking iterator; raises TimeoutError when no event arrives within ``timeout`` s."""
+        while True:
+            with self._cond:
+                item = self._next_locked()
+                if item is None:
+                    self._cond.wait(timeout)
+                    item = self._next_locked()
+                    if item is None:
+                        raise TimeoutError(f"stream {self.request_id!r}: no event within {timeout} s")
+            if item is _DONE:
+                return
+            assert not isinstance(item, _Done)
+            yield item
+            if isinstance(item, EndEvent):
+                return
+
+    # ---- engine side (called by the scheduler) -------------------------------------------
+
+    def take_lines(self) -> list[PhonemeInput]:
+        with self._cond:
+            lines = list(self._lines)
+            self._lines.clear()
+            return lines
+
+    def input_state(self) -> tuple[bool, bool, bool, bool]:
+        """(has queued lines, input ended, cancel requested, closed)."""
+        with self._cond:
+            return bool(self._lines), self._input_ended, self._cancelled, self._closed
+
+    def push(self, events: list[Event]) -> None:
+        if not events:
+            return
+        with self._cond:
+            if self._closed or self._finished:
+                return
+            self._events.extend(events)
+            last = events[-1]
+            if isinstance(last, EndEvent):
+                self._finished = True
+                self._end = last
+            self._cond.notify_all()
+            notifiers = list(self._notifiers)
+        for notify in notifiers:
+            notify()
+        if isinstance(events[-1], EndEvent):
+            self._ended.set()
+
+    def fail(self, error: BaseException) -> None:
+        with self._cond:
+            if self._finished:
+                return
+            self._error = error
+            self._finished = True
+            self._cond.notify_all()
+            notifiers = list(self._notifiers)
+        for notify in notifiers:
+            notify()
+        self._ended.set()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _next(self) -> Event | _Done | None:
+        with self._cond:
+            return self._next_locked()
+
+    def _next_locked(self) -> Event | _Done | None:
+        if self._events:
+            return self._events.popleft()
+        if self._error is not None:
+            raise self._error
+        if self._finished or self._closed:
+            return _DONE
+        return None
+
+
+class _Done:
+    """Sentinel type: the stream has nothing more to give."""
+
+
+_DONE = _Done()

@@ -1,0 +1,145 @@
+"""Speaker: the engine-side bookkeeping of one admitted stream (slot, line position, clocks).
+
+Only the scheduler touches a Speaker, under its lock. Positions are counted in native samples
+(22050 Hz) for scheduling and in output samples for events.
+
+Playback clock: the client is assumed to start playing at the first chunk and to play at
+real-time rate, so at time t it has played ``anchor_gen + (t - anchor_t) * rate`` samples.
+When a stream ran dry because it had nothing to say (Converse between phrases), the clock is
+re-anchored at the next line's start: that gap is silence, not an underrun.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent
+from npc_voice.engine.stream import Stream
+from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
+
+
+class Resampler(Protocol):
+    def process(self, x: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
+def make_resampler(out_rate: int) -> Resampler | None:
+    """A streaming resampler from the native rate to ``out_rate`` (None: same rate)."""
+    if out_rate == SAMPLE_RATE:
+        return None
+    from npc_voice.audio.resample import StreamResampler
+
+    return StreamResampler(SAMPLE_RATE, out_rate)
+
+
+class Speaker:
+    def __init__(
+        self, stream: Stream, voice: str, slot: int, hop: int, now: float, resampler: Resampler | None
+    ) -> None:
+        c = stream.controls
+        self.hop = hop  # native samples per frame
+        self.stream = stream
+        self.voice = voice
+        self.slot = slot
+        # columns as npc_voice.model.api.CONTROL_*: pitch factor, formant, breathiness, volume
+        self.controls = (2.0 ** (c.pitch_semitones / 12.0), c.formant, c.breathiness, c.volume)
+        self.resampler = resampler
+        self.prepared: deque[PreparedLine] = deque()  # lines ready to start, in order
+        self.line: PreparedLine | None = None  # the line being spoken
+        self.cond = torch.empty(0)  # [n_frames rounded up to K, d_cond] of the current line
+        self.pos = 0  # next frame of the current line
+        self.n_frames = 0  # real frames of the current line
+        self.line_start = 0  # native sample (stream clock) where the current line starts
+        self.marks_due = False  # the current line's MarkEvent is not sent yet
+        self.gen = 0  # native samples generated on this stream
+        self.out = 0  # output samples queued on this stream
+        self.anchor_t: float | None = None  # playback clock anchor (None until the first chunk)
+        self.anchor_gen = 0
+        self.behind = False  # generated audio is behind the playback clock (underrun)
+        self.fading = False  # cancelled: this tick emits one faded frame, then ends
+        self.admitted_at = now
+        self.first_audio_at: float | None = None
+
+    def begin_line(self, line: PreparedLine, cond: torch.Tensor, now: float) -> None:
+        self.line = line
+        self.cond = cond
+        self.pos = 0
+        self.n_frames = line.n_frames
+        self.line_start = self.gen
+        self.marks_due = True
+        ahead = self.ahead_s(now)
+        if ahead is not None and ahead < 0.0:  # ran dry for lack of text: restart the clock
+            self.anchor_t, self.anchor_gen = now, self.gen
+            self.behind = False
+
+    def cond_chunk(self, k: int) -> torch.Tensor:
+        return self.cond[self.pos : self.pos + k]  # [K, d_cond]
+
+    def ahead_s(self, now: float) -> float | None:
+        """Seconds of generated audio not yet played (negative: behind); None before audio."""
+        if self.anchor_t is None:
+            return None
+        return (self.gen - self.anchor_gen) / SAMPLE_RATE - (now - self.anchor_t)
+
+    def deadline(self) -> float:
+        """When playback reaches the end of the generated audio (monotonic seconds)."""
+        if self.anchor_t is None:
+            return self.stream.opened_at
+        return self.anchor_t + (self.gen - self.anchor_gen) / SAMPLE_RATE
+
+    def marks_event(self) -> MarkEvent:
+        assert self.line is not None
+        self.marks_due = False
+        return MarkEvent(
+            phonemes=self._marks(self.line.phonemes),
+            visemes=self._marks(self.line.visemes),
+            words=self._marks(self.line.words),
+        )
+
+    def emit(self, chunk: np.ndarray, frames: int, now: float) -> AudioEvent | None:
+        """Account ``frames`` frames of native audio ``chunk`` and resample it."""
+        self.pos += frames
+        self.gen += len(chunk)
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+            self.anchor_t, self.anchor_gen = now, 0
+        return self._audio(chunk if self.resampler is None else self.resampler.process(chunk))
+
+    def flush(self) -> AudioEvent | None:
+        """The resampler's tail at the end of the stream."""
+        if self.resampler is None:
+            return None
+        return self._audio(self.resampler.flush())
+
+    def end_event(self, reason: str, now: float) -> EndEvent:
+        opened = self.stream.opened_at
+        first = (self.first_audio_at - opened) * 1000.0 if self.first_audio_at is not None else 0.0
+        return EndEvent(
+            reason=reason,
+            total_samples=self.out,
+            queued_ms=(self.admitted_at - opened) * 1000.0,
+            first_audio_ms=first,
+            total_ms=(max(now, time.monotonic()) - opened) * 1000.0,
+        )
+
+    def _audio(self, pcm: np.ndarray) -> AudioEvent | None:
+        if len(pcm) == 0:
+            return None
+        pcm = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0)
+        event = AudioEvent(pcm=pcm, sample_offset=self.out)
+        self.out += len(pcm)
+        return event
+
+    def _marks(self, marks: tuple[Mark, ...]) -> tuple[tuple[str, int, int], ...]:
+        rate = self.stream.sample_rate
+
+        def to_out(frame: int) -> int:
+            native = self.line_start + min(frame, self.n_frames) * self.hop
+            return native if rate == SAMPLE_RATE else round(native * rate / SAMPLE_RATE)
+
+        return tuple((m.label, to_out(m.start_frame), to_out(m.end_frame)) for m in marks)
