@@ -109,6 +109,11 @@ class Stream:
                 return
             self._closed = True
             self._lines.clear()
+            self._events.clear()
+            self._cond.notify_all()
+            notifiers = list(self._notifiers)
+        for notify in notifiers:  # a consumer waiting in events() sees the end
+            notify()
         self._engine.stream_closed(self)
         self._engine.wake()
 

@@ -1,0 +1,328 @@
+"""The engine with the real tiny voice, the real frontend and the real engine thread.
+
+The reference for "the engine adds nothing" is a plain loop over the model: prepare the line,
+step it K frames at a time on one pool row (the last chunk padded with silence_cond and
+trimmed), carrying that row's state from line to line.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from npc_voice.engine import (
+    AudioEvent,
+    CapacityError,
+    EndEvent,
+    Engine,
+    EngineConfig,
+    LineRequest,
+    MarkEvent,
+    Stream,
+    UnknownVoiceError,
+    VoiceControls,
+)
+from npc_voice.frontend import text_to_phonemes
+from npc_voice.model import tiny_voice
+from npc_voice.model.api import TextError, VoiceModel
+
+K = 4
+FREE_RUN = 1e9  # lookahead_ms: generate as fast as the CPU allows (no real-time pacing)
+LINE = "Halt! Who goes there?"
+LINE2 = "Move along, citizen."
+LONG = "The old bridge to the north washed away in the spring floods, so you will have to take the mountain pass."
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def voice() -> VoiceModel:
+    return tiny_voice(0)
+
+
+@pytest.fixture
+def make_engine(voice: VoiceModel) -> Iterator:  # type: ignore[type-arg]
+    engines: list[Engine] = []
+
+    def make(**kw: float) -> Engine:
+        cfg = {"slots": 8, "frames_per_tick": K, "threads": 1, "lookahead_ms": FREE_RUN, "max_queue_wait_s": 5.0}
+        cfg.update(kw)
+        engine = Engine({"tiny": voice}, EngineConfig(**cfg))  # type: ignore[arg-type]
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def speak(engine: Engine, character: str, text: str, rate: int = 22050, **controls: float) -> Stream:
+    req = LineRequest(character, "tiny", text, VoiceControls(**controls), {}, rate, f"req-{next(_ids)}")
+    return engine.speak(req)
+
+
+def collect(stream: Stream) -> tuple[list[MarkEvent | AudioEvent | EndEvent], np.ndarray, EndEvent]:
+    events = list(stream.events_sync(timeout=60))
+    audio = [e for e in events if isinstance(e, AudioEvent)]
+    end = events[-1]
+    assert isinstance(end, EndEvent)
+    offset = 0
+    for e in audio:  # contiguous sample clock
+        assert e.sample_offset == offset
+        offset += len(e.pcm)
+    assert end.total_samples == offset
+    pcm = np.concatenate([e.pcm for e in audio]) if audio else np.zeros(0, np.float32)
+    return events, pcm, end
+
+
+def direct_render(model: VoiceModel, texts: list[str], controls: tuple[float, ...] = (1.0, 1.0, 0.0, 1.0)
+                  ) -> np.ndarray:
+    """The lines back to back on one fresh state row, straight through the model."""
+    state = {n: torch.zeros((2, *s.shape), dtype=s.dtype) for n, s in model.state_spec().items()}
+    slots = torch.tensor([1])
+    ctl = torch.tensor([controls], dtype=torch.float32)
+    out = []
+    for text in texts:
+        line = model.prepare(text_to_phonemes(text, {}), speed=1.0)
+        n = line.n_frames
+        cond = torch.cat([line.cond, model.silence_cond().expand(-n % K, -1)])
+        for t in range(0, n, K):
+            pcm = model.step(state, slots, cond[None, t : t + K], ctl)[0]
+            out.append(pcm[: min(K, n - t) * model.hop].numpy())
+    return np.concatenate(out)
+
+
+def assert_same_audio(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)  # batch composition changes float rounding
+    assert float(np.abs(a).max()) > 1e-4  # not silence: the comparison means something
+
+
+def test_a_line_equals_rendering_it_directly(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    _, pcm, end = collect(speak(engine, "guard", LINE))
+    assert end.reason == "completed"
+    assert_same_audio(pcm, direct_render(voice, [LINE]))
+    # the character keeps its state: the next line continues it
+    _, pcm2, _ = collect(speak(engine, "guard", LINE2))
+    assert_same_audio(np.concatenate([pcm, pcm2]), direct_render(voice, [LINE, LINE2]))
+    stats = engine.stats()
+    assert stats.lines_completed == 2 and stats.slots_in_use == 0 and stats.characters_known == 1
+
+
+def test_controls_reach_the_model(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    _, pcm, _ = collect(speak(engine, "giant", LINE, pitch_semitones=-12.0, volume=0.5, formant=0.8))
+    assert_same_audio(pcm, direct_render(voice, [LINE], (0.5, 0.8, 0.0, 0.5)))
+
+
+def test_two_streams_interleaved_equal_each_alone(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(lookahead_ms=100.0)  # paced: the two streams share ticks
+    a = engine.open_stream("a", "tiny", VoiceControls(), {}, 22050, "a")
+    b = engine.open_stream("b", "tiny", VoiceControls(), {}, 22050, "b")
+    a.say(LINE)
+    b.say(LINE2)
+    b.say(LINE)  # two lines on one continuous clock
+    a.end_input()
+    b.end_input()
+    _, pcm_a, _ = collect(a)
+    _, pcm_b, _ = collect(b)
+    assert_same_audio(pcm_a, direct_render(voice, [LINE]))
+    assert_same_audio(pcm_b, direct_render(voice, [LINE2, LINE]))
+
+
+def test_same_character_queues_behind_itself(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    first, second = speak(engine, "merchant", LINE), speak(engine, "merchant", LINE2)
+    _, pcm2, _ = collect(second)
+    _, pcm1, _ = collect(first)
+    assert_same_audio(np.concatenate([pcm1, pcm2]), direct_render(voice, [LINE, LINE2]))
+
+
+def test_export_import_round_trip_and_identical_continuation(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    collect(speak(engine, "hero", LINE))
+    data = engine.export_character("hero")
+    engine.import_character("hero/copy", data)
+    assert engine.export_character("hero/copy") == data
+    _, cont_a, _ = collect(speak(engine, "hero", LINE2))
+    _, cont_b, _ = collect(speak(engine, "hero/copy", LINE2))
+    assert_same_audio(cont_a, cont_b)
+    assert_same_audio(cont_a, direct_render(voice, [LINE, LINE2])[-len(cont_a):])
+    # a fresh engine (another daemon) continues identically too
+    other = make_engine()
+    other.import_character("hero", data)
+    _, cont_c, _ = collect(speak(other, "hero", LINE2))
+    assert_same_audio(cont_c, cont_a)
+
+
+def test_import_rejects_bad_bytes(make_engine) -> None:  # type: ignore[no-untyped-def]
+    from npc_voice.engine import StateFormatError
+    from npc_voice.engine.statefile import encode_state
+
+    engine = make_engine()
+    collect(speak(engine, "hero", LINE))
+    data = engine.export_character("hero")
+    with pytest.raises(StateFormatError, match="crc32"):
+        engine.import_character("x", data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(StateFormatError, match="voice version"):
+        engine.import_character("x", encode_state("some-other-voice", {"a": torch.zeros(1)}))
+    with pytest.raises(StateFormatError, match="does not fit"):
+        engine.import_character("x", encode_state("random-0", {"a": torch.zeros(1)}))
+
+
+def test_reset_starts_from_a_fresh_state(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    collect(speak(engine, "guard", LINE))
+    engine.reset_character("guard")
+    assert engine.stats().characters_known == 0
+    _, pcm, _ = collect(speak(engine, "guard", LINE2))
+    assert_same_audio(pcm, direct_render(voice, [LINE2]))
+
+
+def test_eviction_to_host_and_back_continues_identically(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(slots=2)  # one usable slot: every other character evicts the last one
+    _, first, _ = collect(speak(engine, "a", LINE))
+    collect(speak(engine, "b", LINE2))
+    assert engine.stats().characters_evicted == 1
+    _, again, _ = collect(speak(engine, "a", LINE2))
+    assert_same_audio(np.concatenate([first, again]), direct_render(voice, [LINE, LINE2]))
+    assert engine.stats().characters_known == 2
+
+
+def test_cancel_fades_out_and_frees_the_slot(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(lookahead_ms=100.0)  # paced, so the cancel lands mid-line
+    stream = speak(engine, "guard", LONG)
+    events = stream.events_sync(timeout=60)
+    got = [next(events), next(events)]
+    assert isinstance(got[0], MarkEvent) and isinstance(got[1], AudioEvent)
+    was_speaking, produced = engine.cancel_character("guard")
+    assert was_speaking
+    got += list(events)
+    end = got[-1]
+    assert isinstance(end, EndEvent) and end.reason == "cancelled"
+    assert produced == end.total_samples
+    pcm = np.concatenate([e.pcm for e in got if isinstance(e, AudioEvent)])
+    reference = direct_render(voice, [LONG])
+    assert len(pcm) < len(reference)  # stopped early
+    hop = voice.hop
+    assert len(pcm) % hop == 0
+    # everything before the last frame is the line as rendered; the last frame ramps to zero
+    np.testing.assert_allclose(pcm[:-hop], reference[: len(pcm) - hop], atol=1e-4)
+    last = reference[len(pcm) - hop : len(pcm)]
+    ramp = pcm[-hop:] / np.where(np.abs(last) > 1e-3, last, np.nan)  # the gain applied per sample
+    ramp = ramp[np.isfinite(ramp)]
+    assert np.all(np.diff(ramp) <= 1e-4) and ramp[0] > 0.9 and ramp[-1] < 0.1
+    assert pcm[-1] == 0.0
+    stats = engine.stats()
+    assert stats.slots_in_use == 0 and stats.active_streams == 0 and stats.lines_cancelled == 1
+    assert engine.cancel_character("guard") == (False, 0)
+
+
+def test_close_frees_the_slot_at_once(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(lookahead_ms=100.0)
+    stream = speak(engine, "guard", LONG)
+    events = stream.events_sync(timeout=60)
+    next(events)
+    assert engine.stats().slots_in_use == 1
+    stream.close()
+    stats = engine.stats()
+    assert stats.slots_in_use == 0 and stats.active_streams == 0
+    assert stats.characters_known == 1  # the state stays, resident and evictable
+    assert list(stream.events_sync(timeout=60)) == []  # no more events after close
+
+
+def test_capacity_error_after_bounded_wait_then_slots_back_to_zero(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(slots=3, max_queue_wait_s=0.2)  # two usable slots
+    holders = [engine.open_stream(f"h{i}", "tiny", VoiceControls(), {}, 22050, f"h{i}") for i in range(2)]
+    for h in holders:  # hold both slots: input never ends
+        h.say(LINE)
+    extra = [speak(engine, f"x{i}", LINE) for i in range(3)]
+    for s in extra:
+        with pytest.raises(CapacityError, match="busy"):
+            collect(s)
+    stats = engine.stats()
+    assert stats.lines_rejected == 3 and stats.slots_in_use == 2
+    for h in holders:
+        h.end_input()
+        assert collect(h)[2].reason == "completed"
+    assert engine.stats().slots_in_use == 0
+
+
+def test_many_streams_complete_or_are_rejected(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(slots=5, max_queue_wait_s=0.05)
+    streams = [speak(engine, f"npc/{i}", "Hello.") for i in range(20)]
+    done = rejected = 0
+    for s in streams:
+        try:
+            done += collect(s)[2].reason == "completed"
+        except CapacityError:
+            rejected += 1
+    assert done + rejected == 20 and done >= 4
+    stats = engine.stats()
+    assert stats.slots_in_use == 0 and stats.lines_rejected == rejected and stats.lines_completed == done
+
+
+def test_marks_come_first_in_order_and_within_the_samples(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    stream = engine.open_stream("guard", "tiny", VoiceControls(), {}, 22050, "m")
+    stream.say(LINE)
+    stream.say(LINE2)
+    stream.end_input()
+    events, _, end = collect(stream)
+    marks = [(i, e) for i, e in enumerate(events) if isinstance(e, MarkEvent)]
+    assert len(marks) == 2
+    previous_end = 0
+    for index, mark in marks:
+        nxt = events[index + 1]
+        assert isinstance(nxt, AudioEvent)  # marks come right before the audio of their line
+        for kind in (mark.phonemes, mark.visemes, mark.words):
+            assert kind, "no marks"
+            starts = [s for _, s, _ in kind]
+            assert starts == sorted(starts)
+            for _, s, e in kind:
+                assert nxt.sample_offset <= s <= e <= end.total_samples
+        assert mark.words[0][1] >= previous_end
+        previous_end = mark.words[-1][2]
+    assert [w for w, _, _ in marks[0][1].words] == ["Halt", "Who", "goes", "there"]
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 44100, 48000])
+def test_resampled_length_and_marks_scale(make_engine, rate: int) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    events_native, native, _ = collect(speak(engine, f"n{rate}", LINE))
+    events, pcm, end = collect(speak(engine, f"r{rate}", LINE, rate=rate))
+    assert end.total_samples == len(pcm) == round(len(native) * rate / 22050)
+    assert float(np.abs(pcm).max()) > 1e-4
+    m_native, m_out = events_native[0], events[0]
+    assert isinstance(m_native, MarkEvent) and isinstance(m_out, MarkEvent)
+    assert [(w, round(s * rate / 22050)) for w, s, _ in m_native.words] == [(w, s) for w, s, _ in m_out.words]
+
+
+def test_async_events(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+
+    async def consume() -> list[MarkEvent | AudioEvent | EndEvent]:
+        return [e async for e in speak(engine, "guard", LINE).events()]
+
+    events = asyncio.run(consume())
+    assert isinstance(events[0], MarkEvent) and isinstance(events[-1], EndEvent)
+    pcm = np.concatenate([e.pcm for e in events if isinstance(e, AudioEvent)])
+    assert_same_audio(pcm, direct_render(voice, [LINE]))
+
+
+def test_errors_are_raised_up_front(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    with pytest.raises(TextError):
+        speak(engine, "guard", "   ")
+    with pytest.raises(UnknownVoiceError, match="nope"):
+        engine.open_stream("guard", "nope", VoiceControls(), {}, 22050, "r")
+    with pytest.raises(ValueError, match="11025"):
+        engine.open_stream("guard", "tiny", VoiceControls(), {}, 11025, "r")
+    with pytest.raises(ValueError, match="speed"):
+        engine.open_stream("guard", "tiny", VoiceControls(speed=0.0), {}, 22050, "r")
+    assert engine.stats().slots_in_use == 0
