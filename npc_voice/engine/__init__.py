@@ -14,6 +14,7 @@ from npc_voice.engine.api import (
     UnknownVoiceError,
     VoiceControls,
 )
+from npc_voice.engine.device import resolve_device
 from npc_voice.engine.engine import Engine
 from npc_voice.engine.stream import Stream
 
@@ -33,4 +34,5 @@ __all__ = [
     "Stream",
     "UnknownVoiceError",
     "VoiceControls",
+    "resolve_device",
 ]

@@ -35,6 +35,7 @@ from npc_voice.engine.api import (
     UnknownVoiceError,
     VoiceControls,
 )
+from npc_voice.engine.device import make_step, resolve_device
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.scheduler import Scheduler, VoiceRuntime
 from npc_voice.engine.statefile import decode_state, encode_state
@@ -45,17 +46,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMAND_TIMEOUT_S = 30.0  # export/import/reset wait at most this long for the engine thread
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cpu"/"cuda"/"cuda:N" as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu" or name.startswith("cuda"):
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available (use 'auto' or 'cpu')")
-        return torch.device(name)
-    raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
 
 
 class Engine:
@@ -72,7 +62,8 @@ class Engine:
                                  f"load voices with device={self.device.type!r}")
             pool = StatePool(model.state_spec(), config.slots, self.device, config.host_cache_characters)
             silence = model.silence_cond().to(self.device, torch.float32)
-            runtimes[name] = VoiceRuntime(name, model, pool, silence)
+            step = make_step(model, pool.tensors, self.device, config.max_batch or config.slots - 1)
+            runtimes[name] = VoiceRuntime(name, model, pool, silence, step)
         self.voices = dict(voices)
         self.scheduler = Scheduler(runtimes, config, self.device)
         self._thread: threading.Thread | None = None

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from npc_voice.engine.api import CapacityError, EndEvent, EngineConfig
+from npc_voice.engine.device import StepFn
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.speaker import Speaker, make_resampler
 from npc_voice.engine.stream import Event, Stream
@@ -44,6 +45,7 @@ class VoiceRuntime:
     model: VoiceModel
     pool: StatePool
     silence: torch.Tensor  # [d_cond] on the model's device
+    step: StepFn  # the model's step over this pool (CUDA graphs per batch bucket on GPU)
 
 
 @dataclass
@@ -136,8 +138,8 @@ class Scheduler:
         outputs = []
         for vr, rows, slots, cond, controls in inputs:
             with torch.inference_mode():
-                pcm = vr.model.step(vr.pool.tensors, slots, cond, controls)  # [B_padded, K * hop]
-            outputs.append((rows, pcm[: len(rows)].float().cpu().numpy()))
+                pcm = vr.step(slots, cond, controls)  # [B, K * hop]
+            outputs.append((rows, pcm.float().cpu().numpy()))
         with self.lock:
             now = time.monotonic()
             for rows, pcm_np in outputs:
@@ -298,12 +300,7 @@ class Scheduler:
         cond = torch.stack([sp.cond_chunk(k) for sp in rows])  # [B, K, d_cond]
         controls = torch.tensor([sp.controls for sp in rows], dtype=torch.float32)  # [B, 4]
         slots = torch.tensor([sp.slot for sp in rows], dtype=torch.int64)  # [B]
-        pad = _bucket(len(rows)) - len(rows) if self.device.type == "cuda" else 0
-        if pad:  # fixed batch sizes on CUDA; padding rows step scratch slot 0 on silence
-            cond = torch.cat([cond, vr.silence.expand(pad, k, -1)])
-            controls = torch.cat([controls, torch.tensor([[1.0, 1.0, 0.0, 0.0]]).expand(pad, -1)])
-            slots = torch.cat([slots, torch.zeros(pad, dtype=torch.int64)])
-        return slots.to(self.device), cond, controls.to(self.device)
+        return slots.to(self.device, non_blocking=True), cond, controls.to(self.device, non_blocking=True)
 
     def _distribute(self, rows: list[Speaker], pcm: np.ndarray, now: float) -> None:
         k = self.config.frames_per_tick
@@ -358,11 +355,6 @@ class Scheduler:
         if not times:
             return None
         return max(0.0005, min(times) - now)
-
-
-def _bucket(n: int) -> int:
-    """Smallest power of two >= n (CUDA batch-size buckets)."""
-    return 1 << max(0, n - 1).bit_length()
 
 
 _FADES: dict[int, np.ndarray] = {}
