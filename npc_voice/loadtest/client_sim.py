@@ -1,0 +1,386 @@
+"""Simulated game clients: N characters talking to a running daemon over gRPC (asyncio).
+
+Each simulated character ("guard/17", spread over the daemon's configured
+characters) runs one role for the whole test:
+
+- barker: short lines via Speak, a pause, the next line; a fraction of lines is
+  cancelled mid-line (player walks away: the Cancel RPC);
+- talker: multi-sentence turns via Converse, text arriving in small pieces like
+  an LLM writes it; a fraction of turns is cancelled with the Converse cancel;
+- slow reader (mixed scenario): a barker whose client reads at half real time,
+  to check that flow control keeps it from hurting everyone else.
+
+In the mixed scenario, halfway through, every idle barker starts a line in the
+same instant (a crowd reacting to one event: the burst).
+
+Every stream is played against a real-time clock through a ``JitterBuffer``.
+Records are plain dataclasses; ``report.py`` turns them into numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from npc_voice.loadtest.lines import BARKS, CONVERSATIONS, llm_pieces
+from npc_voice.loadtest.playback import JitterBuffer
+from npc_voice.v1 import npc_voice_pb2 as pb
+from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("barks", "conversation", "mixed")
+_BYTES_PER_SAMPLE = {pb.PCM_S16LE: 2, pb.PCM_F32LE: 4}
+_PHRASE_END = re.compile(r"[.!?;:,]\s")  # where the daemon's Converse cuts a phrase (see server/converse.py)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    server: str  # host:port
+    streams: int  # simulated characters, each with at most one line in flight
+    duration_s: float  # new lines start only before this; lines in flight then finish
+    scenario: str = "mixed"  # barks | conversation | mixed
+    jitter_ms: float = 100.0  # client playback pre-buffer
+    sample_rate: int = 0  # requested output rate; 0 = the character's default
+    token: str | None = None  # bearer token, when the daemon requires one
+    seed: int = 0
+    cancel_fraction: float = 0.1  # lines the player walks away from, mid-line
+    slow_reader_fraction: float | None = None  # None = 0.05 in mixed, 0 otherwise
+    burst: bool | None = None  # None = on in mixed
+    pause_s: tuple[float, float] = (0.3, 1.5)  # idle time between a barker's lines
+    words_per_s: float = 12.0  # how fast a talker's text arrives (an LLM is faster than speech)
+    stats_interval_s: float = 0.5
+    grace_s: float = 20.0  # after duration_s, how long lines in flight may take to finish
+    progress: bool = True  # live one-line progress on stderr
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {self.streams}")
+        if self.duration_s <= 0:
+            raise ValueError(f"duration must be > 0 s, got {self.duration_s}")
+        for name in ("cancel_fraction", "slow_reader_fraction"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in 0..1, got {v}")
+
+    @property
+    def slow_readers(self) -> float:
+        if self.slow_reader_fraction is not None:
+            return self.slow_reader_fraction
+        return 0.05 if self.scenario == "mixed" else 0.0
+
+    @property
+    def with_burst(self) -> bool:
+        return self.scenario == "mixed" if self.burst is None else self.burst
+
+
+@dataclass
+class LineRecord:
+    """One line (Speak) or one conversation turn (Converse) as the client saw it."""
+
+    kind: str  # bark | conversation | slow_reader
+    character: str
+    t_sent: float  # s since the test started: Speak sent / first text piece written
+    t_ref: float  # latency reference: Speak sent / the piece that completed the first phrase
+    t_first_audio: float | None = None
+    t_end: float | None = None
+    sample_rate: int = 0
+    samples: int = 0
+    outcome: str = "unfinished"  # completed | cancelled | rejected | failed | unfinished
+    error: str = ""  # gRPC status code name for rejected/failed
+    cancel_requested: bool = False
+    burst: bool = False  # started by the burst
+    underruns: int = 0
+    stall_s: float = 0.0
+    gaps_s: list[float] = field(default_factory=list)
+
+    @property
+    def first_audio_ms(self) -> float | None:
+        return None if self.t_first_audio is None else (self.t_first_audio - self.t_ref) * 1000.0
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class StatsSample:
+    t: float  # s since the test started
+    active_streams: int
+    slots_in_use: int
+    slots_total: int
+    underruns: int  # the daemon's own counter
+    tick_ms_mean: float
+    tick_ms_p99: float
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    characters: list[str]  # the daemon's configured characters used as templates
+    lines: list[LineRecord]
+    stats: list[StatsSample]
+    wall_s: float  # from start to the last line's end
+    final_stats: dict[str, float | int | str]
+
+
+class Simulation:
+    """Runs one load test; ``await Simulation(cfg).run()`` -> SimResult."""
+
+    def __init__(self, cfg: SimConfig, on_progress: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.lines: list[LineRecord] = []
+        self.stats: list[StatsSample] = []
+        self.t0 = 0.0
+        self.burst_event = asyncio.Event()
+        self._metadata = (("authorization", f"Bearer {cfg.token}"),) if cfg.token else None
+        self._on_progress = on_progress or _stderr_progress
+        self._stub: pb_grpc.NpcVoiceStub | None = None
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    @property
+    def stub(self) -> pb_grpc.NpcVoiceStub:
+        assert self._stub is not None, "run() opens the channel"
+        return self._stub
+
+    async def run(self) -> SimResult:
+        cfg = self.cfg
+        options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+        async with grpc.aio.insecure_channel(cfg.server, options=options) as channel:
+            self._stub = pb_grpc.NpcVoiceStub(channel)
+            listing = await self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self._metadata, timeout=10)
+            names = [c.name for c in listing.characters] or [listing.default_character or ""]
+            self.t0 = time.perf_counter()
+            stop = asyncio.Event()
+            poller = asyncio.create_task(self._poll_stats(stop))
+            progress = asyncio.create_task(self._progress(stop)) if cfg.progress else None
+            tasks = [asyncio.create_task(self._character(i, names)) for i in range(cfg.streams)]
+            if cfg.with_burst:
+                asyncio.get_running_loop().call_later(cfg.duration_s / 2, self.burst_event.set)
+            _, pending = await asyncio.wait(tasks, timeout=cfg.duration_s + cfg.grace_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            wall = self.now()
+            stop.set()
+            await asyncio.gather(poller, *([progress] if progress else []), return_exceptions=True)
+            final = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=10)
+        if cfg.progress:
+            sys.stderr.write("\n")
+        final_stats = {f.name: v for f, v in final.ListFields()}
+        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats)
+
+    # -- one simulated character -------------------------------------------------------------
+
+    async def _character(self, index: int, names: list[str]) -> None:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed * 1_000_003 + index)
+        character = f"{names[index % len(names)]}/{index}"
+        role = self._role(index, rng)
+        await asyncio.sleep(rng.uniform(0.0, min(2.0, cfg.duration_s / 4)))  # staggered arrival
+        woke_by_burst = False  # this character was idle at the burst and starts its line in that instant
+        while self.now() < cfg.duration_s:
+            cancel = rng.random() < cfg.cancel_fraction
+            if role == "conversation":
+                await self._converse(character, rng.choice(CONVERSATIONS), cancel, rng, woke_by_burst)
+            else:
+                await self._speak(role, character, rng.choice(BARKS), cancel, rng, woke_by_burst)
+            woke_by_burst = False
+            pause = rng.uniform(*cfg.pause_s)
+            if cfg.with_burst and not self.burst_event.is_set():
+                try:
+                    await asyncio.wait_for(self.burst_event.wait(), pause)
+                    woke_by_burst = True
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(pause)
+
+    def _role(self, index: int, rng: random.Random) -> str:
+        scenario = self.cfg.scenario
+        if scenario == "barks":
+            return "slow_reader" if rng.random() < self.cfg.slow_readers else "bark"
+        if scenario == "conversation":
+            return "conversation"
+        r = rng.random()
+        if r < self.cfg.slow_readers:
+            return "slow_reader"
+        return "conversation" if r < self.cfg.slow_readers + 0.3 else "bark"
+
+    async def _speak(self, kind: str, character: str, text: str, cancel: bool, rng: random.Random, burst: bool) -> None:
+        t = self.now()
+        rec = LineRecord(kind=kind, character=character, t_sent=t, t_ref=t, burst=burst)
+        self.lines.append(rec)
+        request = pb.SpeakRequest(
+            character=character,
+            text=text,
+            format=pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hz=self.cfg.sample_rate),
+            request_id=f"lt-{character}-{len(self.lines)}",
+        )
+        cancel_after_s = rng.uniform(0.2, 0.8) if cancel else None
+        call = self.stub.Speak(request, metadata=self._metadata, timeout=self.cfg.duration_s + self.cfg.grace_s)
+        await self._consume(call, rec, cancel_after_s, slow=kind == "slow_reader")
+
+    async def _converse(self, character: str, text: str, cancel: bool, rng: random.Random, burst: bool) -> None:
+        t = self.now()
+        rec = LineRecord(kind="conversation", character=character, t_sent=t, t_ref=t, burst=burst)
+        self.lines.append(rec)
+        call = self.stub.Converse(metadata=self._metadata, timeout=self.cfg.duration_s + self.cfg.grace_s)
+        writer = asyncio.create_task(self._write_turn(call, rec, character, text, cancel, rng))
+        try:
+            await self._consume(call, rec, None, slow=False)
+        finally:
+            if not writer.done():
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write_turn(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        rec: LineRecord,
+        character: str,
+        text: str,
+        cancel: bool,
+        rng: random.Random,
+    ) -> None:
+        fmt = pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hz=self.cfg.sample_rate)
+        await call.write(
+            pb.ConverseRequest(context_id="turn", config=pb.ConverseConfig(character=character, format=fmt))
+        )
+        gap_s = 2.0 / self.cfg.words_per_s  # two words per piece
+        written = ""
+        first_phrase_seen = False
+        for piece in llm_pieces(text):
+            await call.write(pb.ConverseRequest(context_id="turn", text=piece))
+            written += piece
+            if not first_phrase_seen and _PHRASE_END.search(written):
+                rec.t_ref = self.now()  # the first phrase is complete: the daemon can speak from here
+                first_phrase_seen = True
+            await asyncio.sleep(gap_s * rng.uniform(0.5, 1.5))
+        if cancel:
+            await asyncio.sleep(rng.uniform(0.3, 1.0))
+            rec.cancel_requested = True
+            await call.write(pb.ConverseRequest(context_id="turn", cancel=True))
+        else:
+            await call.write(pb.ConverseRequest(context_id="turn", close=True))
+        await call.done_writing()
+
+    async def _consume(
+        self,
+        call: grpc.aio.UnaryStreamCall | grpc.aio.StreamStreamCall,
+        rec: LineRecord,
+        cancel_after_s: float | None,
+        slow: bool,
+    ) -> None:
+        """Read one call to its end, feeding the jitter buffer; cancel mid-line if asked."""
+        buf: JitterBuffer | None = None
+        bps = 2
+        cancel_task: asyncio.Task[None] | None = None
+        try:
+            async for resp in call:
+                event = resp.WhichOneof("event")
+                t = self.now()
+                if event == "start":
+                    rec.sample_rate = resp.start.format.sample_rate_hz
+                    bps = _BYTES_PER_SAMPLE.get(resp.start.format.encoding, 2)
+                    buf = JitterBuffer(rec.sample_rate, self.cfg.jitter_ms / 1000.0)
+                elif event == "audio" and buf is not None:
+                    n = len(resp.audio.pcm) // bps
+                    if rec.t_first_audio is None:
+                        rec.t_first_audio = t
+                    buf.on_chunk(t, n)
+                    rec.samples += n
+                    if cancel_after_s is not None and cancel_task is None and buf.audio_s >= cancel_after_s:
+                        rec.cancel_requested = True
+                        cancel_task = asyncio.create_task(self._cancel(rec))
+                    if slow:  # read at half real time: the daemon must buffer or apply flow control
+                        await asyncio.sleep(2.0 * n / rec.sample_rate)
+                elif event == "end":
+                    rec.t_end = t
+                    rec.outcome = "cancelled" if resp.end.reason == pb.END_REASON_CANCELLED else "completed"
+                    if buf is not None:
+                        buf.on_end(t)
+        except grpc.aio.AioRpcError as e:
+            rec.t_end = self.now()
+            code = e.code()
+            rec.error = code.name
+            rec.outcome = "rejected" if code == grpc.StatusCode.RESOURCE_EXHAUSTED else "failed"
+            if rec.outcome == "failed":
+                log.debug("%s %s failed: %s %s", rec.kind, rec.character, code.name, e.details())
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        finally:
+            if buf is not None:
+                rec.underruns, rec.stall_s, rec.gaps_s = buf.underruns, buf.stall_s, buf.chunk_gaps_s()
+            if cancel_task is not None:
+                await asyncio.gather(cancel_task, return_exceptions=True)
+
+    async def _cancel(self, rec: LineRecord) -> None:
+        await self.stub.Cancel(pb.CancelRequest(character=rec.character), metadata=self._metadata, timeout=10)
+
+    # -- observers ------------------------------------------------------------------------------
+
+    async def _poll_stats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                s = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=5)
+                self.stats.append(
+                    StatsSample(
+                        self.now(),
+                        s.active_streams,
+                        s.slots_in_use,
+                        s.slots_total,
+                        s.underruns,
+                        s.tick_ms_mean,
+                        s.tick_ms_p99,
+                    )
+                )
+            except grpc.aio.AioRpcError as e:
+                log.warning("GetStats failed: %s", e.code().name)
+            try:
+                await asyncio.wait_for(stop.wait(), self.cfg.stats_interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _progress(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._on_progress(self.progress_line())
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        self._on_progress(self.progress_line())
+
+    def progress_line(self) -> str:
+        done = [r for r in self.lines if r.t_end is not None]
+        by = {k: sum(1 for r in done if r.outcome == k) for k in ("completed", "cancelled", "rejected", "failed")}
+        active = len(self.lines) - len(done)
+        lat = sorted(v for r in self.lines if (v := r.first_audio_ms) is not None)
+        p50 = f"{lat[len(lat) // 2]:.0f}" if lat else "-"
+        p99 = f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.0f}" if lat else "-"
+        underruns = sum(r.underruns for r in done if r.kind != "slow_reader")
+        slots = f"{self.stats[-1].slots_in_use}/{self.stats[-1].slots_total}" if self.stats else "-"
+        return (
+            f"[{min(self.now(), 9999):5.1f}/{self.cfg.duration_s:g}s] active {active} done {by['completed']} "
+            f"cancel {by['cancelled']} rej {by['rejected']} fail {by['failed']} | first audio p50 {p50} "
+            f"p99 {p99} ms | underruns {underruns} | slots {slots}"
+        )
+
+
+def _stderr_progress(line: str) -> None:
+    sys.stderr.write("\r" + line[:118].ljust(118))
+    sys.stderr.flush()

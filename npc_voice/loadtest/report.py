@@ -1,0 +1,161 @@
+"""Load-test numbers: the JSON report and the PNG plot.
+
+Report keys (all latencies in ms, audio in s):
+    config              the SimConfig used (+ server address, start time)
+    first_audio_ms      p50/p95/p99/max/mean/count over every line that produced audio:
+                        Speak: request sent -> first AudioChunk; Converse: the text piece
+                        that completed the first phrase -> first AudioChunk
+    first_audio_ms_by_kind   the same per kind (bark, conversation, slow_reader)
+    chunk_gap_ms        gaps between consecutive AudioChunks of a stream (p50/p99/max)
+    underruns           count, streams_affected, stall_ms_total (slow readers excluded: their
+                        client is slow on purpose), plus slow_reader_underruns
+    realtime_factor     audio seconds produced per wall second: per stream (p50/min, completed
+                        lines) and aggregate (all audio / test wall time)
+    counts              started, completed, cancelled, rejected, failed, unfinished
+    errors              gRPC status name -> count (rejected + failed)
+    slots_timeline      GetStats every ~0.5 s: t, active_streams, slots_in_use, slots_total, ...
+    server_stats_end    the daemon's GetStats after the run
+    target              the issue's CPU target: zero underruns and p99 first audio <= 150 ms
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from npc_voice.loadtest.client_sim import SimResult
+from npc_voice.loadtest.playback import percentiles
+
+log = logging.getLogger(__name__)
+
+P99_TARGET_MS = 150.0
+
+
+def build_report(result: SimResult) -> dict[str, Any]:
+    lines = result.lines
+    kinds = sorted({r.kind for r in lines})
+    latencies = [v for r in lines if (v := r.first_audio_ms) is not None]
+    by_kind = {k: percentiles([v for r in lines if r.kind == k and (v := r.first_audio_ms) is not None]) for k in kinds}
+    gaps_ms = [g * 1000.0 for r in lines if r.kind != "slow_reader" for g in r.gaps_s]
+    played = [r for r in lines if r.kind != "slow_reader"]
+    underruns = sum(r.underruns for r in played)
+    affected = sum(1 for r in played if r.underruns)
+    rtf_per_stream = [
+        r.audio_s / (r.t_end - r.t_sent)
+        for r in lines
+        if r.outcome == "completed" and r.t_end is not None and r.t_end > r.t_sent and r.samples
+    ]
+    audio_total = sum(r.audio_s for r in lines)
+    counts = {"started": len(lines)}
+    for k in ("completed", "cancelled", "rejected", "failed", "unfinished"):
+        counts[k] = sum(1 for r in lines if r.outcome == k)
+    errors: dict[str, int] = {}
+    for r in lines:
+        if r.error:
+            errors[r.error] = errors.get(r.error, 0) + 1
+    first = percentiles(latencies)
+    p99 = first["p99"]
+    config = dataclasses.asdict(result.config)
+    config.pop("token", None)  # never write a credential into a report
+    config["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {
+        "config": config,
+        "characters": result.characters,
+        "wall_s": result.wall_s,
+        "first_audio_ms": first,
+        "first_audio_ms_by_kind": by_kind,
+        "first_audio_ms_burst": percentiles([v for r in lines if r.burst and (v := r.first_audio_ms) is not None]),
+        "chunk_gap_ms": percentiles(gaps_ms, (50, 99)),
+        "underruns": {
+            "count": underruns,
+            "streams_affected": affected,
+            "stall_ms_total": 1000.0 * sum(r.stall_s for r in played),
+            "slow_reader_underruns": sum(r.underruns for r in lines if r.kind == "slow_reader"),
+        },
+        "realtime_factor": {
+            "per_stream": percentiles(rtf_per_stream, (50,)) | {"min": min(rtf_per_stream, default=None)},
+            "aggregate": audio_total / result.wall_s if result.wall_s > 0 else None,
+        },
+        "audio_s_total": audio_total,
+        "counts": counts,
+        "errors": errors,
+        "slots_timeline": [dataclasses.asdict(s) for s in result.stats],
+        "server_stats_end": result.final_stats,
+        "target": {
+            "zero_underruns": underruns == 0,
+            "p99_first_audio_ms_le_150": p99 is not None and p99 <= P99_TARGET_MS,
+            "no_failures": counts["failed"] == 0 and counts["rejected"] == 0,
+        },
+    }
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few human lines for the terminal."""
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    fa, gap, u, c = report["first_audio_ms"], report["chunk_gap_ms"], report["underruns"], report["counts"]
+    rtf = report["realtime_factor"]
+    agg = rtf["aggregate"]
+    t = report["target"]
+    cfg = report["config"]
+    return "\n".join(
+        [
+            f"{cfg['scenario']}: {cfg['streams']} streams, {cfg['duration_s']:g} s against {cfg['server']}",
+            f"first audio   p50 {ms(fa['p50'])}  p95 {ms(fa['p95'])}  p99 {ms(fa['p99'])}  max {ms(fa['max'])} ms "
+            f"({fa['count']} lines)",
+            f"chunk gaps    p50 {ms(gap['p50'])}  p99 {ms(gap['p99'])}  max {ms(gap['max'])} ms",
+            f"underruns     {u['count']} in {u['streams_affected']} streams, stalled {u['stall_ms_total']:.0f} ms"
+            f" (slow readers: {u['slow_reader_underruns']})",
+            f"lines         {c['started']} started, {c['completed']} completed, {c['cancelled']} cancelled, "
+            f"{c['rejected']} rejected, {c['failed']} failed, {c['unfinished']} unfinished",
+            f"audio         {report['audio_s_total']:.1f} s in {report['wall_s']:.1f} s wall "
+            f"(aggregate {'-' if agg is None else f'{agg:.1f}'}x real time)",
+            f"target        zero underruns: {t['zero_underruns']}, p99 <= 150 ms: {t['p99_first_audio_ms_le_150']}",
+        ]
+    )
+
+
+def write_plot(report: dict[str, Any], latencies_ms: list[float], path: str | Path) -> None:
+    """Latency histogram + active streams / slots over time, one PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("the plot needs matplotlib: pip install -e '.[loadtest]'") from exc
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if latencies_ms:
+        ax1.hist(latencies_ms, bins=min(50, max(5, len(latencies_ms) // 4)), color="tab:blue")
+    for q, style in (("p50", ":"), ("p99", "--")):
+        v = report["first_audio_ms"][q]
+        if v is not None:
+            ax1.axvline(v, color="k", linestyle=style, label=f"{q} {v:.0f} ms")
+    ax1.axvline(P99_TARGET_MS, color="tab:red", alpha=0.5, label="target p99 150 ms")
+    ax1.set_xlabel("first audio latency (ms)")
+    ax1.set_ylabel("lines")
+    ax1.legend()
+    timeline = report["slots_timeline"]
+    ts = [s["t"] for s in timeline]
+    ax2.plot(ts, [s["active_streams"] for s in timeline], label="active streams")
+    ax2.plot(ts, [s["slots_in_use"] for s in timeline], label="slots in use")
+    if timeline:
+        ax2.axhline(timeline[-1]["slots_total"], color="grey", linestyle=":", label="slots total")
+    ax2.set_xlabel("time (s)")
+    ax2.set_ylabel("count")
+    ax2.legend()
+    cfg = report["config"]
+    fig.suptitle(f"npc-voice loadtest: {cfg['scenario']}, {cfg['streams']} streams, {cfg['duration_s']:g} s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
