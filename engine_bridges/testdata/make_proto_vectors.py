@@ -20,7 +20,8 @@ OUT = Path(__file__).with_name("proto_vectors.json")
 
 # An unknown varint field (number 15) and an unknown length-delimited field (number 16):
 # a newer daemon may send fields an older client does not know; they must be skipped.
-UNKNOWN_FIELDS = bytes([15 << 3 | 0, 0xAC, 0x02, 16 << 3 | 2, 3]) + b"new"
+# (Keys are varints too: field 16's key 130 takes two bytes.)
+UNKNOWN_FIELDS = bytes([15 << 3 | 0, 0xAC, 0x02, 0x82, 0x01, 3]) + b"new"
 
 
 def cases() -> dict[str, bytes]:
@@ -88,6 +89,10 @@ def cases() -> dict[str, bytes]:
 
 def main() -> None:
     data = {name: raw.hex() for name, raw in cases().items()}
+    check = pb.SpeakResponse.FromString(bytes.fromhex(data["speak_response_audio"]))
+    # Re-serializing keeps unknown fields: the bytes round-trip only if they parsed as fields.
+    if check.audio.sample_offset != 5_000_000_000 or check.SerializeToString().hex() != data["speak_response_audio"]:
+        raise SystemExit(f"speak_response_audio does not parse as intended: {check!r}")
     OUT.write_text(json.dumps(data, indent=1, ensure_ascii=True) + "\n")
     print(f"wrote {len(data)} messages to {OUT}")
 
