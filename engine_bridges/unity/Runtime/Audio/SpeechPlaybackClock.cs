@@ -118,7 +118,7 @@ namespace NpcVoice.Audio
             {
                 if (_fadeRemaining > 0 && _ring.TryRead(out sample))
                 {
-                    sample *= (float)_fadeRemaining-- / _fadeSamples;
+                    sample *= (float)--_fadeRemaining / _fadeSamples;  // reaches exactly 0
                     return _lastOut = sample;
                 }
                 _ring.SkipTo(_fadingUpTo);

@@ -222,7 +222,10 @@ namespace NpcVoice.V1
             {
                 case 0: Varint(); break;
                 case 1: Need(8); _pos += 8; break;
-                case 2: _pos += Length(); break;
+                case 2:
+                    int length = Length();  // advances _pos past the length prefix first
+                    _pos += length;
+                    break;
                 case 5: Need(4); _pos += 4; break;
                 default: throw new InvalidDataException("unsupported protobuf wire type " + _wireType);
             }
