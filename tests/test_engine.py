@@ -326,3 +326,56 @@ def test_errors_are_raised_up_front(make_engine) -> None:  # type: ignore[no-unt
     with pytest.raises(ValueError, match="speed"):
         engine.open_stream("guard", "tiny", VoiceControls(speed=0.0), {}, 22050, "r")
     assert engine.stats().slots_in_use == 0
+
+
+class SlowVoice:
+    """The tiny voice with a step that takes longer than the audio it makes (forces underruns)."""
+
+    def __init__(self, inner: VoiceModel, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.sample_rate, self.hop, self.d_cond = inner.sample_rate, inner.hop, inner.d_cond
+        self.device, self.name, self.version = inner.device, inner.name, inner.version
+        self.prepare, self.prepare_batch = inner.prepare, inner.prepare_batch
+        self.state_spec, self.silence_cond = inner.state_spec, inner.silence_cond
+
+    def step(self, state, slots, cond, controls):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(self.delay_s)  # a lower bound on wall time: K frames (46 ms) take >= 150 ms
+        return self.inner.step(state, slots, cond, controls)
+
+
+def test_underruns_are_counted_when_generation_falls_behind(voice: VoiceModel) -> None:
+    slow = SlowVoice(voice, 0.15)
+    config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=50.0)
+    with Engine({"tiny": slow}, config) as engine:  # type: ignore[dict-item]
+        _, _, end = collect(speak(engine, "guard", LINE))
+        assert end.reason == "completed"
+        assert engine.stats().underruns >= 1
+    with Engine({"tiny": voice}, config) as engine:  # the same line at normal speed and a loose clock
+        collect(speak(engine, "guard", "Hi."))
+        assert engine.stats().underruns == 0
+
+
+def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine) -> None:  # type: ignore[no-untyped-def]
+    from npc_voice.engine.speaker import Speaker
+
+    engine = make_engine(max_batch=2, lookahead_ms=150.0)
+    sched = engine.scheduler
+    now = 1000.0
+    speakers = []
+    for i, (anchor, gen) in enumerate([(990.0, 222705), (999.9, 1000), (999.0, 23153), (998.0, 55125)]):
+        stream = Stream(sched, character=f"c{i}", voice="tiny", controls=VoiceControls(), lexicon={},
+                        sample_rate=22050, request_id=f"r{i}")
+        sp = Speaker(stream, "tiny", i + 1, 256, now, None)
+        sp.line, sp.n_frames, sp.anchor_t, sp.anchor_gen, sp.gen = object(), 100, anchor, 0, gen  # type: ignore[assignment]
+        speakers.append(sp)
+    # deadlines: c0 1000.1 (due), c1 999.945 (behind: due), c2 1000.05 (due), c3 1000.5 (ahead 0.5 s: not due)
+    with sched.lock:
+        saved, sched.active = sched.active, {sp.stream: sp for sp in speakers}
+        try:
+            chosen = sched._choose(now)["tiny"]
+        finally:
+            sched.active = saved
+    assert chosen == [speakers[1], speakers[2]]
