@@ -5,11 +5,18 @@ The two classes with behaviour are implemented beside this file and exported her
 
 - ``Engine`` (``npc_voice.engine.engine``): owns the device, the state pool and the one
   engine thread. ``Engine(voices, config)``, ``start()``, ``close()``, ``open_stream(...)``,
-  ``speak(LineRequest)``, ``cancel_character``, ``reset_character``, ``export_character``,
-  ``import_character``, ``stats() -> EngineStats``.
+  ``speak(LineRequest)``, ``cancel_character``, ``reset_character``,
+  ``export_character(character, voice="")`` (``voice``: whose fresh state to export for a
+  character that has not spoken yet), ``import_character``, ``stats() -> EngineStats``.
 - ``Stream`` (``npc_voice.engine.stream``): one continuous sample clock for one character;
   ``say(text)``, ``end_input()``, ``cancel()``, ``close()``, ``async events()``,
-  ``events_sync(timeout)``.
+  ``events_sync(timeout)``, plus ``wait_ended(timeout)`` and ``done``.
+
+Errors: ``open_stream`` raises UnknownVoiceError for an unknown voice and ValueError for a
+sample rate outside SAMPLE_RATES or a control out of range (speed 0.25..4, pitch -24..24
+semitones, formant 0.25..4, breathiness 0..1, volume 0..8). ``say`` raises TextError from the
+frontend at once. ``events()`` raises CapacityError (no slot within max_queue_wait_s), or
+TextError when the voice itself refuses a line's symbols before any audio of the stream.
 
 ``from npc_voice.engine.api import Engine, Stream`` and ``from npc_voice.engine import ...``
 both work (the two classes are imported lazily here to keep imports one-way).
