@@ -25,7 +25,9 @@ Slot lifecycle: a character's state lives in a pool slot while it speaks; when i
 ends the state stays in the slot (LRU) until the slot is needed, then moves to host memory;
 a character that speaks again gets its state back (identical continuation). A character has
 at most one active stream: a second stream for the same character while it speaks waits
-(queued behind the first, within ``max_queue_wait_s``) and then speaks on the same state.
+(queued behind the first) and then speaks on the same state. That wait is bounded by
+``max_queue_wait_s`` (CapacityError) only while the first stream still takes input (an open
+Converse context); once its input has ended it finishes by itself.
 """
 from __future__ import annotations
 
