@@ -257,7 +257,7 @@ class Engine:
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine thread between ticks (inline when the thread is not running)."""
-        if self._thread is None or threading.current_thread() is self._thread:
+        if self._thread is None or not self._running or threading.current_thread() is self._thread:
             with self.scheduler.lock:
                 return fn()
         future: Future[T] = Future()
