@@ -53,6 +53,35 @@ namespace UnityEngine
         }
     }
 
+    public sealed class SkinnedMeshRenderer : Component
+    {
+        public void SetBlendShapeWeight(int index, float value)
+        {
+        }
+    }
+
+    public enum KeyCode
+    {
+        None = 0,
+        Return = 13,
+        Space = 32,
+    }
+
+    public sealed class Input
+    {
+        public static bool GetKeyDown(KeyCode key) => false;
+    }
+
+    public sealed class Time
+    {
+        public static float deltaTime => 0f;
+    }
+
+    public struct Mathf
+    {
+        public static float MoveTowards(float current, float target, float maxDelta) => target;
+    }
+
     public sealed class AudioSettings
     {
         public static int outputSampleRate => 48000;

@@ -132,7 +132,15 @@ namespace NpcVoice.Net
                 throw;
             }
             var connection = new Http2Connection(tcp, authority, options);
-            connection.Start();
+            try
+            {
+                connection.Start();
+            }
+            catch (Exception e) when (e is IOException || e is SocketException || e is ObjectDisposedException)
+            {
+                connection.Close();
+                throw Unavailable("cannot start HTTP/2 with " + authority + ": " + e.Message);
+            }
             if (!connection._peerSettings.WaitOne(options.ConnectTimeout) || !connection.IsUsable)
             {
                 string why = connection.CloseReason;
