@@ -1,0 +1,177 @@
+"""``SSMVoice``: the streaming voice the engine drives (implements api.VoiceModel).
+
+prepare   phonemes -> encoder + durations -> frame conditioning + marks   (once per line)
+step      cond [B, K, d] -> K decoder steps against the state pool -> vocoder -> PCM
+render    text -> PCM with a private state (CLI, evaluation)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from npc_voice.audio.vocoder import Vocoder
+from npc_voice.model import marks
+from npc_voice.model.api import HOP, N_CONTROLS, SAMPLE_RATE, PhonemeInput, PreparedLine, StateSpec, TextError
+from npc_voice.model.encoder import durations_from_log
+from npc_voice.model.net import VoiceNet
+
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+DEFAULT_CONTROLS = (1.0, 1.0, 0.0, 1.0)  # pitch, formant, breathiness, volume
+PAUSE_SYMBOLS = (".", ",", " ")  # silence_cond is taken from the first one the voice knows
+
+
+def _shorten(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+class SSMVoice:
+    """A loaded voice. Thread-compatible: the engine calls it from one thread."""
+
+    sample_rate = SAMPLE_RATE
+    hop = HOP
+
+    def __init__(self, net: VoiceNet, symbols: Sequence[str], *, name: str, version: str,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.net = net.eval().to(self.device)
+        self.cfg = net.cfg
+        self.symbols = tuple(symbols)
+        self.symbol_id = {s: i for i, s in enumerate(self.symbols)}
+        self.name = name
+        self.version = version
+        self.d_cond = self.cfg.d_model
+        self.vocoder = Vocoder().to(self.device)
+        self._silence = self._make_silence_cond()
+
+    # -- line preparation ---------------------------------------------------------------------
+    def _ids(self, ph: PhonemeInput) -> list[int]:
+        if not ph.symbols:
+            raise TextError(f"nothing to say in {_shorten(ph.text)!r}: no phoneme symbols")
+        unknown = sorted({s for s in ph.symbols if s not in self.symbol_id})
+        if unknown:
+            raise TextError(f"voice {self.name!r} does not know the symbols {unknown} in {_shorten(ph.text)!r}")
+        return [self.symbol_id[s] for s in ph.symbols]
+
+    def prepare(self, phonemes: PhonemeInput, *, speed: float = 1.0,
+                durations: Sequence[int] | None = None) -> PreparedLine:
+        """See api.VoiceModel.prepare. ``durations`` (frames per symbol) replaces the predicted
+        ones, e.g. the teacher's, for aligned evaluation."""
+        return self.prepare_batch([phonemes], speeds=[speed],
+                                  durations=None if durations is None else [durations])[0]
+
+    @torch.inference_mode()
+    def prepare_batch(self, phonemes: list[PhonemeInput], *, speeds: list[float],
+                      durations: list[Sequence[int]] | None = None) -> list[PreparedLine]:
+        if len(speeds) != len(phonemes):
+            raise ValueError(f"{len(phonemes)} lines but {len(speeds)} speeds")
+        for s in speeds:
+            if not (math.isfinite(s) and MIN_SPEED <= s <= MAX_SPEED):
+                raise ValueError(f"speed {s!r} outside [{MIN_SPEED}, {MAX_SPEED}]")
+        if not phonemes:
+            return []
+        id_lists = [self._ids(p) for p in phonemes]
+        S = max(len(x) for x in id_lists)
+        ids = torch.zeros(len(id_lists), S, dtype=torch.long)
+        mask = torch.zeros(len(id_lists), S, dtype=torch.bool)
+        for i, x in enumerate(id_lists):
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = True
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        enc, log_dur = self.net.encode(ids, mask)
+        durs: list[torch.Tensor] = []
+        for i, x in enumerate(id_lists):
+            if durations is not None:
+                d = torch.as_tensor(list(durations[i]), dtype=torch.long, device=self.device)
+                if d.shape != (len(x),) or bool((d < 0).any()):
+                    raise ValueError(f"durations for line {i} must be {len(x)} non-negative ints, got {d.tolist()}")
+            else:
+                d = durations_from_log(log_dur[i, : len(x)], mask[i, : len(x)].float(), speeds[i])
+            if int(d.sum()) == 0:  # never an empty line: one frame on the longest symbol
+                d = d.clone()
+                d[int(torch.argmax(log_dur[i, : len(x)]))] = 1
+            durs.append(d)
+        cond, _ = self.net.conditioner(enc, mask, durs)
+        out = []
+        for i, ph in enumerate(phonemes):
+            d_list = [int(v) for v in durs[i].tolist()]
+            n = sum(d_list)
+            out.append(PreparedLine(
+                text=ph.text,
+                cond=cond[i, :n].float().clone(),
+                phonemes=marks.phoneme_marks(ph.symbols, d_list),
+                visemes=marks.viseme_marks(ph.visemes, d_list),
+                words=marks.word_marks(ph, d_list),
+            ))
+        return out
+
+    def _make_silence_cond(self) -> torch.Tensor:
+        sym = next((s for s in PAUSE_SYMBOLS if s in self.symbol_id), None)
+        if sym is None:
+            return torch.zeros(self.d_cond, device=self.device)
+        line = PhonemeInput(text=sym, symbols=(sym,), word_of=(-1,), visemes=("sil",), words=())
+        cond = self.prepare(line, durations=[9]).cond
+        return cond[4].clone()  # the middle frame: far from both edges of the conv receptive field
+
+    def silence_cond(self) -> torch.Tensor:
+        return self._silence
+
+    # -- streaming ------------------------------------------------------------------------------
+    def state_spec(self) -> dict[str, StateSpec]:
+        c = self.cfg
+        spec = {
+            "dec_conv": StateSpec((c.n_layers, c.d_conv - 1, c.conv_dim), torch.float32),
+            "dec_ssm": StateSpec((c.n_layers, c.nheads, c.headdim, c.d_state), torch.float32),
+        }
+        spec.update(self.vocoder.state_spec())
+        return spec
+
+    def new_state(self, slots: int) -> dict[str, torch.Tensor]:
+        """A zeroed state pool with ``slots`` rows (slot 0 is the scratch row)."""
+        return {k: torch.zeros((slots, *s.shape), dtype=s.dtype, device=self.device)
+                for k, s in self.state_spec().items()}
+
+    @torch.inference_mode()
+    def step_params(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Decoder only: cond [B, K, d] -> vocoder parameters [B, K, 68]; decoder state updated."""
+        conv, ssm = state["dec_conv"], state["dec_ssm"]
+        outs = [self.net.decoder.step(cond[:, k], conv, ssm, slots) for k in range(cond.shape[1])]
+        return self.net.denormalize(torch.stack(outs, dim=1))
+
+    @torch.inference_mode()
+    def step(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor,
+             controls: torch.Tensor) -> torch.Tensor:
+        params = self.step_params(state, slots, cond)
+        return self.vocoder.step(state, slots, params, controls)
+
+    # -- whole lines ------------------------------------------------------------------------------
+    def render_prepared(self, line: PreparedLine, controls: Sequence[float] | torch.Tensor | None = None,
+                        chunk: int = 64) -> np.ndarray:
+        """PCM float32 [n_frames * hop] for one prepared line from a fresh state."""
+        ctl = torch.as_tensor(DEFAULT_CONTROLS if controls is None else controls, dtype=torch.float32)
+        if ctl.shape != (N_CONTROLS,):
+            raise ValueError(f"controls must have {N_CONTROLS} values (pitch, formant, breathiness, volume), "
+                             f"got {ctl.tolist()}")
+        state = self.new_state(2)
+        slots = torch.tensor([1], device=self.device)
+        ctl = ctl.to(self.device)[None]
+        pcm = [self.step(state, slots, line.cond[None, t: t + chunk], ctl)[0]
+               for t in range(0, line.n_frames, chunk)]
+        return torch.cat(pcm).cpu().numpy().astype(np.float32)
+
+    def render(self, text: str, controls: Sequence[float] | torch.Tensor | None = None, *, speed: float = 1.0,
+               lexicon: Mapping[str, str] | None = None) -> np.ndarray:
+        """Text -> PCM float32 at ``sample_rate`` (frontend + prepare + step on a private state)."""
+        from npc_voice.frontend import text_to_phonemes  # noqa: PLC0415  (frontend sits above the model)
+
+        return self.render_prepared(self.prepare(text_to_phonemes(text, lexicon), speed=speed), controls)
+
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def state_bytes(self) -> int:
+        """Bytes of per-stream state (decoder + vocoder)."""
+        return sum(math.prod(s.shape) * torch.empty((), dtype=s.dtype).element_size()
+                   for s in self.state_spec().values())
