@@ -1,0 +1,142 @@
+## Client for the npc_voice.v1.NpcVoice gRPC service over one shared HTTP/2 connection.
+##
+## Call poll() often (every frame): it drives the connection and enforces deadlines. Calls
+## return a grpc_call.gd object; connect to its message_received / finished signals. When
+## the connection is lost or the server sends GOAWAY, the calls on it finish with
+## UNAVAILABLE and the next call opens a new connection (reconnect on demand).
+extends RefCounted
+
+const H2Connection = preload("h2_connection.gd")
+const GrpcCall = preload("grpc_call.gd")
+const Proto = preload("proto.gd")
+
+const SERVICE := "/npc_voice.v1.NpcVoice/"
+const USER_AGENT := "npc-voice-godot/0.1"
+
+var host := "127.0.0.1"
+var port := 50051
+## Extra request metadata, e.g. {"authorization": "Bearer <token>"} (names lowercase).
+var metadata := {}
+var connect_timeout_ms := 5000
+## Deadline for Speak/Converse (0 = none) and for unary calls such as Cancel.
+var stream_deadline_ms := 0
+var unary_deadline_ms := 10000
+## Flow-control window advertised per stream and for the connection.
+var window_size := 4 << 20
+
+var _conn: H2Connection
+var _draining: Array = []  # older connections still finishing their calls
+var _calls: Array = []  # unfinished calls, for deadlines
+
+
+## address: "host:port" (IPv6 as "[::1]:port").
+func _init(address: String = "127.0.0.1:50051") -> void:
+	var err := set_address(address)
+	if not err.is_empty():
+		push_error("npc_voice: " + err)
+
+
+## Returns "" or why the address is rejected (the old address is then kept).
+func set_address(address: String) -> String:
+	var sep := address.rfind(":")
+	var h := address.substr(0, sep).trim_prefix("[").trim_suffix("]") if sep > 0 else ""
+	var p := address.substr(sep + 1) if sep > 0 else ""
+	if h.is_empty() or not p.is_valid_int() or p.to_int() < 1 or p.to_int() > 65535:
+		return "bad address %s: want host:port, e.g. 127.0.0.1:50051" % address.c_escape()
+	if h != host or p.to_int() != port:
+		host = h
+		port = p.to_int()
+		close()
+	return ""
+
+
+## Speak one line. request: a SpeakRequest Dictionary (see proto.gd), e.g.
+## {"character": "guard", "text": "Halt!", "format": {"encoding": Proto.Encoding.PCM_F32LE}}.
+## Responses are SpeakResponse Dictionaries.
+func speak(request: Dictionary) -> GrpcCall:
+	var call := start_call("Speak", Proto.SPEAK_RESPONSE, stream_deadline_ms)
+	_send_encoded(call, request, Proto.SPEAK_REQUEST, true)
+	return call
+
+
+## Open a Converse stream; send ConverseRequest Dictionaries with converse_send().
+func converse() -> GrpcCall:
+	return start_call("Converse", Proto.SPEAK_RESPONSE, stream_deadline_ms)
+
+
+func converse_send(call: GrpcCall, request: Dictionary, last: bool = false) -> void:
+	_send_encoded(call, request, Proto.CONVERSE_REQUEST, last)
+
+
+## Ask the daemon to stop a character's speech (request_id "" = whatever it is saying).
+## The response is a CancelResponse Dictionary {"cancelled": bool, "samples_produced": int}.
+func cancel(character: String, request_id: String = "") -> GrpcCall:
+	var call := start_call("Cancel", Proto.CANCEL_RESPONSE, unary_deadline_ms)
+	_send_encoded(call, {"character": character, "request_id": request_id}, Proto.CANCEL_REQUEST, true)
+	return call
+
+
+## Start any method of the service; messages are sent with call.send(bytes).
+func start_call(method: String, response_schema: Dictionary, deadline_ms: int) -> GrpcCall:
+	var call := GrpcCall.new(SERVICE + method, response_schema, deadline_ms)
+	var headers: Array = [
+		[":method", "POST"], [":scheme", "http"], [":path", call.method],
+		[":authority", "%s:%d" % [("[%s]" % host) if host.contains(":") else host, port]],
+		["content-type", "application/grpc"], ["te", "trailers"], ["user-agent", USER_AGENT],
+	]
+	if deadline_ms > 0:
+		headers.append(["grpc-timeout", "%dm" % mini(deadline_ms, 99999999)])
+	for name: String in metadata:
+		headers.append([name.to_lower(), str(metadata[name])])
+	call.start(_connection(), headers)
+	_calls.append(call)
+	return call
+
+
+## The connection in use (opened on demand).
+func connection() -> H2Connection:
+	return _connection()
+
+
+## Drive the connections and deadlines. Cheap when idle.
+func poll() -> void:
+	if _conn != null:
+		_conn.poll()
+	for c: H2Connection in _draining.duplicate():
+		c.poll()
+		if c.state == H2Connection.State.CLOSED or c.active_streams() == 0:
+			c.close("drained")
+			_draining.erase(c)
+	var now := Time.get_ticks_msec()
+	for call: GrpcCall in _calls.duplicate():
+		call.check_deadline(now)
+		if call.is_done():
+			_calls.erase(call)
+
+
+## Close every connection; unfinished calls end with UNAVAILABLE.
+func close() -> void:
+	for c: H2Connection in _draining:
+		c.close()
+	_draining.clear()
+	if _conn != null:
+		_conn.close()
+		_conn = null
+
+
+func _connection() -> H2Connection:
+	if _conn != null and not _conn.is_usable():
+		if _conn.state != H2Connection.State.CLOSED:
+			_draining.append(_conn)
+		_conn = null
+	if _conn == null:
+		_conn = H2Connection.new(host, port, window_size, connect_timeout_ms)
+	return _conn
+
+
+func _send_encoded(call: GrpcCall, message: Dictionary, schema: Dictionary, last: bool) -> void:
+	var raw: Variant = Proto.encode(message, schema)
+	if raw == null:
+		call.abort(GrpcCall.Code.INVALID_ARGUMENT, "bad request (%s): %s" % [Proto.last_error(), str(message)])
+		return
+	call.send(raw, last)

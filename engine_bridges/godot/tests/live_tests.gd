@@ -1,0 +1,248 @@
+## Tests against a running daemon (NPC_VOICE_ADDR = host:port). Each returns "ok" or why it
+## failed. They wait on the audio-free client by polling it every frame, bounded by
+## generous time limits that only turn a hang into a failure (no timing asserts).
+extends RefCounted
+
+const Client = preload("res://addons/npc_voice/client.gd")
+const GrpcCall = preload("res://addons/npc_voice/grpc_call.gd")
+const Proto = preload("res://addons/npc_voice/proto.gd")
+const NpcVoiceNode = preload("res://addons/npc_voice/npc_voice.gd")
+
+const LINE := "Halt! Who goes there? State your name and your business in the city."
+const LONG_LINE := ("The northern road is closed until the bridge is rebuilt, so travellers must take "
+	+ "the old forest path, which is longer and darker, and the wolves have been bold this winter. "
+	+ "Keep to the path, keep your torch lit, and do not stop at the ruined chapel after sundown.")
+const WAIT_MS := 120000  # a cold daemon on two busy cores can be slow; only a hang exceeds this
+
+var _tree: SceneTree
+var _addr: String
+var _client: Client
+
+
+func _init(tree: SceneTree, addr: String) -> void:
+	_tree = tree
+	_addr = addr
+	if not addr.is_empty():
+		_client = Client.new(addr)
+
+
+func test_names() -> Array:
+	var names: Array = []
+	for m in get_method_list():
+		var n: String = m["name"]
+		if n.begins_with("test_") and n != "test_names":
+			names.append(n)
+	return names
+
+
+func shutdown() -> void:
+	if _client != null:
+		_client.close()
+
+
+## Poll `clients` every frame until cond() holds; false after `timeout_ms`.
+func _until(cond: Callable, clients: Array = [], timeout_ms: int = WAIT_MS) -> bool:
+	var deadline := Time.get_ticks_msec() + timeout_ms
+	while not cond.call():
+		if Time.get_ticks_msec() > deadline:
+			return false
+		_client.poll()
+		for c: Client in clients:
+			c.poll()
+		await _tree.process_frame
+	return true
+
+
+func _speak(client: Client, character: String, text: String, encoding: int) -> GrpcCall:
+	var call := client.speak({"character": character, "text": text,
+		"format": {"encoding": encoding, "sample_rate_hz": 22050}})
+	call.keep_messages = true
+	return call
+
+
+## Check one finished Speak: start first, end last, marks before their audio, contiguous
+## audio whose sample count equals StreamEnd.total_samples. Returns "" or the problem.
+static func _check_stream(call: GrpcCall, want_reason: int) -> String:
+	if call.code != GrpcCall.Code.OK:
+		return "status %d: %s" % [call.code, call.status_message]
+	var msgs := call.messages
+	if msgs.size() < 3 or not msgs[0].has("start") or not msgs[-1].has("end"):
+		return "want start ... end, got %d messages starting %s" % [msgs.size(), str(msgs.slice(0, 1))]
+	var fmt: Dictionary = msgs[0]["start"].get("format", {})
+	var width := 4 if fmt.get("encoding", 0) == Proto.Encoding.PCM_F32LE else 2
+	if fmt.get("sample_rate_hz", 0) <= 0 or fmt.get("encoding", 0) == 0:
+		return "StreamStart format is unspecified: %s" % str(fmt)
+	var samples := 0
+	var marks := 0
+	for m: Dictionary in msgs.slice(1, -1):
+		if m.has("audio"):
+			var pcm: PackedByteArray = m["audio"].get("pcm", PackedByteArray())
+			if m["audio"].get("sample_offset", 0) != samples:
+				return "audio chunk at sample %d, expected %d" % [m["audio"].get("sample_offset", 0), samples]
+			if pcm.size() % width != 0:
+				return "chunk of %d bytes is not whole %d-byte samples" % [pcm.size(), width]
+			samples += pcm.size() / width
+		elif m.has("marks"):
+			for kind: String in ["phonemes", "visemes", "words"]:
+				for mark: Dictionary in m["marks"].get(kind, []):
+					marks += 1
+					# "Marks are sent before the audio they describe" (a cancel may cut that short).
+					if mark.get("start_sample", 0) < samples and want_reason == Proto.EndReason.COMPLETED:
+						return "%s mark %s at %d arrived after its audio (%d samples sent)" % [
+							kind, mark.get("label"), mark.get("start_sample", 0), samples]
+		else:
+			return "unexpected message in the middle: %s" % str(m)
+	var end: Dictionary = msgs[-1]["end"]
+	if end.get("reason", 0) != want_reason:
+		return "end reason %d, want %d" % [end.get("reason", 0), want_reason]
+	if end.get("total_samples", -1) != samples:
+		return "StreamEnd.total_samples %d but %d samples arrived" % [end.get("total_samples", -1), samples]
+	if want_reason == Proto.EndReason.COMPLETED and (samples == 0 or marks == 0):
+		return "a completed line with %d samples and %d marks" % [samples, marks]
+	return ""
+
+
+func test_speak_line() -> String:
+	var call := _speak(_client, "guard", LINE, Proto.Encoding.PCM_F32LE)
+	if not await _until(call.is_done):
+		return "no end after %d ms" % WAIT_MS
+	var problem := _check_stream(call, Proto.EndReason.COMPLETED)
+	if not problem.is_empty():
+		return problem
+	print("  speak: %d messages, %d samples" % [call.messages.size(), call.messages[-1]["end"]["total_samples"]])
+	return "ok"
+
+
+func test_two_lines_concurrently_on_one_connection() -> String:
+	var conn := _client.connection()
+	var opened: int = conn.stats["streams_opened"]
+	var a := _speak(_client, "guard", LINE, Proto.Encoding.PCM_S16LE)
+	var b := _speak(_client, "merchant", "Fresh apples, two coins a basket! Best in the market.", Proto.Encoding.PCM_F32LE)
+	if not await _until(func() -> bool: return a.is_done() and b.is_done()):
+		return "no end after %d ms (a done %s, b done %s)" % [WAIT_MS, a.is_done(), b.is_done()]
+	for pair: Array in [["guard", a], ["merchant", b]]:
+		var problem := _check_stream(pair[1], Proto.EndReason.COMPLETED)
+		if not problem.is_empty():
+			return "%s: %s" % [pair[0], problem]
+	if _client.connection() != conn or conn.stats["streams_opened"] != opened + 2:
+		return "the two calls did not share one connection"
+	return "ok"
+
+
+## Cancel RPC mid-line: the Speak stream ends with END_REASON_CANCELLED (status OK), and a
+## client-side cancel (RST_STREAM) leaves the connection usable for the next line.
+func test_cancel_mid_line() -> String:
+	var call := _speak(_client, "guard/cancel-test", LONG_LINE, Proto.Encoding.PCM_S16LE)
+	var has_audio := func() -> bool: return call.is_done() or call.messages.any(func(m: Dictionary) -> bool: return m.has("audio"))
+	if not await _until(has_audio) or call.is_done():
+		return "no audio before the end (status %d %s)" % [call.code, call.status_message]
+	var request_id: String = call.messages[0]["start"].get("request_id", "")
+	var cancel := _client.cancel("guard/cancel-test", request_id)
+	cancel.keep_messages = true
+	if not await _until(func() -> bool: return call.is_done() and cancel.is_done()):
+		return "cancelled line did not end after %d ms" % WAIT_MS
+	if cancel.code != GrpcCall.Code.OK or cancel.messages.is_empty() or not cancel.messages[0].get("cancelled", false):
+		return "Cancel answered status %d %s %s" % [cancel.code, cancel.status_message, str(cancel.messages)]
+	var problem := _check_stream(call, Proto.EndReason.CANCELLED)
+	if not problem.is_empty():
+		return "after Cancel: " + problem
+
+	var local := _speak(_client, "guard", LONG_LINE, Proto.Encoding.PCM_S16LE)
+	var local_audio := func() -> bool: return local.is_done() or local.messages.size() >= 3
+	if not await _until(local_audio):
+		return "second line produced nothing"
+	local.cancel()
+	if local.code != GrpcCall.Code.CANCELLED:
+		return "client-side cancel gave status %d" % local.code
+	var after := _speak(_client, "guard", "Move along.", Proto.Encoding.PCM_S16LE)
+	if not await _until(after.is_done):
+		return "line after a client-side cancel did not end"
+	problem = _check_stream(after, Proto.EndReason.COMPLETED)
+	return "ok" if problem.is_empty() else "line after a client-side cancel: " + problem
+
+
+func test_unknown_character_is_not_found() -> String:
+	var call := _speak(_client, "no-such-character-xyz", "Hello.", Proto.Encoding.PCM_S16LE)
+	if not await _until(call.is_done, [], 30000):
+		return "no status after 30 s: the error hangs"
+	if call.code != GrpcCall.Code.NOT_FOUND:
+		return "status %d (%s), want NOT_FOUND (5)" % [call.code, call.status_message]
+	if call.status_message.is_empty():
+		return "NOT_FOUND without a message"
+	print("  not found: %s" % call.status_message)
+	return "ok"
+
+
+## More than 64 KiB of PCM through a 16 KiB stream window: only WINDOW_UPDATEs let it through.
+func test_long_line_through_flow_control() -> String:
+	var small := Client.new(_addr)
+	small.window_size = 16384
+	var call := _speak(small, "narrator", LONG_LINE, Proto.Encoding.PCM_F32LE)
+	if not await _until(call.is_done, [small]):
+		small.close()
+		return "no end after %d ms (%d messages so far)" % [WAIT_MS, call.messages.size()]
+	var stats: Dictionary = small.connection().stats
+	small.close()
+	var problem := _check_stream(call, Proto.EndReason.COMPLETED)
+	if not problem.is_empty():
+		return problem
+	var pcm_bytes: int = call.messages[-1]["end"]["total_samples"] * 4
+	if pcm_bytes <= 65536:
+		return "only %d bytes of PCM: the line is too short to test flow control" % pcm_bytes
+	if stats["window_updates_sent"] < 2:
+		return "%d bytes arrived with %d WINDOW_UPDATEs" % [pcm_bytes, stats["window_updates_sent"]]
+	print("  flow control: %d PCM bytes, %d WINDOW_UPDATEs" % [pcm_bytes, stats["window_updates_sent"]])
+	return "ok"
+
+
+func test_converse_two_phrases() -> String:
+	var call := _client.converse()
+	call.keep_messages = true
+	_client.converse_send(call, {"context_id": "c1", "config": {"character": "merchant",
+		"format": {"encoding": Proto.Encoding.PCM_S16LE}}})
+	_client.converse_send(call, {"context_id": "c1", "text": "Well met, traveller. "})
+	_client.converse_send(call, {"context_id": "c1", "text": "Care to see my wares?"})
+	_client.converse_send(call, {"context_id": "c1", "close": true}, true)
+	if not await _until(call.is_done):
+		return "no end after %d ms" % WAIT_MS
+	if call.code != GrpcCall.Code.OK:
+		return "status %d: %s" % [call.code, call.status_message]
+	var samples := 0
+	for m: Dictionary in call.messages:
+		if m.get("context_id", "") != "c1":
+			return "response for context %s, want c1" % m.get("context_id", "")
+		if m.has("audio"):
+			samples += (m["audio"]["pcm"] as PackedByteArray).size() / 2
+	if samples == 0 or not call.messages[-1].has("end"):
+		return "%d samples, last message %s" % [samples, str(call.messages[-1]) if call.messages else "none"]
+	return "ok"
+
+
+## The node end to end: signals in order, marks emitted once the audio clock reaches them.
+func test_node_plays_line_with_marks_on_the_audio_clock() -> String:
+	var node: Node = NpcVoiceNode.new()
+	node.address = _addr
+	node.character = "guard"
+	_tree.root.add_child(node)
+	var events: Array = []
+	var late: Array = []
+	node.speech_started.connect(func() -> void: events.append("started"))
+	node.speech_finished.connect(func() -> void: events.append("finished"))
+	node.error.connect(func(code: int, message: String) -> void: events.append("error %d %s" % [code, message]))
+	node.word.connect(func(label: String) -> void:
+		events.append("word " + label)
+		if node.playback_position_samples() < node.last_mark_start:
+			late.append(label))
+	node.viseme.connect(func(_label: String) -> void: events.append("viseme"))
+	node.speak("Open the gate.")
+	var done := func() -> bool: return events.has("finished") or events.any(func(e: String) -> bool: return e.begins_with("error"))
+	var ok := await _until(done)
+	node.queue_free()
+	if not ok:
+		return "no speech_finished after %d ms: %s" % [WAIT_MS, str(events.slice(0, 8))]
+	var words := events.filter(func(e: String) -> bool: return e.begins_with("word "))
+	if events[0] != "started" or events[-1] != "finished" or words.is_empty() or not events.has("viseme"):
+		return "events out of order or missing: %s" % str(events)
+	if not late.is_empty():
+		return "marks emitted before their audio played: %s" % str(late)
+	return "ok"

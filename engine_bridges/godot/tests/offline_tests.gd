@@ -1,0 +1,191 @@
+## Tests that need no daemon: HPACK against the shared vectors, protobuf round trips, HTTP/2
+## framing against a scripted peer. Each test returns "ok" on success or a failure message.
+extends RefCounted
+
+const Hpack = preload("res://addons/npc_voice/hpack.gd")
+const Proto = preload("res://addons/npc_voice/proto.gd")
+const GrpcCall = preload("res://addons/npc_voice/grpc_call.gd")
+const Client = preload("res://addons/npc_voice/client.gd")
+
+const VECTORS := "res://tests/testdata/hpack_vectors.json"
+const PROTO_VECTORS := "res://tests/testdata/proto_vectors.json"
+
+
+func test_names() -> Array:
+	var names: Array = []
+	for m in get_method_list():
+		var n: String = m["name"]
+		if n.begins_with("test_") and n != "test_names":
+			names.append(n)
+	return names
+
+
+func test_hpack_vectors() -> String:
+	var text := FileAccess.get_file_as_string(VECTORS)
+	var cases: Variant = JSON.parse_string(text)
+	if not cases is Array or (cases as Array).is_empty():
+		return "could not read %s (%s)" % [VECTORS, error_string(FileAccess.get_open_error())]
+	var blocks := 0
+	for c: Dictionary in cases:
+		var decoder := Hpack.Decoder.new()
+		for i in c["blocks"].size():
+			var got: Variant = decoder.decode((c["blocks"][i] as String).hex_decode())
+			if got == null:
+				return "%s block %d: %s" % [c["name"], i, decoder.error]
+			if str(got) != str(c["headers"][i]):
+				return "%s block %d: got %s, want %s" % [c["name"], i, got, c["headers"][i]]
+			blocks += 1
+	print("  hpack: %d cases, %d blocks" % [(cases as Array).size(), blocks])
+	return "ok"
+
+
+func test_hpack_rejects_malformed_blocks() -> String:
+	var bad := {
+		"index 0": "80",
+		"index past the tables": "c5",
+		"truncated integer": "ff",
+		"string past the end": "400a6162",
+		"Huffman padding of zeros": "0001618100",  # value: Huffman "0" (00000) padded with 000
+		"size update above the limit": "3fe21f",
+		"size update after a field": "8820",
+	}
+	for why: String in bad:
+		var d := Hpack.Decoder.new(4096)
+		if d.decode((bad[why] as String).hex_decode()) != null:
+			return "%s (%s) was accepted" % [why, bad[why]]
+		if d.error.is_empty():
+			return "%s: no error message" % why
+	return "ok"
+
+
+func test_hpack_encoder_round_trip() -> String:
+	var headers := [
+		[":method", "POST"], [":scheme", "http"], [":path", "/npc_voice.v1.NpcVoice/Speak"],
+		[":authority", "127.0.0.1:50051"], ["content-type", "application/grpc"], ["te", "trailers"],
+		["x-long", "v".repeat(300)], ["x-utf8", "héllo"],
+	]
+	var block := Hpack.encode(headers)
+	if block[0] != 0x83 or block[1] != 0x86:
+		return "POST/http not encoded as static indices 3 and 6: %s" % block.slice(0, 2).hex_encode()
+	var d := Hpack.Decoder.new()
+	var got: Variant = d.decode(block)
+	if str(got) != str(headers):
+		return "round trip gave %s" % str(got)
+	if not d.entries.is_empty():
+		return "the encoder touched the decoder's dynamic table: %s" % str(d.entries)
+	return "ok"
+
+
+func _proto_vectors() -> Dictionary:
+	var parsed: Variant = JSON.parse_string(FileAccess.get_file_as_string(PROTO_VECTORS))
+	return parsed if parsed is Dictionary else {}
+
+
+## The Dictionaries below are the messages described in make_proto_vectors.py.
+func test_proto_encode_matches_reference() -> String:
+	var want := _proto_vectors()
+	if want.is_empty():
+		return "could not read %s" % PROTO_VECTORS
+	var cases := {
+		"speak_request": [Proto.SPEAK_REQUEST, {
+			"character": "guard/42", "text": "Halt! Who goes there? é",
+			"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": 48000},
+			"request_id": "r-1", "overrides": {"speed": 1.25, "pitch_semitones": -2.0, "volume": 0.0}}],
+		"speak_request_minimal": [Proto.SPEAK_REQUEST, {"text": "Hi.", "character": "", "request_id": ""}],
+		"converse_request_config": [Proto.CONVERSE_REQUEST, {
+			"context_id": "c1", "config": {"character": "merchant", "max_buffer_delay_ms": 250}}],
+		"converse_request_text": [Proto.CONVERSE_REQUEST, {"text": "Well met, "}],
+		"converse_request_close": [Proto.CONVERSE_REQUEST, {"close": true}],
+		"cancel_request": [Proto.CANCEL_REQUEST, {"character": "guard/42", "request_id": "r-1"}],
+		"cancel_response": [Proto.CANCEL_RESPONSE, {"cancelled": true, "samples_produced": 12345}],
+	}
+	for name: String in cases:
+		var got: Variant = Proto.encode(cases[name][1], cases[name][0])
+		if got == null or (got as PackedByteArray).hex_encode() != want[name]:
+			return "%s: encoded %s, protobuf gives %s" % [name, (got as PackedByteArray).hex_encode() if got else "null", want[name]]
+	if Proto.encode({"charactr": "typo"}, Proto.SPEAK_REQUEST) != null:
+		return "an unknown key was accepted"
+	return "ok"
+
+
+func test_proto_decode_reference() -> String:
+	var v := _proto_vectors()
+	if v.is_empty():
+		return "could not read %s" % PROTO_VECTORS
+	var start: Variant = Proto.decode((v["speak_response_start"] as String).hex_decode(), Proto.SPEAK_RESPONSE)
+	var want_start := {"start": {"format": {"encoding": 1, "sample_rate_hz": 22050}, "request_id": "r-1",
+		"character": "guard/42", "voice": "joe"}}
+	if str(start) != str(want_start):
+		return "start: %s" % str(start)
+	var audio: Variant = Proto.decode((v["speak_response_audio"] as String).hex_decode(), Proto.SPEAK_RESPONSE)
+	var pcm := PackedByteArray()
+	for i in 256:
+		pcm.append(i)
+	if audio == null or audio.get("context_id") != "c1" or audio["audio"].get("sample_offset") != 5000000000 \
+			or audio["audio"].get("pcm") != pcm or audio.size() != 2:
+		return "audio (with unknown fields to skip): %s" % str(audio)
+	var marks: Variant = Proto.decode((v["speak_response_marks"] as String).hex_decode(), Proto.SPEAK_RESPONSE)
+	var want_marks := {"marks": {
+		"phonemes": [{"label": "h", "end_sample": 256}, {"label": "ɔ", "start_sample": 256, "end_sample": 1024}],
+		"visemes": [{"label": "sil", "end_sample": 256}, {"label": "aa", "start_sample": 256, "end_sample": 1024}],
+		"words": [{"label": "Halt", "end_sample": 1024}]}}
+	if str(marks) != str(want_marks):
+		return "marks: %s" % str(marks)
+	var end: Variant = Proto.decode((v["speak_response_end"] as String).hex_decode(), Proto.SPEAK_RESPONSE)
+	var want_end := {"end": {"reason": Proto.EndReason.CANCELLED, "total_samples": 44100, "timings": {
+		"queued_ms": 0.5, "first_audio_ms": 12.25, "total_ms": 2000.0, "audio_ms": 2000.0}, "request_id": "r-1"}}
+	if str(end) != str(want_end):
+		return "end: %s" % str(end)
+	var truncated := (v["speak_response_end"] as String).hex_decode()
+	truncated.resize(truncated.size() - 3)
+	if Proto.decode(truncated, Proto.SPEAK_RESPONSE) != null or Proto.last_error().is_empty():
+		return "a truncated message decoded without error"
+	return "ok"
+
+
+func test_percent_decoded_grpc_message() -> String:
+	var got := GrpcCall._percent_decode("text is empty %E2%80%94 100%25 %zz")
+	if got != "text is empty — 100% %zz":
+		return "got %s" % got
+	return "ok"
+
+
+## A port nobody listens on: the call must finish UNAVAILABLE, not hang.
+func test_unreachable_daemon_is_unavailable() -> String:
+	var probe := TCPServer.new()
+	probe.listen(0, "127.0.0.1")
+	var port := probe.get_local_port()
+	probe.stop()
+	var client := Client.new("127.0.0.1:%d" % port)
+	client.connect_timeout_ms = 3000
+	var call := client.speak({"text": "Hello?"})
+	var deadline := Time.get_ticks_msec() + 10000
+	while not call.is_done() and Time.get_ticks_msec() < deadline:
+		client.poll()
+		OS.delay_msec(5)
+	if call.code != GrpcCall.Code.UNAVAILABLE:
+		return "code %d (%s), want UNAVAILABLE" % [call.code, call.status_message]
+	return "ok"
+
+
+## The sample scene loads, its scripts compile, and with no daemon it reports the error.
+func test_sample_scene_reports_unavailable_daemon() -> String:
+	var scene: PackedScene = load("res://sample/sample.tscn")
+	if scene == null:
+		return "res://sample/sample.tscn did not load"
+	var probe := TCPServer.new()
+	probe.listen(0, "127.0.0.1")
+	var port := probe.get_local_port()
+	probe.stop()
+	var sample: Node = scene.instantiate()
+	var voice: Node = sample.get_node("Guard/NpcVoice")
+	voice.address = "127.0.0.1:%d" % port
+	var tree := Engine.get_main_loop() as SceneTree
+	tree.root.add_child(sample)
+	var deadline := Time.get_ticks_msec() + 15000
+	var subtitle: Label = sample.get_node("UI/Subtitle")
+	while not subtitle.text.begins_with("npc-voice error 14") and Time.get_ticks_msec() < deadline:
+		await tree.process_frame
+	var text := subtitle.text
+	sample.queue_free()
+	return "ok" if text.begins_with("npc-voice error 14") else "subtitle shows %s" % text.c_escape()
