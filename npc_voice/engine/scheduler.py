@@ -31,7 +31,7 @@ from npc_voice.engine.api import CapacityError, EndEvent, EngineConfig
 from npc_voice.engine.device import StepFn
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.speaker import Speaker, make_resampler
-from npc_voice.engine.stream import Event, Stream
+from npc_voice.engine.stream import Event, Stream, Wakeups, wake_loops
 from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Scheduler:
         self.max_batch = config.max_batch or (config.slots - 1)
         self._woken = False
         self._commands: deque[Callable[[], None]] = deque()
+        self._wakeups: Wakeups = {}  # asyncio consumers to wake at the end of the tick
 
     # ---- called from any thread (hold no lock when calling) -----------------------------
 
@@ -121,6 +122,13 @@ class Scheduler:
     def tick(self) -> float | None:
         """One round. Returns 0 if it stepped (run again), else seconds until something is
         due, or None when only a wake-up can bring work."""
+        try:
+            return self._tick()
+        finally:
+            wakeups, self._wakeups = self._wakeups, {}
+            wake_loops(wakeups)
+
+    def _tick(self) -> float | None:
         start = time.monotonic()
         with self.lock:
             self._admit(start)
@@ -157,6 +165,8 @@ class Scheduler:
             self.waiting.clear()
             for sp in list(self.active.values()):
                 self._finish(sp, "cancelled", now)
+            wakeups, self._wakeups = self._wakeups, {}
+        wake_loops(wakeups)
 
     # ---- tick phases (lock held unless noted) --------------------------------------------
 
@@ -167,7 +177,7 @@ class Scheduler:
             if closed:
                 continue
             if cancelled:
-                stream.push([EndEvent("cancelled", 0, 0.0, 0.0, (now - stream.opened_at) * 1000.0)])
+                stream.push([EndEvent("cancelled", 0, 0.0, 0.0, (now - stream.opened_at) * 1000.0)], self._wakeups)
                 self.counters.lines_cancelled += 1
                 continue
             waited = now - stream.opened_at
@@ -319,7 +329,7 @@ class Scheduler:
             audio = sp.emit(chunk, frames, now)
             if audio is not None:
                 events.append(audio)
-            sp.stream.push(events)
+            sp.stream.push(events, self._wakeups)
             if sp.fading:
                 self.counters.lines_cancelled += 1
                 self._finish(sp, "cancelled", now)
@@ -338,7 +348,7 @@ class Scheduler:
         events.append(sp.end_event(reason, now))
         self.active.pop(sp.stream, None)
         self._release(sp)
-        sp.stream.push(events)
+        sp.stream.push(events, self._wakeups)
 
     def _release(self, sp: Speaker) -> None:
         if self.speaking.get(sp.stream.character) is sp:

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Protocol
 
 from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, VoiceControls
@@ -71,7 +71,7 @@ class Stream:
         self._finished = False  # EndEvent queued or error set: nothing more will come
         self._ended = threading.Event()
         self._end: EndEvent | None = None
-        self._notifiers: list[Callable[[], None]] = []
+        self._waiters: list[Waiter] = []  # (loop, event) of each events() consumer
 
     # ---- caller side -------------------------------------------------------------------
 
@@ -111,9 +111,8 @@ class Stream:
             self._lines.clear()
             self._events.clear()
             self._cond.notify_all()
-            notifiers = list(self._notifiers)
-        for notify in notifiers:  # a consumer waiting in events() sees the end
-            notify()
+            waiters = list(self._waiters)
+        wake_loops(group_waiters(waiters))  # a consumer waiting in events() sees the end
         self._engine.stream_closed(self)
         self._engine.wake()
 
@@ -128,17 +127,10 @@ class Stream:
         return self._end
 
     async def events(self) -> AsyncIterator[Event]:
-        loop = asyncio.get_running_loop()
         wake = asyncio.Event()
-
-        def notify() -> None:
-            try:
-                loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:  # loop closed: nobody is listening any more
-                pass
-
+        waiter = (asyncio.get_running_loop(), wake)
         with self._cond:
-            self._notifiers.append(notify)
+            self._waiters.append(waiter)
         try:
             while True:
                 item = self._next()
@@ -156,7 +148,7 @@ class Stream:
                     return
         finally:
             with self._cond:
-                self._notifiers.remove(notify)
+                self._waiters.remove(waiter)
 
     def events_sync(self, timeout: float | None = None) -> Iterator[Event]:
         """Blocking iterator; raises TimeoutError when no event arrives within ``timeout`` s."""
@@ -188,7 +180,10 @@ class Stream:
         with self._cond:
             return bool(self._lines), self._input_ended, self._cancelled, self._closed
 
-    def push(self, events: list[Event]) -> None:
+    def push(self, events: list[Event], wakeups: Wakeups | None = None) -> None:
+        """Queue events for the consumer. Asyncio consumers are woken at once, or, when
+        ``wakeups`` is given, collected there so that one ``wake_loops`` call per tick wakes
+        each event loop once (one self-pipe write per loop instead of one per stream)."""
         if not events:
             return
         with self._cond:
@@ -200,9 +195,15 @@ class Stream:
                 self._finished = True
                 self._end = last
             self._cond.notify_all()
-            notifiers = list(self._notifiers)
-        for notify in notifiers:
-            notify()
+            if wakeups is None:
+                wakeups = group_waiters(self._waiters)
+                now = True
+            else:
+                for loop, wake in self._waiters:
+                    wakeups.setdefault(loop, []).append(wake)
+                now = False
+        if now:
+            wake_loops(wakeups)
         if isinstance(events[-1], EndEvent):
             self._ended.set()
 
@@ -213,9 +214,8 @@ class Stream:
             self._error = error
             self._finished = True
             self._cond.notify_all()
-            notifiers = list(self._notifiers)
-        for notify in notifiers:
-            notify()
+            waiters = list(self._waiters)
+        wake_loops(group_waiters(waiters))
         self._ended.set()
 
     # ---- internals ----------------------------------------------------------------------
@@ -232,6 +232,31 @@ class Stream:
         if self._finished or self._closed:
             return _DONE
         return None
+
+
+Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+Wakeups = dict[asyncio.AbstractEventLoop, list[asyncio.Event]]
+
+
+def group_waiters(waiters: list[Waiter]) -> Wakeups:
+    out: Wakeups = {}
+    for loop, wake in waiters:
+        out.setdefault(loop, []).append(wake)
+    return out
+
+
+def wake_loops(wakeups: Wakeups) -> None:
+    """Set the given asyncio events, one thread-safe call per event loop."""
+    for loop, events in wakeups.items():
+        try:
+            loop.call_soon_threadsafe(_set_all, events)
+        except RuntimeError:  # loop closed: nobody is listening any more
+            pass
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 class _Done:
