@@ -1,0 +1,255 @@
+"""Streaming harmonic-plus-noise vocoder: per-frame features (npc_voice.audio.features) -> PCM.
+
+Source-filter synthesis in the frequency domain, one 256-sample frame per row, batched over
+streams and frames:
+
+- Excitation: a pulse train whose phase accumulates f0 sample by sample (f0 ramps linearly
+  from the previous frame's centre to this one's, so pitch never jumps). Each pulse is placed
+  at its exact fractional position as ``exp(-j w tau)`` (band-limited, no jitter) with amplitude
+  sqrt(period), plus white noise (counter-based hash: the same samples whatever the batch).
+- Filter: the minimum-phase spectrum of the envelope (log magnitude from the 60 mel bands,
+  phase = its Hilbert transform via the folded real cepstrum, a fixed matrix). Minimum phase
+  gives every harmonic its own phase, like a real glottal pulse through a vocal tract, instead
+  of the buzz of all harmonics starting in phase.
+- Mix: per frequency, periodic power fraction = voicing * (1 - aperiodicity) * (1 - breathiness);
+  the rest is noise; total power follows the envelope (cheaptrick's power spectral density:
+  unit-variance noise and sqrt(T0)-amplitude pulses both give |H|^2).
+- Overlap-add: each frame's N_FFT-sample response (frame + decaying filter tail) is added into
+  a per-stream tail, so filter ringing crosses frame boundaries smoothly: no clicks.
+
+All per-stream memory lives in the state pool (``state_spec``): stepping K frames in one call or
+one frame K times gives the same samples.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from npc_voice.audio import features as F
+
+if TYPE_CHECKING:
+    from npc_voice.model.api import StateSpec
+
+# Control columns, the same as npc_voice.model.api's CONTROL_* (tests check it). Not imported from
+# there at module level: npc_voice.model imports this module, so that would be an import cycle.
+CONTROL_PITCH = 0
+CONTROL_FORMANT = 1
+CONTROL_BREATHINESS = 2
+CONTROL_VOLUME = 3
+N_CONTROLS = 4
+
+N_FFT = 1024  # response length per frame: 256 samples + up to ~34 ms of filter ring-down
+N_BINS = N_FFT // 2 + 1
+HOP = F.HOP
+DELAY = 8  # samples; pulses/noise sit DELAY into the buffer so a pulse's sinc taps before it stay inside
+TAIL = N_FFT - HOP
+F0_CLAMP = (20.0, 1000.0)  # Hz, after the pitch control
+MAX_PULSES = math.ceil(HOP * F0_CLAMP[1] / F.SAMPLE_RATE) + 1  # pulses that can fall in one frame
+FORMANT_CLAMP = (0.5, 2.0)
+ENV_CLAMP = (F.ENV_FLOOR - 10.0, 6.0)  # log amplitude; speech sits around -12..0
+NOISE_TABLE = 1 << 16  # samples of stored white noise (3 s), read at a hashed offset per frame
+TAPS = 16  # windowed-sinc taps per pulse (fractional placement, band-limited)
+_SINC_CUT = 0.92  # pulse bandwidth as a fraction of Nyquist (the window's transition fits under it)
+
+
+def _min_phase_matrix() -> torch.Tensor:
+    """[N_BINS, N_BINS] real matrix P: phase = log_magnitude @ P is the minimum phase (folded cepstrum)."""
+    eye = torch.eye(N_BINS, dtype=torch.float64)
+    cep = torch.fft.irfft(eye, n=N_FFT)  # [N_BINS, N_FFT] real cepstrum of each basis log-magnitude
+    fold = torch.zeros(N_FFT, dtype=torch.float64)
+    fold[0] = 1.0
+    fold[1:N_FFT // 2] = 2.0
+    fold[N_FFT // 2] = 1.0
+    return torch.fft.rfft(cep * fold, n=N_FFT).imag.float()
+
+
+def _hash_uniform(index: torch.Tensor) -> torch.Tensor:
+    """int64 counter -> float32 uniform in [0, 1): a stateless integer hash (same on CPU and GPU).
+
+    Constants are below 2**31 so every product of 32-bit values fits in int64 without overflow.
+    """
+    x = (index ^ (index >> 32)) & 0xFFFFFFFF
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & 0xFFFFFFFF
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    x = x ^ (x >> 16)
+    return x.to(torch.float32) * (1.0 / 4294967296.0)
+
+
+class Vocoder(torch.nn.Module):
+    """Batched streaming vocoder. No trainable weights; the buffers are fixed tables."""
+
+    _log_spec: torch.Tensor
+    _ap_interp: torch.Tensor
+    _lowcut: torch.Tensor
+    _noise: torch.Tensor
+    _tap_offsets: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        interp = F.interp_matrix(F.env_centres_hz(), N_BINS)  # [N_ENV, N_BINS] band values -> bins
+        # complex log spectrum of the minimum-phase filter, linear in env: [N_ENV, 2, N_BINS] (log|H|, phase)
+        phase = torch.tensor(interp) @ _min_phase_matrix().double()
+        self.register_buffer("_log_spec", torch.cat([torch.tensor(interp), phase], dim=1).float(), persistent=False)
+        self.register_buffer("_ap_interp", torch.tensor(F.interp_matrix(F.ap_centres_hz(), N_BINS),
+                                                        dtype=torch.float32), persistent=False)  # [N_AP, N_BINS]
+        # No DC and almost nothing below 40 Hz: a pulse train through an envelope with a DC value drifts.
+        freqs = np.linspace(0.0, F.NYQUIST, N_BINS)
+        self.register_buffer("_lowcut", torch.tensor(np.clip(freqs / 40.0, 0.0, 1.0) ** 2, dtype=torch.float32),
+                             persistent=False)
+        # A fixed table of unit-variance noise; each frame reads HOP samples at a hashed offset.
+        gen = torch.Generator().manual_seed(20261129)
+        self.register_buffer("_noise", torch.randn(NOISE_TABLE + HOP, generator=gen), persistent=False)
+        self.register_buffer("_tap_offsets", torch.arange(-TAPS // 2 + 1, TAPS // 2 + 1, dtype=torch.float32),
+                             persistent=False)
+
+    def state_spec(self) -> dict[str, StateSpec]:
+        from npc_voice.model.api import StateSpec  # noqa: PLC0415  (lazy: see CONTROL_* above)
+
+        return {
+            "voc_phase": StateSpec((1,), torch.float32),  # pulse phase in cycles, [0, 1)
+            "voc_prev": StateSpec((2,), torch.float32),  # previous frame's f0 in Hz (0 = none yet), volume
+            "voc_tail": StateSpec((TAIL,), torch.float32),  # overlap-add tail of earlier frames' responses
+            "voc_counter": StateSpec((1,), torch.int64),  # frames synthesized: seeds the noise
+        }
+
+    # -- spectra -------------------------------------------------------------------------------------
+
+    def _filter(self, env: torch.Tensor, formant: torch.Tensor) -> torch.Tensor:
+        """env [R, N_ENV] log amplitude on mel centres, formant [R] -> minimum-phase filter [R, N_BINS] complex.
+
+        Formant warp a: H'(f) = H(f / a), so a > 1 moves formants up (a smaller vocal tract). The
+        phase is warped with the magnitude (close to the warped envelope's own minimum phase)."""
+        log_spec = (env @ self._log_spec.flatten(1)).view(-1, 2, N_BINS)  # [R, 2, N_BINS]
+        pos = (torch.arange(N_BINS, device=env.device, dtype=torch.float32) / formant[:, None]).clamp(max=N_BINS - 1)
+        i0 = pos.floor().long().clamp(max=N_BINS - 2)  # [R, N_BINS]
+        w = (pos - i0)[:, None, :]
+        idx = i0[:, None, :].expand(-1, 2, -1)
+        lo = torch.gather(log_spec, 2, idx)
+        warped = lo + (torch.gather(log_spec, 2, idx + 1) - lo) * w
+        return torch.polar(torch.exp(warped[:, 0]) * self._lowcut, warped[:, 1])
+
+    def _frame_responses(self, feats: torch.Tensor, controls: torch.Tensor, pulse_pos: torch.Tensor,
+                         pulse_amp: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Rows R = B*K. feats [R, 68], controls [R, 4], pulse_pos/amp [R, P] (amp 0 = no pulse),
+        noise [R, HOP] -> time-domain response [R, N_FFT]."""
+        r = feats.shape[0]
+        filt = self._filter(feats[:, F.ENV], controls[:, CONTROL_FORMANT])  # [R, N_BINS]
+        ap_db = (feats[:, F.AP] @ self._ap_interp).clamp(F.AP_MIN_DB, 0.0)  # [R, N_BINS]
+        ap = torch.exp(ap_db * (math.log(10.0) / 10.0))
+        voicing = ((feats[:, F.VUV] - 0.25) * 2.0).clamp(0.0, 1.0)  # soft decision on a probability
+        breath = controls[:, CONTROL_BREATHINESS].clamp(0.0, 1.0)
+        periodic = (voicing * (1.0 - breath))[:, None] * (1.0 - ap)  # [R, N_BINS] power fraction
+        # excitation in the time domain: windowed-sinc pulses at fractional positions, and noise
+        base = pulse_pos.floor()
+        taps = base[..., None] + self._tap_offsets  # [R, P, TAPS] sample index of every tap
+        x = taps - pulse_pos[..., None]
+        kernel = _SINC_CUT * torch.special.sinc(_SINC_CUT * x) * torch.cos(x * (math.pi / (TAPS + 1))) ** 2
+        exc = torch.zeros(2, r, N_FFT, device=feats.device)
+        exc[0].scatter_add_(1, (taps + DELAY).long().flatten(1), (kernel * pulse_amp[..., None]).flatten(1))
+        exc[1, :, DELAY:DELAY + HOP] = noise
+        spec = torch.fft.rfft(exc, n=N_FFT)  # [2, R, N_BINS]
+        mixed = spec[0] * periodic.sqrt() + spec[1] * (1.0 - periodic).sqrt()
+        return torch.fft.irfft(mixed * filt, n=N_FFT)
+
+    # -- excitation timing ---------------------------------------------------------------------------
+
+    def _pulses(self, f0: torch.Tensor, prev_f0: torch.Tensor, phase0: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """f0 [B, K] Hz (after pitch), prev_f0 [B] (0 = none), phase0 [B] ->
+        pulse positions [B, K, P], amplitudes [B, K, P] (0 where no pulse), final phase [B]."""
+        b, k = f0.shape
+        prev = torch.cat([torch.where(prev_f0 > 0, prev_f0, f0[:, 0])[:, None], f0[:, :-1]], dim=1)  # [B, K]
+        # f0 ramps linearly from the previous frame centre (t = -128) to this one's (t = +128), then holds
+        ramp = ((torch.arange(HOP, device=f0.device, dtype=torch.float32) + HOP / 2) / HOP).clamp(max=1.0)
+        f0_t = prev[..., None] + (f0 - prev)[..., None] * ramp  # [B, K, HOP]
+        cum = torch.cumsum(f0_t * (1.0 / F.SAMPLE_RATE), dim=-1)  # phase advance within the frame
+        starts = []
+        ph = phase0
+        for j in range(k):  # the only sequential part: a [B] carry per frame
+            starts.append(ph)
+            end = ph + cum[:, j, -1]
+            ph = end - end.floor()
+        start = torch.stack(starts, dim=1)  # [B, K]
+        phi = torch.cat([start[..., None], start[..., None] + cum], dim=-1)  # [B, K, HOP+1]; phi[.., i] at t=i-1
+        targets = torch.arange(1, MAX_PULSES + 1, device=f0.device, dtype=torch.float32).expand(b, k, MAX_PULSES)
+        idx = torch.searchsorted(phi.contiguous(), targets.contiguous())  # first i with phi[i] >= m
+        valid = idx <= HOP
+        i1 = idx.clamp(1, HOP)
+        p1 = torch.gather(phi, 2, i1)
+        p0 = torch.gather(phi, 2, i1 - 1)
+        pos = (i1 - 2).to(torch.float32) + (targets - p0) / (p1 - p0).clamp(min=1e-9)
+        f0_at = torch.gather(f0_t, 2, (i1 - 1).clamp(max=HOP - 1))
+        amp = torch.where(valid, torch.sqrt(F.SAMPLE_RATE / f0_at), torch.zeros_like(f0_at))
+        return torch.where(valid, pos, torch.zeros_like(pos)), amp, ph
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self, state: dict[str, torch.Tensor], slots: torch.Tensor, params: torch.Tensor,
+             controls: torch.Tensor) -> torch.Tensor:
+        """Synthesize K frames for B streams. params [B, K, FEATURE_DIM], controls [B, N_CONTROLS],
+        state: name -> [slots, *shape] pool (rows ``slots`` read and written in place).
+        Returns PCM [B, K * HOP] float32 in [-1, 1]."""
+        b, k, d = params.shape
+        if d != F.FEATURE_DIM or controls.shape != (b, N_CONTROLS):
+            raise ValueError(f"expected params [B, K, {F.FEATURE_DIM}] and controls [B, {N_CONTROLS}], "
+                             f"got {tuple(params.shape)} and {tuple(controls.shape)}")
+        params = torch.nan_to_num(params.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        params[..., F.ENV] = params[..., F.ENV].clamp(ENV_CLAMP[0], ENV_CLAMP[1])
+        neutral = torch.tensor([1.0, 1.0, 0.0, 1.0], device=controls.device)  # pitch, formant, breath, volume
+        controls = torch.where(torch.isfinite(controls), controls.float(), neutral)
+        phase0 = state["voc_phase"][slots, 0]
+        prev = state["voc_prev"][slots]  # [B, 2]
+        tail = state["voc_tail"][slots]  # [B, TAIL]
+        counter = state["voc_counter"][slots, 0]  # [B]
+
+        lf0 = params[..., F.LF0].clamp(math.log(F0_CLAMP[0]), math.log(F0_CLAMP[1]))
+        pitch = controls[:, CONTROL_PITCH].clamp(0.25, 4.0)
+        f0 = (torch.exp(lf0) * pitch[:, None]).clamp(*F0_CLAMP)  # [B, K]
+        pulse_pos, pulse_amp, phase_end = self._pulses(f0, prev[:, 0], phase0)
+
+        ctl = controls.clone()
+        ctl[:, CONTROL_FORMANT] = ctl[:, CONTROL_FORMANT].clamp(*FORMANT_CLAMP)
+        frame_idx = counter[:, None] + torch.arange(k, device=params.device)  # [B, K]
+        offset = (_hash_uniform(frame_idx) * NOISE_TABLE).long()  # counter-based: same for any batch
+        noise = self._noise[offset[..., None] + torch.arange(HOP, device=params.device)]  # [B, K, HOP]
+        resp = self._frame_responses(params.reshape(b * k, d), ctl[:, None, :].expand(b, k, N_CONTROLS).reshape(-1, 4),
+                                   pulse_pos.reshape(b * k, -1), pulse_amp.reshape(b * k, -1),
+                                   noise.reshape(b * k, HOP)).reshape(b, k, N_FFT)
+
+        vol = controls[:, CONTROL_VOLUME].clamp(0.0, 16.0)
+        ramp = torch.arange(1, HOP + 1, device=params.device, dtype=torch.float32) / HOP
+        gain = prev[:, 1:2] + (vol - prev[:, 1])[:, None] * ramp  # [B, HOP]; from last volume to this one
+        out = []
+        for j in range(k):  # overlap-add, in the same order however many frames come per call
+            r = resp[:, j]
+            frame = r[:, :HOP] + tail[:, :HOP]
+            shifted = r[:, HOP:].clone()  # [B, TAIL]
+            shifted[:, :TAIL - HOP] += tail[:, HOP:]
+            tail = shifted
+            out.append(frame * (gain if j == 0 else vol[:, None]))
+        pcm = torch.nan_to_num(torch.cat(out, dim=1), nan=0.0).clamp(-1.0, 1.0)
+
+        state["voc_phase"][slots, 0] = phase_end
+        state["voc_prev"][slots] = torch.stack([f0[:, -1], vol], dim=1)
+        state["voc_tail"][slots] = tail
+        state["voc_counter"][slots, 0] = counter + k
+        return pcm
+
+    def new_state(self, slots: int = 1, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """A zeroed state pool with ``slots`` rows (what the engine allocates)."""
+        return {name: torch.zeros((slots, *s.shape), dtype=s.dtype, device=device)
+                for name, s in self.state_spec().items()}
+
+    def synthesize(self, params: torch.Tensor | np.ndarray, controls: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole utterance from a fresh state: params [T, FEATURE_DIM] -> PCM [T * HOP] float32."""
+        p = torch.as_tensor(params, dtype=torch.float32, device=self._noise.device)
+        if controls is None:
+            controls = torch.tensor([1.0, 1.0, 0.0, 1.0], device=p.device)
+        state = self.new_state(1, p.device)
+        state["voc_prev"][:, 1] = controls[CONTROL_VOLUME]  # no fade-in for a whole utterance
+        slots = torch.zeros(1, dtype=torch.int64, device=p.device)
+        return self.step(state, slots, p[None], controls.float().reshape(1, N_CONTROLS))[0]

@@ -1,0 +1,178 @@
+"""Vocoder: streaming exactness, batch independence, controls, robustness, levels."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from npc_voice.audio import features as F
+from npc_voice.audio.vocoder import HOP, Vocoder
+from npc_voice.model import api
+
+SR = F.SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def voc() -> Vocoder:
+    return Vocoder()
+
+
+def speechlike(t: int, seed: int = 0, f0: float = 120.0) -> torch.Tensor:
+    """[t, 68] features: a gliding f0, voiced/unvoiced stretches, a formant-like envelope."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.zeros(t, F.FEATURE_DIM)
+    p[:, F.LF0] = math.log(f0) + 0.2 * torch.sin(torch.arange(t) / 7.0 + seed)
+    p[:, F.VUV] = (torch.arange(t) % 23 < 16).float()
+    centres = torch.tensor(F.env_centres_hz(), dtype=torch.float32)
+    formants = -2.0 * torch.log1p(centres / 3000.0) + torch.exp(-((centres - 600.0) / 200.0) ** 2)
+    p[:, F.ENV] = -4.0 + formants + 0.3 * torch.randn(t, F.N_ENV, generator=g)
+    p[:, F.AP] = torch.tensor([-30.0, -25.0, -20.0, -10.0, -5.0, -2.0])
+    return p
+
+
+def neutral(b: int = 1) -> torch.Tensor:
+    return torch.tensor([[1.0, 1.0, 0.0, 1.0]]).repeat(b, 1)
+
+
+def test_control_columns_match_the_model_api() -> None:
+    from npc_voice.audio import vocoder
+
+    assert (vocoder.CONTROL_PITCH, vocoder.CONTROL_FORMANT, vocoder.CONTROL_BREATHINESS, vocoder.CONTROL_VOLUME,
+            vocoder.N_CONTROLS) == (api.CONTROL_PITCH, api.CONTROL_FORMANT, api.CONTROL_BREATHINESS,
+                                    api.CONTROL_VOLUME, api.N_CONTROLS)
+
+
+def test_state_spec_names_and_pool_shapes(voc: Vocoder) -> None:
+    spec = voc.state_spec()
+    assert spec and all(name.startswith("voc_") for name in spec)
+    assert all(isinstance(s, api.StateSpec) for s in spec.values())
+    state = voc.new_state(3)
+    assert {k: tuple(v.shape[1:]) for k, v in state.items()} == {k: s.shape for k, s in spec.items()}
+
+
+def test_k_frames_at_once_equal_one_frame_k_times(voc: Vocoder) -> None:
+    t = 45
+    params = torch.stack([speechlike(t, seed=s) for s in range(3)])  # [3, t, 68]
+    ctl = torch.tensor([[1.0, 1.0, 0.0, 1.0], [1.5, 0.8, 0.3, 0.7], [0.7, 1.3, 0.0, 1.2]])
+    slots = torch.tensor([2, 1, 3])
+    whole_state = voc.new_state(4)
+    whole = voc.step(whole_state, slots, params, ctl)
+    for chunk in (1, 7):
+        state = voc.new_state(4)
+        parts = [voc.step(state, slots, params[:, i:i + chunk], ctl) for i in range(0, t, chunk)]
+        torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-6, rtol=0)
+        for name in state:
+            torch.testing.assert_close(state[name], whole_state[name], atol=1e-5, rtol=0)
+    assert whole.shape == (3, t * HOP) and whole.abs().max() > 0.01
+
+
+def test_a_stream_sounds_the_same_in_any_batch(voc: Vocoder) -> None:
+    p = speechlike(20, seed=5)
+    alone = voc.step(voc.new_state(2), torch.tensor([1]), p[None], neutral())
+    # same stream at slot 5 among others, plus two padding rows pointing at scratch slot 0
+    batch = torch.stack([speechlike(20, seed=1), p, torch.zeros(20, F.FEATURE_DIM), speechlike(20, seed=2),
+                         torch.zeros(20, F.FEATURE_DIM)])
+    out = voc.step(voc.new_state(7), torch.tensor([3, 5, 0, 4, 0]), batch, neutral(5))
+    torch.testing.assert_close(out[1], alone[0], atol=1e-6, rtol=0)
+
+
+def test_deterministic_and_noise_does_not_repeat_per_frame(voc: Vocoder) -> None:
+    p = speechlike(30)
+    p[:, F.VUV] = 0.0  # noise only
+    a, b = voc.synthesize(p), voc.synthesize(p)
+    assert torch.equal(a, b)
+    frames = a[HOP * 5:HOP * 25].reshape(-1, HOP)
+    assert (frames[1:] - frames[:-1]).abs().mean() > 0.1 * frames.abs().mean()
+
+
+def dominant_f0(x: np.ndarray, lo: float = 50.0, hi: float = 800.0) -> float:
+    x = x - x.mean()
+    ac = np.correlate(x, x, "full")[len(x) - 1:]
+    lags = np.arange(int(SR / hi), int(SR / lo))
+    first = lags[ac[lags] >= 0.9 * ac[lags].max()][0]  # shortest period among the top peaks (no octave-down)
+    peak = first + int(np.argmax(ac[first:first + 4]))
+    y0, y1, y2 = ac[peak - 1], ac[peak], ac[peak + 1]
+    return SR / (peak + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2))  # parabolic interpolation
+
+
+def steady(f0: float = 150.0, t: int = 60, env: float = -3.0, vuv: float = 1.0) -> torch.Tensor:
+    p = torch.zeros(t, F.FEATURE_DIM)
+    p[:, F.LF0] = math.log(f0)
+    p[:, F.VUV] = vuv
+    centres = torch.tensor(F.env_centres_hz(), dtype=torch.float32)
+    tilt = -2.0 * torch.log1p(centres / 1000.0)
+    p[:, F.ENV] = env + tilt + torch.exp(-((centres - 700.0) / 150.0) ** 2) + torch.exp(-((centres - 1800.0) / 200.0) ** 2)
+    p[:, F.AP] = F.AP_MIN_DB
+    return p
+
+
+def test_pitch_follows_f0_and_the_pitch_control(voc: Vocoder) -> None:
+    y = voc.synthesize(steady(150.0)).numpy()[HOP * 10:]
+    assert dominant_f0(y) == pytest.approx(150.0, rel=0.01)
+    up = voc.synthesize(steady(150.0), torch.tensor([2.0, 1.0, 0.0, 1.0])).numpy()[HOP * 10:]
+    assert dominant_f0(up) == pytest.approx(300.0, rel=0.01)
+
+
+def centroid(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1.0 / SR)
+    return float((spec * freqs).sum() / spec.sum())
+
+
+def test_formant_control_moves_the_spectrum(voc: Vocoder) -> None:
+    p = steady(120.0)
+    base = centroid(voc.synthesize(p).numpy()[HOP * 10:])
+    child = centroid(voc.synthesize(p, torch.tensor([1.0, 1.4, 0.0, 1.0])).numpy()[HOP * 10:])
+    giant = centroid(voc.synthesize(p, torch.tensor([1.0, 0.7, 0.0, 1.0])).numpy()[HOP * 10:])
+    assert giant < 0.85 * base and child > 1.15 * base
+
+
+def harmonicity(x: np.ndarray, f0: float) -> float:
+    """Power at harmonics over power between them (a crude harmonics-to-noise ratio)."""
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1.0 / SR)
+    phase = (freqs / f0) % 1.0
+    near = (np.minimum(phase, 1 - phase) < 0.1) & (freqs < 4000)
+    between = (np.abs(phase - 0.5) < 0.2) & (freqs < 4000)
+    return float(spec[near].mean() / spec[between].mean())
+
+
+def test_breathiness_adds_noise_to_voiced_frames(voc: Vocoder) -> None:
+    p = steady(150.0)
+    clean = harmonicity(voc.synthesize(p).numpy()[HOP * 10:], 150.0)
+    breathy = harmonicity(voc.synthesize(p, torch.tensor([1.0, 1.0, 0.8, 1.0])).numpy()[HOP * 10:], 150.0)
+    assert clean > 100.0 and breathy < clean / 10.0
+
+
+def test_volume_scales_the_output(voc: Vocoder) -> None:
+    p = steady(150.0, env=-5.0)
+    full = voc.synthesize(p)
+    half = voc.synthesize(p, torch.tensor([1.0, 1.0, 0.0, 0.5]))
+    torch.testing.assert_close(half, 0.5 * full, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("vuv", [1.0, 0.0])
+def test_output_level_follows_the_envelope(voc: Vocoder, vuv: float) -> None:
+    """cheaptrick's envelope is a power spectral density: a flat log envelope c gives rms ~ exp(c)."""
+    p = steady(130.0, vuv=vuv)
+    p[:, F.ENV] = -3.0  # flat
+    rms = float(voc.synthesize(p)[HOP * 10:].pow(2).mean().sqrt())
+    assert rms == pytest.approx(math.exp(-3.0), rel=0.15)
+
+
+def test_garbage_in_gives_finite_bounded_audio(voc: Vocoder) -> None:
+    g = torch.Generator().manual_seed(3)
+    p = 50.0 * torch.randn(4, 12, F.FEATURE_DIM, generator=g)
+    p[0, 3] = float("nan")
+    p[1, :, F.LF0] = float("inf")
+    p[2, :, F.ENV] = 1e6
+    ctl = torch.tensor([[float("nan"), 1.0, 0.0, 1.0], [100.0, -3.0, 5.0, 1e9], [0.0, 0.0, -1.0, -1.0],
+                        [1.0, float("inf"), float("nan"), 1.0]])
+    state = voc.new_state(5)
+    out = voc.step(state, torch.tensor([1, 2, 3, 4]), p, ctl)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1.0
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+    again = voc.step(state, torch.tensor([1, 2, 3, 4]), speechlike(12).expand(4, -1, -1).clone(), neutral(4))
+    assert torch.isfinite(again).all()
