@@ -47,16 +47,22 @@ def ssm_step_ref(
     B = xbc.shape[0]
     nheads, headdim, d_state = ssm_state.shape[2:]
     d_inner = nheads * headdim
-    win = torch.cat([conv_state[slots, layer].float(), xbc.float()[:, None, :]], dim=1)  # [B, d_conv, conv_dim]
-    conv_state[slots, layer] = win[:, 1:].to(conv_state.dtype)
+    # Gather/scatter one contiguous block per row with index_select/index_copy_ on the
+    # layer's view: several times cheaper on CPU than advanced indexing, same values.
+    # (Duplicate slots, i.e. padding rows at scratch slot 0, may land in any order.)
+    idx = slots if slots.dtype == torch.int64 else slots.long()
+    conv_l, ssm_l = conv_state[:, layer], ssm_state[:, layer]
+    win = torch.cat([conv_l.index_select(0, idx).float(), xbc.float()[:, None, :]], dim=1)  # [B, d_conv, conv_dim]
+    conv_l.index_copy_(0, idx, win[:, 1:].to(conv_state.dtype))
     xbc_c = F.silu((win * conv_w.float().t()[None]).sum(1) + conv_b.float())  # [B, conv_dim]
     x, Bv, Cv = torch.split(xbc_c, [d_inner, d_state, d_state], dim=-1)
     x = x.view(B, nheads, headdim)
     dt_s = F.softplus(dt.float() + dt_bias.float())  # [B, nheads]
     dA = torch.exp(-torch.exp(A_log.float()) * dt_s)  # [B, nheads]
-    h = ssm_state[slots, layer] * dA[:, :, None, None] + (dt_s[:, :, None] * x)[..., None] * Bv[:, None, None, :]
-    ssm_state[slots, layer] = h
-    y = torch.einsum("bhpn,bn->bhp", h, Cv) + D.float()[None, :, None] * x
+    h = ssm_l.index_select(0, idx)  # [B, nheads, headdim, d_state], a fresh copy: update it in place
+    h.mul_(dA[:, :, None, None]).addcmul_((dt_s[:, :, None] * x)[..., None], Bv[:, None, None, :])
+    ssm_l.index_copy_(0, idx, h)
+    y = (h * Cv[:, None, None, :]).sum(-1) + D.float()[None, :, None] * x  # h @ Cv; a CPU bmm is slower here
     out = y.reshape(B, d_inner) * F.silu(z.float())
     return out.to(xbc.dtype)
 

@@ -188,3 +188,55 @@ def test_kernel_dispatch_uses_reference_on_cpu() -> None:
     out_a = ssm_step(xbc, dt, z, conv_a, ssm_a, slots, 0, *w.values())
     out_b = ssm_step_ref(xbc, dt, z, conv_b, ssm_b, slots, 0, *w.values())
     assert torch.equal(out_a, out_b) and torch.equal(ssm_a, ssm_b)
+
+
+def _ssm_step_original(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """The contract's math written literally (advanced indexing, einsum): the reference must stay equal to it."""
+    B = xbc.shape[0]
+    nheads, headdim, d_state = ssm_state.shape[2:]
+    d_inner = nheads * headdim
+    win = torch.cat([conv_state[slots, layer].float(), xbc.float()[:, None, :]], dim=1)
+    conv_state[slots, layer] = win[:, 1:].to(conv_state.dtype)
+    xbc_c = torch.nn.functional.silu((win * conv_w.float().t()[None]).sum(1) + conv_b.float())
+    x, Bv, Cv = torch.split(xbc_c, [d_inner, d_state, d_state], dim=-1)
+    x = x.reshape(B, nheads, headdim)
+    dt_s = torch.nn.functional.softplus(dt.float() + dt_bias.float())
+    dA = torch.exp(-torch.exp(A_log.float()) * dt_s)
+    h = ssm_state[slots, layer] * dA[:, :, None, None] + (dt_s[:, :, None] * x)[..., None] * Bv[:, None, None, :]
+    ssm_state[slots, layer] = h
+    y = torch.einsum("bhpn,bn->bhp", h, Cv) + D.float()[None, :, None] * x
+    return (y.reshape(B, d_inner) * torch.nn.functional.silu(z.float())).to(xbc.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_reference_equals_the_literal_math(dtype: torch.dtype) -> None:
+    """ssm_step_ref is written for CPU speed; it must compute exactly the documented math."""
+    s = Shapes()
+    gen = torch.Generator().manual_seed(6)
+    w = _weights(s, gen)
+    conv_a, ssm_a = _pools(s, gen, torch.float32)
+    conv_b, ssm_b = conv_a.clone(), ssm_a.clone()
+    slots = torch.tensor([5, 0, 2, 6, 0], dtype=torch.int64)
+    real = slots != 0
+    for step in range(25):
+        xbc = torch.randn(5, s.conv_dim, generator=gen).to(dtype)
+        dt = torch.randn(5, s.nheads, generator=gen).to(dtype)
+        z = torch.randn(5, s.d_inner, generator=gen).to(dtype)
+        out_a = ssm_step_ref(xbc, dt, z, conv_a, ssm_a, slots, step % 2, *w.values())
+        out_b = _ssm_step_original(xbc, dt, z, conv_b, ssm_b, slots, step % 2, *w.values())
+        torch.testing.assert_close(out_a[real], out_b[real], rtol=OUT_TOL[dtype][0], atol=OUT_TOL[dtype][1])
+    torch.testing.assert_close(conv_a[1:], conv_b[1:], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-5, atol=1e-6)
