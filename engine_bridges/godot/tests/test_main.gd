@@ -1,6 +1,6 @@
 ## Headless test suite for the npc_voice addon:
 ##   godot --headless --path <project> -s res://tests/test_main.gd
-## Offline tests (HPACK vectors, protobuf, HTTP/2 framing) always run; live tests run
+## Offline tests (HPACK vectors, protobuf, HTTP/2 edge cases against a scripted peer) always run; live tests run
 ## against the daemon at NPC_VOICE_ADDR (host:port) and are counted as skipped without it.
 ## Prints "PASS name" / "FAIL name: why" / "SKIP name: why" per test and, last,
 ## "npc-voice-godot-summary passed=N failed=N skipped=N" (run_tests.sh turns it into the
@@ -8,6 +8,7 @@
 extends SceneTree
 
 const OfflineTests = preload("res://tests/offline_tests.gd")
+const H2PeerTests = preload("res://tests/h2_peer_tests.gd")
 const LiveTests = preload("res://tests/live_tests.gd")
 
 var _passed := 0
@@ -23,10 +24,10 @@ func _initialize() -> void:
 func _run() -> void:
 	await process_frame  # let the root enter the tree before tests add nodes
 	var only := OS.get_environment("NPC_VOICE_GODOT_TESTS")  # optional substring filter
-	var offline := OfflineTests.new()
-	for name in offline.test_names():
-		if only.is_empty() or name.contains(only):
-			_report(name, await offline.call(name))
+	for suite: RefCounted in [OfflineTests.new(), H2PeerTests.new()]:
+		for name: String in suite.test_names():
+			if only.is_empty() or name.contains(only):
+				_report(name, await suite.call(name))
 	var addr := OS.get_environment("NPC_VOICE_ADDR")
 	var live := LiveTests.new(self, addr)
 	for name in live.test_names():
