@@ -68,10 +68,12 @@ class Engine:
         self.scheduler = Scheduler(runtimes, config, self.device)
         self._thread: threading.Thread | None = None
         self._running = False
+        self._ready = threading.Event()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the engine thread; returns once it has warmed up (one prepare + step per voice)."""
         if self._thread is not None:
             return
         if self.device.type == "cpu":
@@ -85,6 +87,7 @@ class Engine:
         self._running = True
         self._thread = threading.Thread(target=self._run, name="npc-voice-engine", daemon=True)
         self._thread.start()
+        self._ready.wait()  # warm-up done: the first request pays no lazy initialisation
 
     def close(self) -> None:
         """Stop the engine thread; open streams end "cancelled"."""
@@ -103,6 +106,11 @@ class Engine:
         self.close()
 
     def _run(self) -> None:
+        try:
+            self.scheduler.warm_up()
+        except Exception:  # not fatal: the first request pays for initialisation instead
+            log.exception("engine warm-up failed")
+        self._ready.set()
         delay: float | None = 0.0
         while self._running:
             self.scheduler.wait(delay)

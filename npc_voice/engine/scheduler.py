@@ -31,7 +31,7 @@ from npc_voice.engine.api import CapacityError, EndEvent, EngineConfig
 from npc_voice.engine.device import StepFn
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.speaker import Speaker, make_resampler
-from npc_voice.engine.stream import Event, Stream, Wakeups, wake_loops
+from npc_voice.engine.stream import Event, Stream, Wakeups, phonemize, wake_loops
 from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,18 @@ class Scheduler:
             self.counters.ticks += 1
             self.tick_ms.append((time.monotonic() - start) * 1000.0)
         return 0.0
+
+    def warm_up(self) -> None:
+        """One prepare and one step per voice on scratch slot 0, so that the first request does
+        not pay for lazy initialisation (allocator, kernels, a CUDA graph for batch 1)."""
+        k = self.config.frames_per_tick
+        phonemes = phonemize("Hello there.", {})
+        for vr in self.voices.values():
+            with torch.inference_mode():
+                line = vr.model.prepare_batch([phonemes], speeds=[1.0])[0]
+                cond = torch.cat([line.cond[:k], vr.silence.expand(max(0, k - line.n_frames), -1)])
+                controls = torch.tensor([[1.0, 1.0, 0.0, 1.0]], device=self.device)
+                vr.step(torch.zeros(1, dtype=torch.int64, device=self.device), cond[None], controls)
 
     def shutdown(self) -> None:
         """End every stream "cancelled" (engine closing)."""
