@@ -394,3 +394,20 @@ def test_padded_batches_as_on_cuda_change_nothing(voice: VoiceModel) -> None:
         pcms = [collect(s)[1] for s in streams]
     for pcm, text in zip(pcms, [LINE, LINE2, "Hello."], strict=True):
         assert_same_audio(pcm, direct_render(voice, [text]))
+
+
+def test_cancel_at_48k_ends_in_a_fade(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(lookahead_ms=100.0)
+    stream = speak(engine, "guard", LONG, rate=48000)
+    events = stream.events_sync(timeout=60)
+    got = [next(events), next(events)]
+    stream.cancel()
+    got += list(events)
+    end = got[-1]
+    assert isinstance(end, EndEvent) and end.reason == "cancelled"
+    pcm = np.concatenate([e.pcm for e in got if isinstance(e, AudioEvent)])
+    assert end.total_samples == len(pcm)
+    before = float(np.abs(pcm[-2000:-600]).max())  # the audio just before the fade frame
+    assert before > 1e-4
+    assert float(np.abs(pcm[-20:]).max()) < 0.05 * before  # the last samples ramp to ~0: no click
+    assert engine.stats().slots_in_use == 0
