@@ -246,3 +246,34 @@ func test_node_plays_line_with_marks_on_the_audio_clock() -> String:
 	if not late.is_empty():
 		return "marks emitted before their audio played: %s" % str(late)
 	return "ok"
+
+
+## cancel() on the node mid-line: speech_finished follows the fade, nothing after it.
+func test_node_cancel_mid_line() -> String:
+	var node: Node = NpcVoiceNode.new()
+	node.address = _addr
+	node.character = "guard/node-cancel"
+	_tree.root.add_child(node)
+	var events: Array = []
+	node.speech_started.connect(func() -> void: events.append("started"))
+	node.speech_finished.connect(func() -> void: events.append("finished"))
+	node.error.connect(func(code: int, message: String) -> void: events.append("error %d %s" % [code, message]))
+	node.word.connect(func(label: String) -> void: events.append("word " + label))
+	var call: GrpcCall = node.speak(LONG_LINE)
+	var ok := await _until(func() -> bool: return events.any(func(e: String) -> bool: return not e.begins_with("started")))
+	if not ok or not events.has("started"):
+		node.queue_free()
+		return "no speech after %d ms: %s" % [WAIT_MS, str(events)]
+	node.cancel()
+	ok = await _until(func() -> bool: return events.has("finished"), [], 20000)
+	var after := events.size()
+	for i in 30:
+		await _tree.process_frame
+	node.queue_free()
+	if not ok:
+		return "no speech_finished after cancel: %s" % str(events)
+	if events.size() != after or events[-1] != "finished":
+		return "events after speech_finished: %s" % str(events.slice(after - 1))
+	if call.code != GrpcCall.Code.CANCELLED:
+		return "the Speak call ended with %d, want CANCELLED (1)" % call.code
+	return "ok"

@@ -6,6 +6,7 @@ const Hpack = preload("res://addons/npc_voice/hpack.gd")
 const Proto = preload("res://addons/npc_voice/proto.gd")
 const GrpcCall = preload("res://addons/npc_voice/grpc_call.gd")
 const Client = preload("res://addons/npc_voice/client.gd")
+const NpcVoiceNode = preload("res://addons/npc_voice/npc_voice.gd")
 
 const VECTORS := "res://tests/testdata/hpack_vectors.json"
 const PROTO_VECTORS := "res://tests/testdata/proto_vectors.json"
@@ -189,3 +190,44 @@ func test_sample_scene_reports_unavailable_daemon() -> String:
 	var text := subtitle.text
 	sample.queue_free()
 	return "ok" if text.begins_with("npc-voice error 14") else "subtitle shows %s" % text.c_escape()
+
+
+## cancel() turns the queued audio into a fade of fade_ms and ends the line there; the
+## generator then plays it out and speech_finished follows.
+func test_node_cancel_fades_queued_audio() -> String:
+	var tree := Engine.get_main_loop() as SceneTree
+	var node: Node = NpcVoiceNode.new()
+	node.sample_rate = 22050
+	tree.root.add_child(node)
+	node.set_process(false)  # no frames pushed while the line is set up by hand
+	node._start_generator(22050)
+	var frames := PackedVector2Array()
+	frames.resize(22050)
+	frames.fill(Vector2(0.5, 0.5))
+	node._pending = frames
+	node._lines.append({"base": 0, "end": -1, "audio": true, "started": true})
+	node._marks = [[100, "words", "early", 0], [20000, "words", "late", 0]]
+	var finished := [false]
+	var words: Array = []
+	node.speech_finished.connect(func() -> void: finished[0] = true)
+	node.word.connect(func(w: String) -> void: words.append(w))
+	node.cancel()
+	var fade: PackedVector2Array = node._pending
+	var want := int(node.fade_ms * 22050 / 1000.0)
+	if fade.size() != want:
+		return "fade of %d frames, want %d" % [fade.size(), want]
+	for i in range(1, fade.size()):
+		if fade[i].x > fade[i - 1].x or fade[i].x != fade[i].y:
+			return "fade not monotonic at frame %d: %s then %s" % [i, fade[i - 1], fade[i]]
+	if fade[0].x < 0.49 or fade[-1].x > 0.001:
+		return "fade from %s to %s" % [fade[0], fade[-1]]
+	if node._lines[0]["end"] != want or node._marks.size() != 1:
+		return "line end %d (want %d), marks left %s" % [node._lines[0]["end"], want, str(node._marks)]
+	node.set_process(true)
+	var deadline := Time.get_ticks_msec() + 10000
+	while not finished[0] and Time.get_ticks_msec() < deadline:
+		await tree.process_frame
+	node.queue_free()
+	if not finished[0] or words != ["early"]:
+		return "after the fade: finished %s, words %s" % [finished[0], str(words)]
+	return "ok"

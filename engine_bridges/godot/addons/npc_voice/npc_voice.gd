@@ -58,6 +58,7 @@ var _pending := PackedVector2Array()  # received, not yet in the generator
 var _call: GrpcCall
 var _encoding := Proto.Encoding.PCM_F32LE  # of the stream playing; f32 is asked for (native conversion)
 var _request_id := ""
+var _line_character := ""  # of the Speak call in flight, for the Cancel RPC
 ## Lines in play order: {"base": first frame, "end": frame after the last (-1 = open),
 ## "audio": any audio yet, "started": speech_started emitted}.
 var _lines: Array[Dictionary] = []
@@ -83,7 +84,8 @@ func _ready() -> void:
 func speak(text: String, character_id: String = "", interrupt: bool = true) -> GrpcCall:
 	if interrupt:
 		cancel()
-	var request := {"character": character_id if character_id else character, "text": text,
+	_line_character = character_id if character_id else character
+	var request := {"character": _line_character, "text": text,
 		"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": sample_rate}}
 	return _begin(client().speak(request))
 
@@ -123,7 +125,7 @@ func client() -> Client:
 func cancel() -> void:
 	if _call != null and not _call.is_done():
 		if _call.method.ends_with("/Speak") and not _request_id.is_empty():
-			client().cancel(character, _request_id)  # the daemon frees the slot at once
+			client().cancel(_line_character, _request_id)  # the daemon frees the slot at once
 		_call.cancel()
 	_call = null
 	var fade := mini(_pending.size(), int(fade_ms * _rate / 1000.0))
