@@ -103,7 +103,8 @@ def steady(f0: float = 150.0, t: int = 60, env: float = -3.0, vuv: float = 1.0) 
     p[:, F.VUV] = vuv
     centres = torch.tensor(F.env_centres_hz(), dtype=torch.float32)
     tilt = -2.0 * torch.log1p(centres / 1000.0)
-    p[:, F.ENV] = env + tilt + torch.exp(-((centres - 700.0) / 150.0) ** 2) + torch.exp(-((centres - 1800.0) / 200.0) ** 2)
+    bumps = torch.exp(-((centres - 700.0) / 150.0) ** 2) + torch.exp(-((centres - 1800.0) / 200.0) ** 2)
+    p[:, F.ENV] = env + tilt + bumps
     p[:, F.AP] = F.AP_MIN_DB
     return p
 
