@@ -67,7 +67,7 @@ def test_eviction_to_host_and_restore_is_exact() -> None:
     assert pool.acquire("a") == 1
     for k, t in pool.tensors.items():
         assert torch.equal(t[1], saved[k]), k
-    assert pool.known() == {"a", "b"}
+    assert pool.known() == {"a", "b"} and pool.known_count() == 2
 
 
 def test_lru_evicts_least_recently_used_idle_character() -> None:

@@ -237,12 +237,10 @@ class Engine:
         with sched.lock:
             times = list(sched.tick_ms)
             c = sched.counters
-            known: set[str] = set()
-            evicted = 0
             per_voice: dict[str, int] = {}
-            for vr in sched.voices.values():
-                known |= vr.pool.known()
-                evicted += vr.pool.host_count()
+            # a character's state lives in one voice's pool only (it moves when its voice changes)
+            known = sum(vr.pool.known_count() for vr in sched.voices.values())
+            evicted = sum(vr.pool.host_count() for vr in sched.voices.values())
             for sp in sched.active.values():
                 per_voice[sp.voice] = per_voice.get(sp.voice, 0) + 1
             return EngineStats(
@@ -253,7 +251,7 @@ class Engine:
                 tick_ms_mean=statistics.fmean(times) if times else 0.0,
                 tick_ms_p99=sorted(times)[min(len(times) - 1, int(0.99 * len(times)))] if times else 0.0,
                 underruns=c.underruns,
-                characters_known=len(known),
+                characters_known=known,
                 characters_evicted=evicted,
                 device=str(self.device),
                 lines_completed=c.lines_completed,

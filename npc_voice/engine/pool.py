@@ -57,6 +57,9 @@ class StatePool:
     def known(self) -> set[str]:
         return set(self._slot_of) | set(self._host)
 
+    def known_count(self) -> int:
+        return len(self._slot_of) + len(self._host)  # disjoint: restoring pops the host copy
+
     def host_count(self) -> int:
         return len(self._host)
 
