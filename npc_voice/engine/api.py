@@ -88,7 +88,11 @@ class MarkEvent:
     """Timing marks of one line, sent before the audio they describe.
 
     Every mark is (label, start_sample, end_sample) at the stream's output rate, counted from
-    the stream's start (so later lines of a stream continue the same clock); end exclusive."""
+    the stream's start (so later lines of a stream continue the same clock); end exclusive.
+    One MarkEvent covers a whole line and comes right before the line's first AudioEvent, so a
+    client has the line's lip-sync and subtitles ahead of time. When the stream is cancelled
+    mid-line, the marks of the rest of that line were already sent: they may lie beyond the
+    EndEvent's total_samples (a client drops marks at or after total_samples)."""
 
     phonemes: tuple[tuple[str, int, int], ...]
     visemes: tuple[tuple[str, int, int], ...]
