@@ -78,7 +78,7 @@ def decode_pcm(data: bytes, encoding: int) -> np.ndarray:
     """AudioChunk.pcm -> float32 samples."""
     if encoding == pb.PCM_F32LE:
         return np.frombuffer(data, dtype="<f4").astype(np.float32)
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0  # encode_pcm scales by 32767
 
 
 def collect(events: Iterable[pb.SpeakResponse]) -> SpokenLine:

@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from npc_voice.frontend import validate_lexicon
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)
@@ -262,6 +264,10 @@ class _Parser:
         for word, ipa in self.mapping(c.get("lexicon"), f"{key}.lexicon").items():
             if not isinstance(ipa, str) or not ipa.strip():
                 raise self.fail(f"{key}.lexicon.{word}", f"expected an IPA string, got {ipa!r}")
+            try:
+                validate_lexicon({word.lower(): ipa.strip()})
+            except ValueError as e:
+                raise self.fail(f"{key}.lexicon.{word}", str(e)) from e
             lexicon[word.lower()] = ipa.strip()
         fmt = self.mapping(c.get("format"), f"{key}.format", ("encoding", "sample_rate"))
         encoding = self.string(fmt.get("encoding", DEFAULT_ENCODING), f"{key}.format.encoding").lower()

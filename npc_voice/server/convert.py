@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from npc_voice.audio.pcm import encode_pcm
-from npc_voice.config import SAMPLE_RATES, CharacterSpec
+from npc_voice.config import CHARACTER_RANGES, SAMPLE_RATES, CharacterSpec
 from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent, VoiceControls
 from npc_voice.server.errors import RequestError
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -76,13 +76,19 @@ def resolve_controls(spec: CharacterSpec, overrides: pb.VoiceOverrides) -> Voice
         if not math.isfinite(value) or not lo <= value <= hi:
             raise RequestError(f"override {name}={value:g} is out of range [{lo:g}, {hi:g}]")
         given[name] = value
+    # The combination is clamped to the ranges a character may have (config.CHARACTER_RANGES).
     return VoiceControls(
-        speed=spec.speed * given.get("speed", 1.0),
-        pitch_semitones=spec.pitch + given.get("pitch_semitones", 0.0),
-        formant=spec.formant * given.get("formant", 1.0),
-        breathiness=min(1.0, max(0.0, spec.breathiness + given.get("breathiness", 0.0))),
-        volume=spec.volume * given.get("volume", 1.0),
+        speed=_clamp("speed", spec.speed * given.get("speed", 1.0)),
+        pitch_semitones=_clamp("pitch", spec.pitch + given.get("pitch_semitones", 0.0)),
+        formant=_clamp("formant", spec.formant * given.get("formant", 1.0)),
+        breathiness=_clamp("breathiness", spec.breathiness + given.get("breathiness", 0.0)),
+        volume=_clamp("volume", spec.volume * given.get("volume", 1.0)),
     )
+
+
+def _clamp(name: str, value: float) -> float:
+    lo, hi = CHARACTER_RANGES[name]
+    return min(hi, max(lo, value))
 
 
 def marks_to_proto(event: MarkEvent) -> pb.Marks:

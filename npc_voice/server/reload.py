@@ -66,10 +66,13 @@ class ConfigStore:
             return False
         if new.server != self.config.server:
             log.warning("server settings changed in %s; they take effect after a restart", self.path)
-        if loaded:
-            self.voices.update(loaded)
-            if self.on_new_voices is not None:
+        if loaded and self.on_new_voices is not None:
+            try:
                 self.on_new_voices(loaded)
+            except Exception as e:
+                log.error("configuration reload rejected, keeping the running configuration: %s", e)
+                return False
+        self.voices.update(loaded)
         self.config = new
         self.generation += 1
         log.info(

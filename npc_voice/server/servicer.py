@@ -76,7 +76,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:  # noqa: N802
         async with grpc_errors(context, "Cancel"):
             character, _ = self.store.config.resolve(request.character)
-            cancelled, samples = self.engine.cancel_character(character, request.request_id)
+            # Waits for the fade frame on the engine thread: keep the event loop free meanwhile.
+            cancelled, samples = await asyncio.to_thread(self.engine.cancel_character, character, request.request_id)
             return pb.CancelResponse(cancelled=cancelled, samples_produced=samples)
         raise AssertionError("unreachable")  # grpc_errors aborts on every error
 
@@ -93,8 +94,9 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self, request: pb.ExportCharacterStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExportCharacterStateResponse:
         async with grpc_errors(context, "ExportCharacterState"):
-            character, _ = self.store.config.resolve(request.character)
-            data = await asyncio.to_thread(self.engine.export_character, character)
+            character, spec = self.store.config.resolve(request.character)
+            # A character that has not spoken yet exports its voice's fresh state.
+            data = await asyncio.to_thread(self.engine.export_character, character, spec.voice)
             return pb.ExportCharacterStateResponse(state=data, format_version=ENGINE_STATE_VERSION)
         raise AssertionError("unreachable")
 
