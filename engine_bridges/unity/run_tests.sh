@@ -50,12 +50,9 @@ sed -n '/^Tests run:/,$p' "$build/nunit.log" | grep -v '^   *at ' | head -200
 if [ ! -f "$build/results.xml" ]; then
   tail -50 "$build/nunit.log"; echo "unity: nunit-console produced no results (exit $rc)"; echo "unity: 0 passed, 1 failed"; exit 1
 fi
-read -r total errors failures inconclusive ignored < <(python3 - "$build/results.xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-r = ET.parse(sys.argv[1]).getroot()
-print(*(r.get(k, "0") for k in ("total", "errors", "failures", "inconclusive", "ignored")))
-PY
-)
+attr() { grep -o "<test-results [^>]*" "$build/results.xml" | grep -o " $1=\"[0-9]*\"" | grep -o "[0-9]*"; }
+total=$(attr total); errors=$(attr errors); failures=$(attr failures)
+inconclusive=$(attr inconclusive); ignored=$(attr ignored)
 failed=$((errors + failures))
 passed=$((total - failed - inconclusive))
 [ "$ignored" -gt 0 ] && echo "unity: $ignored test(s) SKIPPED (ignored), $inconclusive inconclusive"

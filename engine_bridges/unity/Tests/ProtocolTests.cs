@@ -215,8 +215,13 @@ namespace NpcVoice.Tests
             closed.Stop();
             using (var client = new NpcVoiceClient("127.0.0.1:" + port))
             {
-                var e = Assert.Throws<RpcException>(() => client.Speak(new SpeakRequest { Text = "x" }));
-                Assert.AreEqual(StatusCode.Unavailable, e.Code);
+                RpcStatus status = default(RpcStatus);
+                SpeakCall call = client.Speak(new SpeakRequest { Text = "x" }, e => { }, s => status = s);
+                Assert.IsTrue(call.IsCompleted, "a call that cannot connect ends at once");
+                Assert.AreEqual(StatusCode.Unavailable, call.Status.Code);
+                Assert.AreEqual(StatusCode.Unavailable, status.Code, "and says so to its completion callback");
+                var e2 = Assert.Throws<RpcException>(() => client.Speak(new SpeakRequest { Text = "x" }).ReadAll().ToList());
+                Assert.AreEqual(StatusCode.Unavailable, e2.Code);
             }
         }
 

@@ -64,13 +64,17 @@ namespace NpcVoice
         {
             lock (_sync)
             {
-                _connection = connection;
-                if (deadline.HasValue)
+                if (deadline.HasValue && _deadlineTimer == null)
                 {
                     _deadlineUtc = DateTime.UtcNow + deadline.Value;
-                    headers.Add(new HeaderField("grpc-timeout", GrpcWire.FormatTimeout(deadline.Value)));
                     _deadlineTimer = new Timer(_ => OnDeadline(), null, deadline.Value, Timeout.InfiniteTimeSpan);
                 }
+                if (deadline.HasValue)
+                {
+                    TimeSpan left = _deadlineUtc - DateTime.UtcNow;
+                    headers.Add(new HeaderField("grpc-timeout", GrpcWire.FormatTimeout(left > TimeSpan.Zero ? left : TimeSpan.Zero)));
+                }
+                _connection = connection;
                 _stream = connection.StartStream(headers, firstMessage == null && endOfRequests, this);
             }
             if (firstMessage != null)
@@ -78,6 +82,9 @@ namespace NpcVoice
                 SendRaw(firstMessage, endOfRequests);
             }
         }
+
+        /// <summary>Ends the call with <paramref name="status"/> before it reached the server (e.g. no connection).</summary>
+        internal void Fail(RpcStatus status) => Complete(status);
 
         /// <summary>Sends one serialized request message (client streaming); waits for flow-control credit.</summary>
         protected void SendRaw(byte[] message, bool endOfRequests)

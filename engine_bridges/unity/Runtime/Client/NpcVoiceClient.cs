@@ -32,13 +32,15 @@ namespace NpcVoice
     /// <summary>A Converse call: send text pieces as they are written; audio events stream back per context.</summary>
     public sealed class ConverseCall : GrpcCall<SpeakResponse>
     {
+        private readonly object _sendLock = new object();  // one message at a time on the request stream
+
         internal ConverseCall(Action<SpeakResponse> onEvent, Action<RpcStatus> onComplete)
             : base(SpeakResponse.Parse, onEvent, onComplete) { }
 
         /// <summary>Sends one action (ConverseRequest.AppendText/Flush/Cancel/Close/Configure). Thread-safe.</summary>
         public void Send(ConverseRequest request)
         {
-            lock (this)
+            lock (_sendLock)
             {
                 SendRaw(request.ToBytes(), false);
             }
@@ -47,7 +49,7 @@ namespace NpcVoice
         /// <summary>Half-closes the request stream: no more actions; responses continue until the daemon ends.</summary>
         public void CompleteRequests()
         {
-            lock (this)
+            lock (_sendLock)
             {
                 SendRaw(null, true);
             }
@@ -148,21 +150,32 @@ namespace NpcVoice
             return responses[0];
         }
 
+        /// <summary>Starts a call; a failure to reach the daemon ends the call with its status (never throws).</summary>
         private void StartCall<T>(GrpcCall<T> call, string method, byte[] message, bool endOfRequests,
             TimeSpan? deadline) where T : class
         {
             // One retry: the connection may have died between the check and the first write.
             for (int attempt = 0; ; attempt++)
             {
-                Http2Connection connection = CurrentConnection();
                 try
                 {
+                    Http2Connection connection = CurrentConnection();
                     call.Start(connection, Headers(connection, method), deadline, message, endOfRequests);
                     return;
                 }
-                catch (RpcException e) when (e.Code == StatusCode.Unavailable && attempt == 0 && !call.IsCompleted)
+                catch (RpcException e)
                 {
+                    if (e.Code != StatusCode.Unavailable || attempt > 0 || call.IsCompleted)
+                    {
+                        call.Fail(e.Status);
+                        return;
+                    }
                     // The stream never reached the server: safe to try again on a fresh connection.
+                }
+                catch (ObjectDisposedException)
+                {
+                    call.Fail(new RpcStatus(StatusCode.Cancelled, "the client was disposed"));
+                    return;
                 }
             }
         }

@@ -152,26 +152,18 @@ namespace NpcVoice.Unity
 
         private void StartLine(NpcVoiceClient client, SpeakRequest request, int lineId)
         {
-            try
+            // Failures (no daemon, unknown character, ...) arrive at OnComplete with their status.
+            SpeakCall call = client.Speak(request, e => OnEvent(lineId, e), status => OnComplete(lineId, status));
+            lock (_calls)
             {
-                SpeakCall call = client.Speak(request,
-                    e => OnEvent(lineId, e),
-                    status => OnComplete(lineId, status));
-                lock (_calls)
+                if (!call.IsCompleted)
                 {
-                    if (!call.IsCompleted)
-                    {
-                        _calls[lineId] = call;
-                    }
-                }
-                if (lineId <= Volatile.Read(ref _cancelledThrough))
-                {
-                    call.Cancel();  // Cancel() ran while this line was still connecting
+                    _calls[lineId] = call;
                 }
             }
-            catch (RpcException e)
+            if (lineId <= Volatile.Read(ref _cancelledThrough))
             {
-                OnComplete(lineId, e.Status);
+                call.Cancel();  // Cancel() ran while this line was still connecting
             }
         }
 
