@@ -107,7 +107,7 @@ def test_report_from_hand_made_records() -> None:
         _line("slow_reader", 0.1, 0.2, 4.0, 1000, "completed", underruns=5),
         _line("bark", 1.0, None, 1.1, 0, "rejected", error="RESOURCE_EXHAUSTED"),
     ]
-    stats = [StatsSample(0.5, 3, 3, 8, 0, 10.0, 20.0)]
+    stats = [StatsSample(0.5, 3, 3, 8, 0, 10.0, 20.0, 3)]
     report = build_report(SimResult(cfg, ["guard"], lines, stats, 4.0, {"slots_total": 8}))
     assert "secret" not in json.dumps(report)  # the token never lands in a report
     assert report["counts"] == {

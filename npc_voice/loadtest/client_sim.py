@@ -122,6 +122,7 @@ class StatsSample:
     underruns: int  # the daemon's own counter
     tick_ms_mean: float
     tick_ms_p99: float
+    client_in_flight: int  # lines this client has started and not yet seen end
 
 
 @dataclass
@@ -338,6 +339,7 @@ class Simulation:
         while not stop.is_set():
             try:
                 s = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=5)
+                in_flight = sum(1 for r in self.lines if r.t_end is None)
                 self.stats.append(
                     StatsSample(
                         self.now(),
@@ -347,6 +349,7 @@ class Simulation:
                         s.underruns,
                         s.tick_ms_mean,
                         s.tick_ms_p99,
+                        in_flight,
                     )
                 )
             except grpc.aio.AioRpcError as e:

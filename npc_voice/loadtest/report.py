@@ -146,15 +146,18 @@ def write_plot(report: dict[str, Any], latencies_ms: list[float], path: str | Pa
     ax1.set_ylabel("lines")
     ax1.legend()
     timeline = report["slots_timeline"]
+    cfg = report["config"]
     ts = [s["t"] for s in timeline]
     ax2.plot(ts, [s["active_streams"] for s in timeline], label="active streams")
     ax2.plot(ts, [s["slots_in_use"] for s in timeline], label="slots in use")
+    ax2.plot(ts, [s.get("client_in_flight", 0) for s in timeline], label="lines in flight (client)", alpha=0.7)
+    if cfg["burst"] or (cfg["burst"] is None and cfg["scenario"] == "mixed"):
+        ax2.axvline(cfg["duration_s"] / 2, color="tab:red", alpha=0.4, linestyle="--", label="burst")
     if timeline:
         ax2.axhline(timeline[-1]["slots_total"], color="grey", linestyle=":", label="slots total")
     ax2.set_xlabel("time (s)")
     ax2.set_ylabel("count")
     ax2.legend()
-    cfg = report["config"]
     fig.suptitle(f"npc-voice loadtest: {cfg['scenario']}, {cfg['streams']} streams, {cfg['duration_s']:g} s")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
