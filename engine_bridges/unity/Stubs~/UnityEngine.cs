@@ -85,6 +85,19 @@ namespace UnityEngine
     public sealed class AudioSettings
     {
         public static int outputSampleRate => 48000;
+
+        public static void GetDSPBufferSize(out int bufferLength, out int numBuffers)
+        {
+            bufferLength = 1024;
+            numBuffers = 4;
+        }
+    }
+
+    public static class Application
+    {
+        public static event Action quitting;
+
+        internal static void Quit() => quitting?.Invoke();
     }
 
     public static class Debug

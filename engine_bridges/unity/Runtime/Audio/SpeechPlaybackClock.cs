@@ -57,12 +57,14 @@ namespace NpcVoice.Audio
         }
 
         /// <summary>
-        /// Main thread: appends the events whose first sample the audio thread has taken (plus Cancel's
+        /// Main thread: appends the events whose first sample the audio thread has taken (and played out) (plus Cancel's
         /// LineFinished events) to <paramref name="into"/>, in clock order; returns how many.
         /// </summary>
-        public int DrainEvents(List<PlaybackEvent> into)
+        /// <param name="latencySamples">Output latency after the audio thread takes a sample (e.g. one DSP buffer):
+        /// events wait this much longer, so they line up with what is heard.</param>
+        public int DrainEvents(List<PlaybackEvent> into, int latencySamples = 0)
         {
-            long played = PlayedSamples;
+            long played = PlayedSamples - latencySamples;
             lock (_producer)
             {
                 int before = into.Count;

@@ -167,7 +167,15 @@ namespace NpcVoice
                 Monitor.PulseAll(_sync);
             }
             _completed.Set();
-            _onComplete?.Invoke(status);
+            try
+            {
+                _onComplete?.Invoke(status);
+            }
+            catch (Exception e)
+            {
+                // The callback runs on the network thread (or a timer): its exception must not end the connection.
+                System.Diagnostics.Trace.TraceError("npc-voice: completion callback threw: " + e);
+            }
             return true;
         }
 

@@ -48,6 +48,11 @@ namespace NpcVoice.Net
             {
                 Fail(StatusCode.Unavailable, "connection to " + Authority + " lost: " + e.Message + GoAwayNote());
             }
+            catch (Exception e)
+            {
+                // A bug here must fail the calls, not kill the process (an unhandled thread exception would).
+                FailWithGoAway(Http2.InternalError, "HTTP/2 reader failed: " + e);
+            }
         }
 
         private string GoAwayNote()

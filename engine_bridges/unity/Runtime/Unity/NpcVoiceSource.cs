@@ -51,6 +51,7 @@ namespace NpcVoice.Unity
         public ErrorEvent onError = new ErrorEvent();   // (gRPC status code name, message)
 
         private static readonly Dictionary<string, NpcVoiceClient> Clients = new Dictionary<string, NpcVoiceClient>();
+        private static bool _quitHooked;
 
         private SpeechPlayback _playback;
         private NpcVoiceClient _client;
@@ -59,6 +60,7 @@ namespace NpcVoice.Unity
         private readonly ConcurrentQueue<RpcStatus> _errors = new ConcurrentQueue<RpcStatus>();
         private readonly List<PlaybackEvent> _events = new List<PlaybackEvent>();
         private int _outputRate;
+        private int _latencySamples;  // one DSP buffer: audio taken by OnAudioFilterRead is heard about this much later
         private int _lastLineId;
         private int _cancelledThrough;  // lines up to this id were cancelled (a worker may still be starting one)
 
@@ -91,9 +93,35 @@ namespace NpcVoice.Unity
             }
         }
 
+        /// <summary>Closes the shared connections (done automatically when the application quits).</summary>
+        public static void DisposeSharedClients()
+        {
+            List<NpcVoiceClient> clients;
+            lock (Clients)
+            {
+                clients = new List<NpcVoiceClient>(Clients.Values);
+                Clients.Clear();
+            }
+            foreach (NpcVoiceClient client in clients)
+            {
+                client.Dispose();
+            }
+        }
+
         private void Awake()
         {
             _outputRate = AudioSettings.outputSampleRate;
+            int bufferLength, bufferCount;
+            AudioSettings.GetDSPBufferSize(out bufferLength, out bufferCount);
+            _latencySamples = bufferLength;
+            lock (Clients)
+            {
+                if (!_quitHooked)
+                {
+                    Application.quitting += DisposeSharedClients;
+                    _quitHooked = true;
+                }
+            }
             _playback = new SpeechPlayback(_outputRate, 4f, cancelFade);
             // A looping constant 1.0 clip: Unity spatializes it, and OnAudioFilterRead multiplies in the voice.
             var carrier = AudioClip.Create("npc-voice carrier", _outputRate, 1, _outputRate, false);
@@ -212,7 +240,7 @@ namespace NpcVoice.Unity
                 onError.Invoke(error.Code.ToString(), error.Detail);
             }
             _events.Clear();
-            _playback.DrainEvents(_events);
+            _playback.DrainEvents(_events, _latencySamples);
             foreach (PlaybackEvent e in _events)
             {
                 Raise(e);
