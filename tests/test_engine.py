@@ -411,3 +411,21 @@ def test_cancel_at_48k_ends_in_a_fade(make_engine) -> None:  # type: ignore[no-u
     assert before > 1e-4
     assert float(np.abs(pcm[-20:]).max()) < 0.05 * before  # the last samples ramp to ~0: no click
     assert engine.stats().slots_in_use == 0
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 44100, 48000])
+def test_block_resampler_equals_the_reference_resampler(rate: int) -> None:
+    from npc_voice.audio.resample import StreamResampler
+    from npc_voice.engine.resampler import BlockResampler
+
+    x = np.random.default_rng(rate).standard_normal(22050).astype(np.float32) * 0.3
+    ref, fast = StreamResampler(22050, rate), BlockResampler(22050, rate)
+    sizes = [256, 1024, 1, 3000, 512, 7, 1024]  # odd chunks too: chunking must not matter
+    bounds = np.cumsum([0, *sizes])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        want, got = ref.process(x[a:b]), fast.process(x[a:b])
+        assert len(got) == len(want)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    want, got = ref.flush(), fast.flush()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert fast.total_out == round(bounds[-1] * rate / 22050)

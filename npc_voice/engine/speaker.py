@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent
+from npc_voice.engine.resampler import BlockResampler
 from npc_voice.engine.stream import Stream
 from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
 
@@ -32,9 +33,7 @@ def make_resampler(out_rate: int) -> Resampler | None:
     """A streaming resampler from the native rate to ``out_rate`` (None: same rate)."""
     if out_rate == SAMPLE_RATE:
         return None
-    from npc_voice.audio.resample import StreamResampler
-
-    return StreamResampler(SAMPLE_RATE, out_rate)
+    return BlockResampler(SAMPLE_RATE, out_rate)
 
 
 class Speaker:
