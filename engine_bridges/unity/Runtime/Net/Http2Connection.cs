@@ -182,6 +182,11 @@ namespace NpcVoice.Net
             {
                 lock (_state)
                 {
+                    if (_nextStreamId > int.MaxValue - 2)
+                    {
+                        _goAway = true;  // stream ids are used up: new calls go to a new connection
+                        _closeReason = "stream ids exhausted";
+                    }
                     if (_closed || _goAway)
                     {
                         throw Unavailable("connection to " + Authority + " is closing: " + _closeReason);

@@ -108,8 +108,15 @@ namespace NpcVoice.Unity
             }
         }
 
-        private void Awake()
+        private void Awake() => EnsureInitialized();
+
+        // Awake, or the first Speak/Cancel if another object's Awake calls them earlier.
+        private void EnsureInitialized()
         {
+            if (_playback != null)
+            {
+                return;
+            }
             _outputRate = AudioSettings.outputSampleRate;
             int bufferLength, bufferCount;
             AudioSettings.GetDSPBufferSize(out bufferLength, out bufferCount);
@@ -141,6 +148,7 @@ namespace NpcVoice.Unity
         /// <summary>Queues a line; it plays after the lines already queued. Never blocks the main thread.</summary>
         public void Speak(string text, VoiceOverrides overrides = null)
         {
+            EnsureInitialized();
             int lineId = _playback.BeginLine();
             _lastLineId = lineId;
             _lineTexts[lineId] = text;
@@ -164,6 +172,7 @@ namespace NpcVoice.Unity
         /// <summary>Stops speaking now: fades out, drops queued lines, and cancels their streams on the daemon.</summary>
         public void Cancel()
         {
+            EnsureInitialized();
             _playback.Cancel();
             Volatile.Write(ref _cancelledThrough, _lastLineId);
             List<SpeakCall> calls;
