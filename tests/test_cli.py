@@ -90,15 +90,17 @@ def test_voices_and_characters(config_file: Path, daemon: DaemonThread, capsys: 
     assert "narrator" in capsys.readouterr().out
 
 
-def test_serve_prints_how_to_speak(config_file: Path) -> None:
+def test_serve_prints_how_to_speak(tmp_path: Path, config_file: Path) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "npc_voice", "serve", "--config", str(config_file), "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "serve.log"  # a file, not a pipe: nobody reads stderr while it runs
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # blocks until the daemon is serving (or died: empty line)
         hint = proc.stdout.readline()
-        assert "serving on 127.0.0.1:" in first, (first, proc.stderr.read() if proc.poll() is not None else "")
+        assert "serving on 127.0.0.1:" in first, (first, log.read_text())
         port = int(first.split("127.0.0.1:")[1].split(".")[0])
         assert port > 0 and f"npc-voice say --server 127.0.0.1:{port}" in hint
     finally:
@@ -109,3 +111,4 @@ def test_serve_prints_how_to_speak(config_file: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+    assert "npc-voice listening on 127.0.0.1" in log.read_text()
