@@ -353,9 +353,6 @@ def test_underruns_are_counted_when_generation_falls_behind(voice: VoiceModel) -
         _, _, end = collect(speak(engine, "guard", LINE))
         assert end.reason == "completed"
         assert engine.stats().underruns >= 1
-    with Engine({"tiny": voice}, config) as engine:  # the same line at normal speed and a loose clock
-        collect(speak(engine, "guard", "Hi."))
-        assert engine.stats().underruns == 0
 
 
 def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine) -> None:  # type: ignore[no-untyped-def]

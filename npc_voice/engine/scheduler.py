@@ -148,10 +148,11 @@ class Scheduler:
             with torch.inference_mode():
                 pcm = vr.step(slots, cond, controls)  # [B, K * hop]
             outputs.append((rows, pcm.float().cpu().numpy()))
+        now = time.monotonic()
+        rendered = [(rows, self._render(rows, pcm_np, now)) for rows, pcm_np in outputs]
         with self.lock:
-            now = time.monotonic()
-            for rows, pcm_np in outputs:
-                self._distribute(rows, pcm_np, now)
+            for rows, events in rendered:
+                self._distribute(rows, events, now)
             self.counters.ticks += 1
             self.tick_ms.append((time.monotonic() - start) * 1000.0)
         return 0.0
@@ -324,24 +325,31 @@ class Scheduler:
         slots = torch.tensor([sp.slot for sp in rows], dtype=torch.int64)  # [B]
         return slots.to(self.device, non_blocking=True), cond, controls.to(self.device, non_blocking=True)
 
-    def _distribute(self, rows: list[Speaker], pcm: np.ndarray, now: float) -> None:
+    def _render(self, rows: list[Speaker], pcm: np.ndarray, now: float) -> list[list[Event]]:
+        """Per row: trim (or fade), resample, marks first. Lock NOT held: only the engine thread
+        touches a Speaker's clocks and resampler; a row closed meanwhile is dropped later."""
         k = self.config.frames_per_tick
+        out: list[list[Event]] = []
         for i, sp in enumerate(rows):
-            if self.active.get(sp.stream) is not sp:
-                continue  # closed during the step: its audio goes nowhere
             events: list[Event] = []
             if sp.marks_due:
                 events.append(sp.marks_event())
             if sp.fading:
-                chunk = pcm[i, : sp.hop] * _fade(sp.hop)
-                frames = 1
+                frames, chunk = 1, pcm[i, : sp.hop] * _fade(sp.hop)
             else:
                 frames = min(k, sp.n_frames - sp.pos)
                 chunk = pcm[i, : frames * sp.hop]
             audio = sp.emit(chunk, frames, now)
             if audio is not None:
                 events.append(audio)
-            sp.stream.push(events, self._wakeups)
+            out.append(events)
+        return out
+
+    def _distribute(self, rows: list[Speaker], events: list[list[Event]], now: float) -> None:
+        for sp, row_events in zip(rows, events, strict=True):
+            if self.active.get(sp.stream) is not sp:
+                continue  # closed during the step: its audio goes nowhere
+            sp.stream.push(row_events, self._wakeups)
             if sp.fading:
                 self.counters.lines_cancelled += 1
                 self._finish(sp, "cancelled", now)
