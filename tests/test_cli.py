@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -103,6 +104,13 @@ def test_serve_prints_how_to_speak(tmp_path: Path, config_file: Path) -> None:
         assert "serving on 127.0.0.1:" in first, (first, log.read_text())
         port = int(first.split("127.0.0.1:")[1].split(".")[0])
         assert port > 0 and f"npc-voice say --server 127.0.0.1:{port}" in hint
+        proc.send_signal(signal.SIGHUP)  # reload the configuration
+        for _ in range(600):  # bounded wait for the log line, not a timing assertion
+            if "configuration reloaded" in log.read_text():
+                break
+            time.sleep(0.05)
+        assert "SIGHUP: reloading configuration" in log.read_text()
+        assert "configuration reloaded" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         try:

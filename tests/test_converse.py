@@ -170,3 +170,22 @@ def test_converse_errors(stub: pb_grpc.NpcVoiceStub, config: pb.ConverseConfig, 
     with pytest.raises(grpc.RpcError) as info:
         conv.finish()
     assert info.value.code() == code
+
+
+def test_config_after_speech_starts_a_new_stream_in_order(stub: pb_grpc.NpcVoiceStub) -> None:
+    conv = Conversation(stub)
+    conv.send("r", config=pb.ConverseConfig(character="guard/re", request_id="first"))
+    conv.send("r", text="I am the guard.")
+    conv.send("r", config=pb.ConverseConfig(character="merchant/re", request_id="second"))
+    conv.send("r", text="And I sell bread.")
+    events = by_context(conv.finish())["r"]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds.count("start") == 2 and kinds.count("end") == 2
+    split = kinds.index("end") + 1
+    first, second = events[:split], events[split:]
+    _, marks1, end1 = check_context(first)
+    _, marks2, end2 = check_context(second)
+    assert (first[0].start.character, first[0].start.request_id) == ("guard/re", "first")
+    assert (second[0].start.character, second[0].start.request_id) == ("merchant/re", "second")
+    assert words_of(marks1) == ["i", "am", "the", "guard"] and words_of(marks2) == ["and", "i", "sell", "bread"]
+    assert end1.reason == end2.reason == pb.END_REASON_COMPLETED

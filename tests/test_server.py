@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import grpc
@@ -255,5 +257,42 @@ def test_resource_exhausted_with_one_slot(tmp_path: Path) -> None:
             busy.cancel()
             stats = wait_idle(stub)
             assert (stats.slots_in_use, stats.slots_total, stats.lines_rejected) == (0, 2, 1)  # 1 per voice
+    finally:
+        d.stop()
+
+
+def test_hot_reload_swaps_characters_and_keeps_old_on_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = start_daemon(tmp_path, watch_interval_s=0.05)
+    path = tmp_path / "voices.yaml"
+
+    def names(stub: pb_grpc.NpcVoiceStub) -> set[str]:
+        return {c.name for c in stub.ListCharacters(pb.ListCharactersRequest()).characters}
+
+    def rewrite(text: str) -> None:
+        before = path.stat().st_mtime_ns
+        path.write_text(text, encoding="utf-8")
+        os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))  # coarse-mtime filesystems
+
+    try:
+        with grpc.insecure_channel(d.address) as ch:
+            stub = pb_grpc.NpcVoiceStub(ch)
+            assert "witch" not in names(stub)
+            rewrite(TINY_CONFIG.replace("  goblin:", "  witch: {voice: tiny, pitch: 4, breathiness: 0.6}\n  goblin:"))
+            for _ in range(600):  # bounded wait for the watcher (not a timing assertion)
+                if "witch" in names(stub):
+                    break
+                time.sleep(0.05)
+            assert "witch" in names(stub)
+            check_stream(speak(stub, SHORT, "witch/1"))
+            generation = d.daemon.store.generation if d.daemon.store else -1
+            rewrite("characters: [broken")
+            for _ in range(600):
+                if "reload rejected" in caplog.text:
+                    break
+                time.sleep(0.05)
+            assert "reload rejected" in caplog.text and "invalid YAML" in caplog.text
+            assert "witch" in names(stub) and d.daemon.store is not None
+            assert d.daemon.store.generation == generation  # rejected, old configuration kept
+            check_stream(speak(stub, SHORT, "witch/2"))
     finally:
         d.stop()
