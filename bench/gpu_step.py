@@ -113,8 +113,15 @@ def measure_copy_bandwidth(device: torch.device, nbytes: int, iters: int) -> flo
     return 2 * nbytes / statistics.median(times)
 
 
-def time_calls(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> list[float]:
-    """Seconds per call, one sample per call (CUDA events on GPU, perf_counter on CPU)."""
+def time_calls(
+    fn: Callable[[], object],
+    device: torch.device,
+    iters: int,
+    warmup: int,
+    cpu_clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Seconds per call, one sample per call (CUDA events on GPU, ``cpu_clock`` on CPU: wall time
+    by default; ``time.process_time`` gives CPU seconds, the cost on a shared, busy machine)."""
     for _ in range(warmup):
         fn()
     out = []
@@ -129,9 +136,9 @@ def time_calls(fn: Callable[[], object], device: torch.device, iters: int, warmu
             out.append(start.elapsed_time(end) / 1000.0)
     else:
         for _ in range(iters):
-            t0 = time.perf_counter()
+            t0 = cpu_clock()
             fn()
-            out.append(time.perf_counter() - t0)
+            out.append(cpu_clock() - t0)
     return out
 
 
@@ -190,6 +197,7 @@ def time_step(
     inputs: tuple[torch.Tensor, ...],
     device: torch.device,
     iters: int,
+    cpu_clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, bool]:
     """Median seconds per step of exactly ``len(slots)`` rows, and whether CUDA graphs were used."""
     batch = int(slots.shape[0])
@@ -197,7 +205,10 @@ def time_step(
     step = GraphedStep(fn, device, buckets=(batch,), mode="graphs" if graphs else "eager")
     with torch.inference_mode():
         try:
-            return statistics.median(time_calls(lambda: step(slots, *inputs), device, iters, warmup=3)), graphs
+            t = statistics.median(
+                time_calls(lambda: step(slots, *inputs), device, iters, warmup=3, cpu_clock=cpu_clock)
+            )
+            return t, graphs
         except RuntimeError as e:  # a step that syncs with the host cannot be captured: time it eagerly
             if not graphs:
                 raise
@@ -213,11 +224,12 @@ def bench_rows(
     iters: int,
     copy_bw: float,
     weights: int,
+    cpu_clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict[str, float]]:
     rows = []
     for batch in batches:
         fn, slots, inputs, bytes_per_row = make(batch)
-        t, graphs = time_step(fn, slots, inputs, device, iters)
+        t, graphs = time_step(fn, slots, inputs, device, iters, cpu_clock)
         moved = weights + batch * bytes_per_row
         rows.append(
             {
@@ -262,6 +274,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", default=None, help="also time a voice's full step: tiny | default | a voice dir")
     ap.add_argument("--bandwidth", type=float, default=4.3e12, help="B/s for the on-paper projection")
     ap.add_argument("--copy-mb", type=int, default=1024, help="tensor size for the copy-bandwidth measurement")
+    ap.add_argument("--cpu-time", action="store_true", help="on CPU, time in process CPU seconds, not wall time")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = torch's default)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -275,6 +289,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         batches = DEFAULT_BATCHES if args.batches is None else tuple(int(b) for b in args.batches.split(","))
         iters, copy_mb = args.iters, args.copy_mb
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu_clock = time.process_time if args.cpu_time else time.perf_counter
     shape = DecoderShape(args.layers, args.d_model, 2, args.headdim, args.d_state, 4, 2 if args.dtype == "bf16" else 4)
 
     copy_bw = measure_copy_bandwidth(device, copy_mb * 1024 * 1024, max(3, iters // 5))
@@ -289,7 +306,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         fn, slots, inputs = decoder_step_fn(shape, batch, device, dtype)
         return fn, slots, inputs, 2 * shape.state_bytes() + shape.activation_bytes()
 
-    decoder_rows = bench_rows(make_decoder, batches, device, iters, copy_bw, shape.weight_bytes())
+    decoder_rows = bench_rows(make_decoder, batches, device, iters, copy_bw, shape.weight_bytes(), cpu_clock)
     print_table("SSM decoder step (all layers, Triton on CUDA / reference on CPU)", decoder_rows)
 
     model_rows: list[dict[str, float]] | None = None
@@ -303,7 +320,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             fn, slots, inputs, state = model_step_fn(voice, batch, device)
             return fn, slots, inputs, 2 * state
 
-        model_rows = bench_rows(make_model, batches, device, iters, copy_bw, weights)
+        model_rows = bench_rows(make_model, batches, device, iters, copy_bw, weights, cpu_clock)
         print_table(f"full voice step {voice.name!r} (decoder + vocoder, one frame)", model_rows)
 
     measured_proj = projection(shape, copy_bw)
@@ -320,6 +337,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
         "cpu_smoke": args.cpu_smoke,
+        "clock": "cuda events" if device.type == "cuda" else ("process cpu time" if args.cpu_time else "wall"),
+        "threads": torch.get_num_threads(),
         "dtype": args.dtype,
         "frames_per_s": FRAMES_PER_S,
         "shape": asdict(shape) | {"state_bytes": shape.state_bytes(), "activation_bytes": shape.activation_bytes()},
