@@ -110,6 +110,11 @@ func test_speak_line() -> String:
 	if not problem.is_empty():
 		return problem
 	print("  speak: %d messages, %d samples" % [call.messages.size(), call.messages[-1]["end"]["total_samples"]])
+	var gone: WeakRef = weakref(call)
+	call = null
+	_client.poll()
+	if gone.get_ref() != null:
+		return "the finished call is still referenced (a RefCounted cycle leaks every line)"
 	return "ok"
 
 

@@ -10,6 +10,7 @@ extends SceneTree
 const OfflineTests = preload("res://tests/offline_tests.gd")
 const H2PeerTests = preload("res://tests/h2_peer_tests.gd")
 const LiveTests = preload("res://tests/live_tests.gd")
+const NpcVoiceNode = preload("res://addons/npc_voice/npc_voice.gd")
 
 var _passed := 0
 var _failed := 0
@@ -39,6 +40,7 @@ func _run() -> void:
 			continue
 		_report(name, await live.call(name))
 	live.shutdown()
+	NpcVoiceNode.close_shared_clients()
 	print("npc-voice-godot-summary passed=%d failed=%d skipped=%d" % [_passed, _failed, _skipped])
 	quit(1 if _failed > 0 else 0)
 

@@ -6,6 +6,7 @@
 ##   _on_h2_headers(headers: Array, end_stream: bool)
 ##   _on_h2_data(data: PackedByteArray, end_stream: bool)
 ##   _on_h2_closed(grpc_code: int, message: String)   # reset, GOAWAY or connection loss
+## The connection holds its listeners weakly: whoever started a call keeps it alive.
 ## Flow control: we advertise `window_size` for every stream and the connection, and send
 ## WINDOW_UPDATEs once half of a window has been consumed; outgoing DATA respects the
 ## peer's windows and frame size.
@@ -72,7 +73,8 @@ var _header_end_stream := false
 class _Stream:
 	extends RefCounted
 	var id := 0
-	var listener: Object
+	## Weak, so a call and its stream do not keep each other alive (RefCounted cycles leak).
+	var listener: WeakRef
 	var headers: Array
 	var send_window := 0
 	var unacked := 0  # received DATA bytes not yet returned with a WINDOW_UPDATE
@@ -115,7 +117,7 @@ func active_streams() -> int:
 ## Open a stream: HEADERS now (or once a concurrency slot frees). Returns the _Stream handle.
 func open_stream(listener: Object, headers: Array) -> _Stream:
 	var s := _Stream.new()
-	s.listener = listener
+	s.listener = weakref(listener)
 	s.headers = headers
 	if state == State.CLOSED:
 		listener.call_deferred("_on_h2_closed", GRPC_UNAVAILABLE, "connection closed: " + close_reason)
@@ -237,7 +239,7 @@ func _on_frame(type: int, flags: int, sid: int, payload: PackedByteArray) -> voi
 				_streams.erase(sid)
 				var code := _u32_at(payload, 0)
 				var grpc := 1 if code == ERR_CANCEL else (GRPC_UNAVAILABLE if code == 7 else GRPC_INTERNAL)
-				s.listener._on_h2_closed(grpc, "stream reset by the server (HTTP/2 error %d)" % code)
+				_notify(s, "_on_h2_closed", grpc, "stream reset by the server (HTTP/2 error %d)" % code)
 				_open_waiting()
 		FrameType.SETTINGS:
 			_on_settings(flags, sid, payload)
@@ -289,7 +291,7 @@ func _on_data(flags: int, sid: int, payload: PackedByteArray) -> void:
 		if s.unacked * 2 >= _window_size:
 			_window_update(sid, s.unacked)
 			s.unacked = 0
-	s.listener._on_h2_data(body, end)
+	_notify(s, "_on_h2_data", body, end)
 
 
 func _on_header_block() -> void:
@@ -305,7 +307,7 @@ func _on_header_block() -> void:
 		return
 	if _header_end_stream:
 		_end_remote(s)
-	s.listener._on_h2_headers(headers, _header_end_stream)
+	_notify(s, "_on_h2_headers", headers, _header_end_stream)
 
 
 func _end_remote(s: _Stream) -> void:
@@ -359,9 +361,9 @@ func _on_goaway(payload: PackedByteArray) -> void:
 		if sid > last_id or code != ERR_NO_ERROR:
 			var s: _Stream = _streams[sid]
 			_streams.erase(sid)
-			s.listener._on_h2_closed(GRPC_UNAVAILABLE, why)
+			_notify(s, "_on_h2_closed", GRPC_UNAVAILABLE, why)
 	for s: _Stream in _waiting:
-		s.listener._on_h2_closed(GRPC_UNAVAILABLE, why)
+		_notify(s, "_on_h2_closed", GRPC_UNAVAILABLE, why)
 	_waiting.clear()
 	if code != ERR_NO_ERROR:
 		_fail(GRPC_UNAVAILABLE, why)
@@ -403,6 +405,14 @@ func _flush_stream(s: _Stream) -> void:
 		s.local_closed = true
 
 
+func _notify(s: _Stream, method: StringName, a: Variant, b: Variant) -> void:
+	var listener: Object = s.listener.get_ref()
+	if listener != null:
+		listener.call(method, a, b)
+	elif _streams.has(s.id):
+		reset_stream(s)  # nobody holds the call any more: stop the server's work
+
+
 func _window_update(sid: int, increment: int) -> void:
 	if increment > 0:
 		_frame(FrameType.WINDOW_UPDATE, 0, sid, _u32(increment))
@@ -428,7 +438,7 @@ func _fail(grpc_code: int, message: String) -> void:
 	_streams.clear()
 	_waiting.clear()
 	for s: _Stream in victims:
-		s.listener._on_h2_closed(grpc_code, message)
+		_notify(s, "_on_h2_closed", grpc_code, message)
 
 
 func _flush() -> void:

@@ -58,6 +58,7 @@ var _pending := PackedVector2Array()  # received, not yet in the generator
 var _call: GrpcCall
 var _encoding := Proto.Encoding.PCM_F32LE  # of the stream playing; f32 is asked for (native conversion)
 var _request_id := ""
+var _serial := 0  # of the call in flight: responses of older calls are ignored
 var _line_character := ""  # of the Speak call in flight, for the Cancel RPC
 ## Lines in play order: {"base": first frame, "end": frame after the last (-1 = open),
 ## "audio": any audio yet, "started": speech_started emitted}.
@@ -187,13 +188,15 @@ func _exit_tree() -> void:
 func _begin(call: GrpcCall) -> GrpcCall:
 	_call = call
 	_request_id = ""
-	call.message_received.connect(_on_message.bind(call))
-	call.finished.connect(_on_finished.bind(call))
+	_serial += 1
+	# Bind a serial, not the call: a call bound into its own signal would never be freed.
+	call.message_received.connect(_on_message.bind(_serial))
+	call.finished.connect(_on_finished.bind(_serial))
 	return call
 
 
-func _on_message(msg: Dictionary, call: GrpcCall) -> void:
-	if call != _call:
+func _on_message(msg: Dictionary, serial: int) -> void:
+	if serial != _serial or _call == null:
 		return  # a cancelled call's last words
 	var queued := _pushed + _pending.size()
 	if msg.has("start"):
@@ -224,8 +227,8 @@ func _on_message(msg: Dictionary, call: GrpcCall) -> void:
 		_lines[-1]["end"] = int(_lines[-1]["base"]) + int(msg["end"].get("total_samples", 0))
 
 
-func _on_finished(code: int, message: String, call: GrpcCall) -> void:
-	if call != _call:
+func _on_finished(code: int, message: String, serial: int) -> void:
+	if serial != _serial or _call == null:
 		return
 	_call = null
 	if code != GrpcCall.Code.OK:
@@ -285,6 +288,13 @@ func _played() -> int:
 	if _playback == null:
 		return 0
 	return _pushed - (_capacity - _playback.get_frames_available())
+
+
+## Close the connections every NpcVoice shares (e.g. before quitting); they reopen on demand.
+static func close_shared_clients() -> void:
+	for c: Client in _clients.values():
+		c.close()
+	_clients.clear()
 
 
 static func _shared_client(addr: String, token: String) -> Client:
