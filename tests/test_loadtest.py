@@ -193,3 +193,18 @@ def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, caps
     assert max(s["active_streams"] for s in timeline) >= 1
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot_path.stat().st_size > 5000
     assert "first audio" in out.out and "[" in out.err  # summary on stdout, live progress on stderr
+
+
+def test_sweep_helpers() -> None:
+    from npc_voice.loadtest.cli import _suffixed, parse_streams, passes
+
+    assert parse_streams("16") == [16] and parse_streams("16,32, 64") == [16, 32, 64]
+    for bad in ("", "0", "x", "8,-1"):
+        with pytest.raises(ValueError, match="--streams"):
+            parse_streams(bad)
+    assert _suffixed("out/sweep.json", 32, True) == "out/sweep-n32.json"
+    assert _suffixed("out/sweep.json", 32, False) == "out/sweep.json" and _suffixed(None, 3, True) is None
+    good = {"target": {"zero_underruns": True, "p99_first_audio_ms_le_150": True}, "counts": {"failed": 0}}
+    assert passes(good)
+    assert not passes({**good, "counts": {"failed": 1}})
+    assert not passes({**good, "target": {"zero_underruns": False, "p99_first_audio_ms_le_150": True}})

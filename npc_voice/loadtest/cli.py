@@ -2,6 +2,9 @@
 
     npc-voice loadtest --server 127.0.0.1:50051 --streams 64 --duration 60 \\
         --scenario mixed --report lt.json --plot lt.png
+    npc-voice loadtest --streams 16,32,64,96 --duration 60 --scenario barks --report sweep.json
+        # a sweep: one run per N (sweep-n16.json, ...), a table, and the largest N that holds
+        # the target (zero underruns, p99 first audio <= 150 ms, nothing failed)
 
 Prints a live progress line (stderr) and a summary; writes the JSON report and
 the PNG plot when asked. Exit status 0 when the run worked (whatever the
@@ -28,7 +31,9 @@ def register(subparsers: Any) -> None:
     """Add the ``loadtest`` subcommand to the npc-voice CLI."""
     p = subparsers.add_parser("loadtest", help="simulate many game characters against a running daemon")
     p.add_argument("--server", default="127.0.0.1:50051", help="daemon address host:port (default %(default)s)")
-    p.add_argument("--streams", type=int, default=16, help="simulated characters, one line in flight each")
+    p.add_argument(
+        "--streams", default="16", help="simulated characters, one line in flight each; a list (16,32,64) runs a sweep"
+    )
     p.add_argument("--duration", type=float, default=30.0, help="seconds during which new lines start")
     p.add_argument("--scenario", choices=SCENARIOS, default="mixed", help="barks | conversation | mixed")
     p.add_argument("--jitter-ms", type=float, default=100.0, help="client playback pre-buffer (default 100)")
@@ -46,7 +51,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_loadtest)
 
 
-def config_from_args(args: argparse.Namespace) -> SimConfig:
+def parse_streams(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"--streams must be a positive number or a comma list of them, got {text!r}")
+    return values
+
+
+def config_from_args(args: argparse.Namespace, streams: int) -> SimConfig:
     token = args.token
     if args.token_env:
         token = os.environ.get(args.token_env)
@@ -54,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             raise ValueError(f"--token-env {args.token_env}: that environment variable is not set")
     return SimConfig(
         server=args.server,
-        streams=args.streams,
+        streams=streams,
         duration_s=args.duration,
         scenario=args.scenario,
         jitter_ms=args.jitter_ms,
@@ -80,24 +95,63 @@ def run_loadtest(cfg: SimConfig, report_path: str | None = None, plot_path: str 
     return report
 
 
+def _suffixed(path: str | None, n: int, sweep: bool) -> str | None:
+    if path is None or not sweep:
+        return path
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}-n{n}.{ext}" if dot else f"{path}-n{n}"
+
+
+def passes(report: dict[str, Any]) -> bool:
+    """The issue's CPU target for one run: zero underruns, p99 first audio <= 150 ms, nothing failed."""
+    t = report["target"]
+    return bool(t["zero_underruns"] and t["p99_first_audio_ms_le_150"] and report["counts"]["failed"] == 0)
+
+
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    try:
-        report = run_loadtest(cfg, args.report, args.plot)
-    except grpc.aio.AioRpcError as e:
-        print(f"npc-voice loadtest: {cfg.server}: {e.code().name}: {e.details()}")
-        return 1
-    print(summary_text(report))
-    if args.report:
-        print(f"report: {args.report}")
-    if args.plot:
-        print(f"plot:   {args.plot}")
+    counts = parse_streams(args.streams)
+    sweep = len(counts) > 1
+    reports = []
+    for n in counts:
+        cfg = config_from_args(args, n)
+        try:
+            report = run_loadtest(cfg, _suffixed(args.report, n, sweep), _suffixed(args.plot, n, sweep))
+        except grpc.aio.AioRpcError as e:
+            print(f"npc-voice loadtest: {cfg.server}: {e.code().name}: {e.details()}")
+            return 1
+        print(summary_text(report))
+        reports.append(report)
     if args.compare_piper:
         from npc_voice.loadtest.piper_compare import compare_piper, piper_summary
 
-        piper = compare_piper(cfg.scenario)
+        piper = compare_piper(args.scenario)
         print(piper_summary(piper))
-        if args.report:
+        for report in reports:
             report["piper"] = piper
-            write_json(report, args.report)
+    if sweep:
+        print(f"\n{'streams':>8} {'p50 ms':>7} {'p99 ms':>7} {'underruns':>9} {'failed':>6} {'rejected':>8}  target")
+        for n, r in zip(counts, reports, strict=True):
+            fa = r["first_audio_ms"]
+            p50 = "-" if fa["p50"] is None else f"{fa['p50']:.0f}"
+            p99 = "-" if fa["p99"] is None else f"{fa['p99']:.0f}"
+            print(
+                f"{n:>8} {p50:>7} {p99:>7} {r['underruns']['count']:>9} {r['counts']['failed']:>6} "
+                f"{r['counts']['rejected']:>8}  {'holds' if passes(r) else 'misses'}"
+            )
+        best = max((n for n, r in zip(counts, reports, strict=True) if passes(r)), default=None)
+        print(f"largest N holding the target: {best if best is not None else 'none'}")
+    if args.report:
+        for n, report in zip(counts, reports, strict=True):
+            write_json(report, _suffixed(args.report, n, sweep))  # type: ignore[arg-type]
+        if sweep:
+            summary = {
+                "streams": counts,
+                "holds": [passes(r) for r in reports],
+                "largest_passing": best,
+                "runs": [_suffixed(args.report, n, sweep) for n in counts],
+            }
+            write_json(summary, args.report)
+        print(f"report: {args.report}")
+    if args.plot:
+        print(f"plot:   {_suffixed(args.plot, counts[-1], sweep)}" + (" (one per N)" if sweep else ""))
     return 0
