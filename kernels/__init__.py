@@ -3,7 +3,13 @@
 Each op has a Triton kernel for CUDA and a pure-torch ``*_ref`` used on CPU.
 This package imports only torch (and triton lazily, on CUDA or under
 TRITON_INTERPRET=1); it never imports npc_voice.
+
+- ``ssm_step`` / ``ssm_step_ref``: one decoder layer's step over a batch of
+  state-pool rows (ssm_step.py); the Triton kernel is ``ssm_step_triton.py``.
+- ``GraphedStep``, ``bucket_for``, ``DEFAULT_BUCKETS``: batch-size buckets and
+  CUDA-graph replay of a whole batched step (cuda_graphs.py).
 """
+from npc_voice_kernels.cuda_graphs import DEFAULT_BUCKETS, GraphedStep, bucket_for
 from npc_voice_kernels.ssm_step import ssm_step, ssm_step_ref
 
-__all__ = ["ssm_step", "ssm_step_ref"]
+__all__ = ["DEFAULT_BUCKETS", "GraphedStep", "bucket_for", "ssm_step", "ssm_step_ref"]
