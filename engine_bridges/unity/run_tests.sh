@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Unity package's C# with mono (core, MonoBehaviour glue against Stubs~/, sample, tests) and runs
-# the NUnit suite. Live tests talk to the daemon at $NPC_VOICE_ADDR (host:port); without it they are skipped,
+# the NUnit suites (Tests/, and GlueTests~/ which drives NpcVoiceSource through the stubs). Live tests talk to the daemon at $NPC_VOICE_ADDR (host:port); without it they are skipped,
 # loudly. The last line is always "unity: N passed, N failed" (or a SKIPPED line with exit 77 when the
 # toolchain is missing: run install_toolchain.sh). Exit status: 0 only when nothing failed.
 set -uo pipefail
@@ -33,6 +33,9 @@ csc NpcVoice.Unity.dll -recurse:'Runtime/Unity/*.cs' -r:"$build/NpcVoice.Runtime
 csc NpcVoice.Samples.dll -recurse:'Samples~/*.cs' -r:"$build/NpcVoice.Runtime.dll" -r:"$build/NpcVoice.Unity.dll" \
   -r:"$build/UnityEngine.dll"
 csc NpcVoice.Tests.dll -recurse:'Tests/*.cs' -r:"$build/NpcVoice.Runtime.dll" -r:"$nunit_fw"
+# The MonoBehaviour glue driven against the stubs (outside Unity only).
+csc NpcVoice.GlueTests.dll -recurse:'GlueTests~/*.cs' -r:"$build/NpcVoice.Runtime.dll" -r:"$build/NpcVoice.Unity.dll" \
+  -r:"$build/UnityEngine.dll" -r:"$nunit_fw"
 cp "$nunit_fw" "$build/"
 
 export NPC_VOICE_HPACK_VECTORS="${NPC_VOICE_HPACK_VECTORS:-$root/engine_bridges/testdata/hpack_vectors.json}"
@@ -43,7 +46,7 @@ fi
 
 cd "$build"
 timeout "${UNITY_TEST_TIMEOUT:-900}" nice -n 10 nunit-console -nologo -labels -xml="$build/results.xml" \
-  "$build/NpcVoice.Tests.dll" >"$build/nunit.log" 2>&1
+  "$build/NpcVoice.Tests.dll" "$build/NpcVoice.GlueTests.dll" >"$build/nunit.log" 2>&1
 rc=$?
 # Show failures and skips, not the whole log.
 sed -n '/^Tests run:/,$p' "$build/nunit.log" | grep -v '^   *at ' | head -200

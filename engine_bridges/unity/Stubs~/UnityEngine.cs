@@ -1,7 +1,9 @@
-// Compile-check stub of the few UnityEngine types the package's MonoBehaviour glue uses. NOT Unity: bodies are
-// placeholders so `mcs` can type-check Runtime/Unity/ outside the editor. The folder ends in "~" so Unity never
-// imports it. Keep signatures identical to Unity's (see docs.unity3d.com/ScriptReference).
+// Stand-in for the few UnityEngine types the package's MonoBehaviour glue uses. NOT Unity: just enough behaviour
+// for `mcs` to type-check Runtime/Unity/ outside the editor and for GlueTests to drive NpcVoiceSource by hand
+// (components per object, events that call their listeners). The folder ends in "~" so Unity never imports it.
+// Keep the signatures the glue uses identical to Unity's (docs.unity3d.com/ScriptReference).
 using System;
+using System.Collections.Generic;
 
 namespace UnityEngine
 {
@@ -12,13 +14,26 @@ namespace UnityEngine
 
     public class GameObject : Object
     {
+        internal readonly Dictionary<Type, object> Components = new Dictionary<Type, object>();
     }
 
     public class Component : Object
     {
-        public GameObject gameObject => null;
+        private GameObject _gameObject;
 
-        public T GetComponent<T>() => default(T);
+        public GameObject gameObject => _gameObject ?? (_gameObject = new GameObject());
+
+        // Stub: a missing component is created on first request (as [RequireComponent] would have added it).
+        public T GetComponent<T>()
+        {
+            object component;
+            if (!gameObject.Components.TryGetValue(typeof(T), out component))
+            {
+                component = Activator.CreateInstance(typeof(T));
+                gameObject.Components[typeof(T)] = component;
+            }
+            return (T)component;
+        }
     }
 
     public class Behaviour : Component
@@ -42,15 +57,11 @@ namespace UnityEngine
         public AudioClip clip { get; set; }
         public bool loop { get; set; }
         public bool playOnAwake { get; set; }
-        public bool isPlaying => false;
+        public bool isPlaying { get; private set; }
 
-        public void Play()
-        {
-        }
+        public void Play() => isPlaying = true;
 
-        public void Stop()
-        {
-        }
+        public void Stop() => isPlaying = false;
     }
 
     public sealed class SkinnedMeshRenderer : Component
@@ -84,7 +95,10 @@ namespace UnityEngine
 
     public sealed class AudioSettings
     {
-        public static int outputSampleRate => 48000;
+        /// <summary>Stub only: what outputSampleRate reports.</summary>
+        public static int StubOutputSampleRate = 48000;
+
+        public static int outputSampleRate => StubOutputSampleRate;
 
         public static void GetDSPBufferSize(out int bufferLength, out int numBuffers)
         {
@@ -97,22 +111,17 @@ namespace UnityEngine
     {
         public static event Action quitting;
 
-        internal static void Quit() => quitting?.Invoke();
+        /// <summary>Stub only: raises quitting.</summary>
+        public static void StubQuit() => quitting?.Invoke();
     }
 
     public static class Debug
     {
-        public static void Log(object message)
-        {
-        }
+        public static void Log(object message) => Console.WriteLine(message);
 
-        public static void LogWarning(object message)
-        {
-        }
+        public static void LogWarning(object message) => Console.WriteLine("warning: " + message);
 
-        public static void LogError(object message)
-        {
-        }
+        public static void LogError(object message) => Console.WriteLine("error: " + message);
     }
 
     [AttributeUsage(AttributeTargets.Field)]
@@ -176,34 +185,28 @@ namespace UnityEngine.Events
 
     public class UnityEvent
     {
-        public void Invoke()
-        {
-        }
+        private readonly List<UnityAction> _listeners = new List<UnityAction>();
 
-        public void AddListener(UnityAction call)
-        {
-        }
+        public void Invoke() => _listeners.ForEach(l => l());
+
+        public void AddListener(UnityAction call) => _listeners.Add(call);
     }
 
     public abstract class UnityEvent<T0>
     {
-        public void Invoke(T0 arg0)
-        {
-        }
+        private readonly List<UnityAction<T0>> _listeners = new List<UnityAction<T0>>();
 
-        public void AddListener(UnityAction<T0> call)
-        {
-        }
+        public void Invoke(T0 arg0) => _listeners.ForEach(l => l(arg0));
+
+        public void AddListener(UnityAction<T0> call) => _listeners.Add(call);
     }
 
     public abstract class UnityEvent<T0, T1>
     {
-        public void Invoke(T0 arg0, T1 arg1)
-        {
-        }
+        private readonly List<UnityAction<T0, T1>> _listeners = new List<UnityAction<T0, T1>>();
 
-        public void AddListener(UnityAction<T0, T1> call)
-        {
-        }
+        public void Invoke(T0 arg0, T1 arg1) => _listeners.ForEach(l => l(arg0, arg1));
+
+        public void AddListener(UnityAction<T0, T1> call) => _listeners.Add(call);
     }
 }

@@ -150,6 +150,32 @@ namespace NpcVoice.Tests
         }
 
         [Test]
+        public void OutputLatencyDelaysEventsAndSilenceCountsTowardIt()
+        {
+            var playback = new SpeechPlayback(16000, 1f);
+            int line = playback.BeginLine(16000, AudioEncoding.PcmS16Le);
+            var marks = new Marks();
+            marks.Words.Add(new Mark { Label = "late", StartSample = 50, EndSample = 100 });
+            playback.AddMarks(line, marks);
+            playback.WriteAudio(line, Constant(0.5f, 100));
+            playback.EndLine(line);
+            var events = new List<PlaybackEvent>();
+            Pull(playback, 60);
+            playback.DrainEvents(events, 32);
+            Assert.IsFalse(events.Exists(e => e.Label == "late"), "taken at 51 but heard only 32 samples later");
+            Pull(playback, 40);
+            playback.DrainEvents(events, 32);
+            Assert.IsTrue(events.Exists(e => e.Label == "late"));
+            Assert.IsFalse(events.Exists(e => e.Kind == PlaybackEventKind.LineFinished), "the last sample is not heard yet");
+            Pull(playback, 31);
+            playback.DrainEvents(events, 32);
+            Assert.IsFalse(events.Exists(e => e.Kind == PlaybackEventKind.LineFinished));
+            Pull(playback, 1);
+            playback.DrainEvents(events, 32);
+            Assert.IsTrue(events.Exists(e => e.Kind == PlaybackEventKind.LineFinished), "32 samples of silence later");
+        }
+
+        [Test]
         public void LinesPlayInRequestOrderEvenIfAudioArrivesOutOfOrder()
         {
             var playback = new SpeechPlayback(16000, 1f);

@@ -57,6 +57,7 @@ namespace NpcVoice.Audio
         private long _cancelUpTo;        // samples before this position belong to cancelled lines
         private volatile bool _lineOpen;  // a line is playing or expected: an empty ring is an underrun
         private long _underruns;
+        private long _silentRun;         // samples of silence output since the last real one
 
         // Audio thread only.
         private long _fadingUpTo;

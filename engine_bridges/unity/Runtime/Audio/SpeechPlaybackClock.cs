@@ -64,7 +64,10 @@ namespace NpcVoice.Audio
         /// events wait this much longer, so they line up with what is heard.</param>
         public int DrainEvents(List<PlaybackEvent> into, int latencySamples = 0)
         {
-            long played = PlayedSamples - latencySamples;
+            // Samples taken are heard latencySamples of output later; silence output since the last real sample
+            // counts toward that wait (otherwise the end of a line would never be heard).
+            long silentRun = Interlocked.Read(ref _silentRun);
+            long played = PlayedSamples - Math.Max(0, latencySamples - silentRun);
             lock (_producer)
             {
                 int before = into.Count;
@@ -121,6 +124,7 @@ namespace NpcVoice.Audio
                 if (_fadeRemaining > 0 && _ring.TryRead(out sample))
                 {
                     sample *= (float)--_fadeRemaining / _fadeSamples;  // reaches exactly 0
+                    Interlocked.Exchange(ref _silentRun, 0);
                     return _lastOut = sample;
                 }
                 _ring.SkipTo(_fadingUpTo);
@@ -128,7 +132,15 @@ namespace NpcVoice.Audio
             if (_ring.TryRead(out sample))
             {
                 _wasPlaying = true;
+                if (_silentRun != 0)
+                {
+                    Interlocked.Exchange(ref _silentRun, 0);
+                }
                 return _lastOut = sample;
+            }
+            if (_silentRun < int.MaxValue)
+            {
+                Interlocked.Increment(ref _silentRun);
             }
             if (_wasPlaying && _lineOpen)
             {
