@@ -1,7 +1,7 @@
 """Engine throughput: ticks/s and real-time streams for N concurrent streams on this machine.
 
     .venv/bin/python bench/engine_tick.py [--streams 1 16 64] [--seconds 3] [--voice default|tiny|DIR]
-                                          [--threads 2] [--k 4] [--paced]
+                                          [--threads 2] [--k 4] [--paced] [--rate 48000]
 
 Free-run (default): every stream is stepped every tick (lookahead unbounded), so the wall time
 to generate ``--seconds`` of audio per stream measures capacity: real-time streams = N * audio
@@ -48,11 +48,11 @@ async def consume(stream: Stream) -> tuple[int, EndEvent]:
     raise RuntimeError("stream ended without EndEvent")
 
 
-async def run_streams(engine: Engine, n: int, seconds: float) -> tuple[list[tuple[int, EndEvent]], float]:
+async def run_streams(engine: Engine, n: int, seconds: float, rate: int) -> tuple[list[tuple[int, EndEvent]], float]:
     start = time.monotonic()
     streams = []
     for i in range(n):  # like the server: open, say, end_input per request
-        stream = engine.open_stream(f"npc/{i}", "v", VoiceControls(), {}, SAMPLE_RATE, f"bench-{i}")
+        stream = engine.open_stream(f"npc/{i}", "v", VoiceControls(), {}, rate, f"bench-{i}")
         for j in range(max(1, round(seconds / 5.0 + 0.49))):  # enough lines for ``seconds`` (~5 s a line)
             stream.say(LINES[(i + j) % len(LINES)])
         stream.end_input()
@@ -61,13 +61,14 @@ async def run_streams(engine: Engine, n: int, seconds: float) -> tuple[list[tupl
     return list(results), time.monotonic() - start
 
 
-def measure(model: VoiceModel, n: int, seconds: float, k: int, threads: int, lookahead_ms: float) -> dict[str, float]:
+def measure(model: VoiceModel, n: int, seconds: float, k: int, threads: int, lookahead_ms: float,
+            rate: int = SAMPLE_RATE) -> dict[str, float]:
     config = EngineConfig(slots=n + 1, frames_per_tick=k, threads=threads, lookahead_ms=lookahead_ms,
                           max_queue_wait_s=30.0)
     with Engine({"v": model}, config) as engine:
-        results, wall = asyncio.run(run_streams(engine, n, seconds))
+        results, wall = asyncio.run(run_streams(engine, n, seconds, rate))
         stats = engine.stats()
-    audio_s = statistics.fmean(s for s, _ in results) / SAMPLE_RATE
+    audio_s = statistics.fmean(s for s, _ in results) / rate
     return {
         "streams": n,
         "ticks_per_s": stats.ticks / wall,
@@ -91,17 +92,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--k", type=int, default=4, help="frames per tick")
     p.add_argument("--paced", action="store_true", help="also run at the default 150 ms lookahead")
+    p.add_argument("--rate", type=int, default=SAMPLE_RATE, help="output sample rate (resampled if not 22050)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     model = pick_voice(args.voice)
-    print(f"voice {model.name} ({model.version}), K={args.k}, {args.threads} threads, device {model.device}")
+    print(f"voice {model.name} ({model.version}), K={args.k}, {args.threads} threads, device {model.device}, "
+          f"output {args.rate} Hz")
     modes = [("free-run", 1e9)] + ([("paced 150ms", 150.0)] if args.paced else [])
     header = (f"{'mode':<12} {'N':>5} {'ticks/s':>8} {'tick ms':>8} {'p99 ms':>8} {'audio s':>8} {'wall s':>7} "
               f"{'x RT':>6} {'RT streams':>10} {'1st ms p50':>10} {'1st max':>8} {'underruns':>9}")
     print(header)
     for mode, lookahead in modes:
         for n in args.streams:
-            r = measure(model, n, args.seconds, args.k, args.threads, lookahead)
+            r = measure(model, n, args.seconds, args.k, args.threads, lookahead, args.rate)
             print(f"{mode:<12} {n:>5} {r['ticks_per_s']:>8.1f} {r['tick_ms_mean']:>8.2f} {r['tick_ms_p99']:>8.2f} "
                   f"{r['audio_s']:>8.2f} {r['wall_s']:>7.2f} {r['rtf']:>6.2f} {r['rt_streams']:>10.1f} "
                   f"{r['first_audio_ms_p50']:>10.1f} {r['first_audio_ms_max']:>8.1f} {r['underruns']:>9.0f}",
