@@ -426,3 +426,28 @@ def test_block_resampler_equals_the_reference_resampler(rate: int) -> None:
     want, got = ref.flush(), fast.flush()
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert fast.total_out == round(bounds[-1] * rate / 22050)
+
+
+class FlakyVoice(SlowVoice):
+    """The tiny voice whose step raises once (a bug in the model must not hang the engine)."""
+
+    def __init__(self, inner: VoiceModel) -> None:
+        super().__init__(inner, 0.0)
+        self.calls = 0
+
+    def step(self, state, slots, cond, controls):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 2:  # call 1 is the warm-up
+            raise RuntimeError("boom")
+        return self.inner.step(state, slots, cond, controls)
+
+
+def test_a_failing_step_fails_its_streams_and_the_engine_goes_on(voice: VoiceModel) -> None:
+    from npc_voice.engine import EngineError
+
+    config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=FREE_RUN)
+    with Engine({"tiny": FlakyVoice(voice)}, config) as engine:  # type: ignore[dict-item]
+        with pytest.raises(EngineError, match="internal"):
+            collect(speak(engine, "guard", LINE))
+        assert engine.stats().slots_in_use == 0
+        assert collect(speak(engine, "guard", LINE2))[2].reason == "completed"

@@ -120,16 +120,8 @@ class Engine:
                 delay = self.scheduler.tick()
             except Exception:  # a bug must not leave streams hanging: fail them and keep serving
                 log.exception("engine tick failed; failing the active streams")
-                self._fail_active()
+                self.scheduler.fail_active(EngineError("internal engine error (see the daemon log)"))
                 delay = 0.0
-
-    def _fail_active(self) -> None:
-        sched = self.scheduler
-        with sched.lock:
-            for stream, sp in list(sched.active.items()):
-                sched.active.pop(stream)
-                sched._release(sp)
-                stream.fail(EngineError("internal engine error (see the daemon log)"))
 
     # ---- streams ------------------------------------------------------------------------
 

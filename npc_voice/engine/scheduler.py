@@ -169,6 +169,14 @@ class Scheduler:
                 controls = torch.tensor([[1.0, 1.0, 0.0, 1.0]], device=self.device)
                 vr.step(torch.zeros(1, dtype=torch.int64, device=self.device), cond[None], controls)
 
+    def fail_active(self, error: BaseException) -> None:
+        """Fail every stream holding a slot (after an unexpected error in a tick)."""
+        with self.lock:
+            for sp in list(self.active.values()):
+                self.active.pop(sp.stream)
+                self._release(sp)
+                sp.stream.fail(error)
+
     def shutdown(self) -> None:
         """End every stream "cancelled" (engine closing)."""
         with self.lock:
