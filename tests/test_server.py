@@ -201,7 +201,7 @@ def test_list_characters_voices_stats(stub: pb_grpc.NpcVoiceStub) -> None:
     assert by_name["goblin"].default_format.sample_rate_hz == 16000
     voices = {v.name: v for v in stub.ListVoices(pb.ListVoicesRequest()).voices}
     assert set(voices) == {"tiny", "tiny2"} and voices["tiny"].native_sample_rate_hz == 22050
-    assert voices["tiny"].parameters > 0
+    assert voices["tiny"].parameters > 0 and voices["tiny2"].checkpoint == "tiny:1"
     stats = stub.GetStats(pb.GetStatsRequest())
     assert stats.slots_total == 2 * 8 and stats.device == "cpu"  # one pool per voice, slot 0 scratch
 

@@ -77,6 +77,7 @@ class Daemon:
         self.settings = ServerSettings()  # the effective settings once started
         self.auth = False  # whether a token is required
         self._tasks: list[asyncio.Task[None]] = []
+        self.health: health.aio.HealthServicer | None = None
 
     async def start(self) -> None:
         config = load_config(self.options.config_path)
@@ -99,7 +100,7 @@ class Daemon:
         interceptors = [BearerTokenInterceptor(token)] if token else []
         self.server = grpc.aio.server(interceptors=interceptors)
         npc_voice_pb2_grpc.add_NpcVoiceServicer_to_server(NpcVoiceServicer(self.engine, self.store), self.server)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
 
@@ -149,6 +150,8 @@ class Daemon:
     async def stop(self, grace_s: float = 1.0) -> None:
         for t in self._tasks:
             t.cancel()
+        if self.health is not None:  # tell load balancers first: every service NOT_SERVING
+            await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace_s)
         if self.engine is not None:

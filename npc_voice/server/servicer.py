@@ -20,7 +20,7 @@ from npc_voice.server import convert
 from npc_voice.server.converse import ConverseSession
 from npc_voice.server.errors import grpc_errors
 from npc_voice.server.reload import ConfigStore
-from npc_voice.server.voices import parameter_count
+from npc_voice.server.voices import checkpoint_of, parameter_count
 from npc_voice.v1 import npc_voice_pb2 as pb
 from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
 
@@ -140,7 +140,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                     name=spec.name,
                     description=spec.description,
                     native_sample_rate_hz=int(getattr(model, "sample_rate", 0)),
-                    checkpoint=spec.path or spec.kind,
+                    checkpoint=checkpoint_of(spec),
                     parameters=parameter_count(model) if model is not None else 0,
                 )
             )

@@ -47,3 +47,14 @@ def parameter_count(voice: VoiceModel) -> int:
     """Parameters of a voice, when it can tell (SSMVoice.param_count); 0 otherwise."""
     count = getattr(voice, "param_count", None)
     return int(count()) if callable(count) else 0
+
+
+def checkpoint_of(spec: VoiceSpec) -> str:
+    """Where a voice comes from, for ListVoices: a directory, or "tiny:SEED" for test voices."""
+    if spec.kind == "tiny":
+        return f"tiny:{spec.seed}"
+    if spec.kind == "default":
+        import npc_voice.model as model
+
+        return str(model.DEFAULT_VOICE_DIR)
+    return spec.path or ""
