@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class ConfigStore:
         self.on_new_voices = on_new_voices  # hands new voices to the engine
         self.generation = 0  # bumped on every successful reload
         self._mtime = self._stat()
+        self._lock = threading.Lock()
 
     def _stat(self) -> float | None:
         if self.path is None:
@@ -49,7 +51,11 @@ class ConfigStore:
             return None
 
     def reload(self) -> bool:
-        """Re-read the file; True when the new configuration is now live."""
+        """Re-read the file; True when the new configuration is now live. Thread-safe."""
+        with self._lock:  # SIGHUP and the file watcher may ask at the same moment
+            return self._reload()
+
+    def _reload(self) -> bool:
         if self.path is None:
             log.info("reload requested but the daemon runs the embedded configuration; nothing to do")
             return False

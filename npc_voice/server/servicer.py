@@ -4,6 +4,13 @@ Each method resolves the request against the live configuration, calls the engin
 converts results back; domain errors become status codes in errors.py. Engine calls that
 may block (export/import/reset touch the engine thread) run in a worker thread so the
 event loop never waits on the device.
+
+Semantics worth knowing (see also the proto's comments):
+- a character ("guard/42") speaks one stream at a time: a second Speak for the same id while
+  it speaks waits behind the first (within max_queue_wait_s) and continues its state;
+- StreamStart is sent once the engine has admitted the stream, so RESOURCE_EXHAUSTED (no slot
+  within max_queue_wait_s) and INVALID_ARGUMENT for unspeakable text come before any event;
+- a client that cancels, disconnects or runs past its deadline frees its slot at once.
 """
 
 from __future__ import annotations
