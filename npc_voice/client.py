@@ -140,7 +140,7 @@ class NpcVoiceClient:
     ) -> Iterator[pb.SpeakResponse]:
         """Stream a line's events (kw: sample_rate, encoding, request_id, speed, pitch_semitones, ...)."""
         req = speak_request(text, character, **kw)
-        return iter(self.stub.Speak(req, timeout=timeout, metadata=self.metadata))
+        return self.stub.Speak(req, timeout=timeout, metadata=self.metadata)  # an iterator with .cancel()
 
     def speak_to_array(self, text: str, character: str = "", **kw: Any) -> tuple[np.ndarray, int, pb.Marks]:
         line = collect(self.speak(text, character, **kw))
@@ -149,7 +149,7 @@ class NpcVoiceClient:
     def converse(
         self, requests: Iterable[pb.ConverseRequest], timeout: float | None = None
     ) -> Iterator[pb.SpeakResponse]:
-        return iter(self.stub.Converse(iter(requests), timeout=timeout, metadata=self.metadata))
+        return self.stub.Converse(iter(requests), timeout=timeout, metadata=self.metadata)  # iterator + .cancel()
 
     def cancel(self, character: str, request_id: str = "") -> pb.CancelResponse:
         return self.stub.Cancel(pb.CancelRequest(character=character, request_id=request_id), metadata=self.metadata)

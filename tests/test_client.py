@@ -26,6 +26,8 @@ def test_sync_client(daemon: DaemonThread) -> None:
         assert rate == 24000 and pcm.dtype == np.float32 and len(pcm) > 0 and marks.phonemes
         line = collect(c.speak("Hello there.", "guard/client2", speed=1.5, volume=0.5, request_id="q"))
         assert line.start.request_id == "q" and line.end.reason == pb.END_REASON_COMPLETED
+        conv = list(c.converse([pb.ConverseRequest(text="Hi there."), pb.ConverseRequest(close=True)]))
+        assert conv[0].HasField("start") and conv[-1].end.reason == pb.END_REASON_COMPLETED
         assert {v.name for v in c.list_voices().voices} == {"tiny", "tiny2"}
         assert c.list_characters().default_character == "guard"
         assert c.stats().slots_total > 0
