@@ -159,3 +159,21 @@ def test_bad_state_bytes_are_rejected(mutate, message: str) -> None:  # type: ig
     data = encode_state("v1", sample_state())
     with pytest.raises(StateFormatError, match=message):
         decode_state(mutate(data))
+
+
+def test_cond_arena_pages_gather_release_and_grow() -> None:
+    from npc_voice.engine.arena import CondArena
+
+    arena = CondArena(k=2, d_cond=3, device=torch.device("cpu"), pages=2)
+    a = torch.arange(12, dtype=torch.float32).view(4, 3)  # 2 pages
+    b = -torch.arange(18, dtype=torch.float32).view(6, 3)  # 3 pages: the arena grows
+    pa, pb = arena.alloc(a), arena.alloc(b)
+    assert len(pa) == 2 and len(pb) == 3 and not set(pa) & set(pb)
+    got = arena.gather([pb[1], pa[0], pa[1]])  # [3, K, d]
+    assert torch.equal(got[0], b[2:4]) and torch.equal(got[1], a[0:2]) and torch.equal(got[2], a[2:4])
+    arena.release(pa)
+    pc = arena.alloc(torch.ones(4, 3))
+    assert sorted(pc) == sorted(pa)  # freed pages are reused
+    assert torch.equal(arena.gather(pb), b.view(3, 2, 3))  # untouched by the reuse
+    with pytest.raises(ValueError, match="multiple of K"):
+        arena.alloc(torch.ones(3, 3))

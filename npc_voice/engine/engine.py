@@ -35,6 +35,7 @@ from npc_voice.engine.api import (
     UnknownVoiceError,
     VoiceControls,
 )
+from npc_voice.engine.arena import CondArena
 from npc_voice.engine.device import make_step, resolve_device
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.scheduler import Scheduler, VoiceRuntime
@@ -63,7 +64,8 @@ class Engine:
             pool = StatePool(model.state_spec(), config.slots, self.device, config.host_cache_characters)
             silence = model.silence_cond().to(self.device, torch.float32)
             step = make_step(model, pool.tensors, self.device, config.max_batch or config.slots - 1)
-            runtimes[name] = VoiceRuntime(name, model, pool, silence, step)
+            arena = CondArena(config.frames_per_tick, model.d_cond, self.device)
+            runtimes[name] = VoiceRuntime(name, model, pool, silence, step, arena)
         self.voices = dict(voices)
         self.scheduler = Scheduler(runtimes, config, self.device)
         self._thread: threading.Thread | None = None

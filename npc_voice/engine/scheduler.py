@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from npc_voice.engine.api import CapacityError, EndEvent, EngineConfig
+from npc_voice.engine.arena import CondArena
 from npc_voice.engine.device import StepFn
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.speaker import Speaker, make_resampler
@@ -46,6 +47,7 @@ class VoiceRuntime:
     pool: StatePool
     silence: torch.Tensor  # [d_cond] on the model's device
     step: StepFn  # the model's step over this pool (CUDA graphs per batch bucket on GPU)
+    arena: CondArena  # conditioning frames of every speaking line, K-frame pages
 
 
 @dataclass
@@ -94,9 +96,9 @@ class Scheduler:
                 self.waiting.remove(stream)
             sp = self.active.pop(stream, None)
             if sp is not None:
-                self._release(sp)
                 if sp.line is not None:
                     self.counters.lines_cancelled += 1
+                self._release(sp)
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the engine thread before the next tick (under the lock)."""
@@ -147,7 +149,7 @@ class Scheduler:
         for vr, rows, slots, cond, controls in inputs:
             with torch.inference_mode():
                 pcm = vr.step(slots, cond, controls)  # [B, K * hop]
-            outputs.append((rows, pcm.float().cpu().numpy()))
+            outputs.append((rows, np.clip(pcm.float().cpu().numpy(), -1.0, 1.0)))  # once for the whole batch
         now = time.monotonic()
         rendered = [(rows, self._render(rows, pcm_np, now)) for rows, pcm_np in outputs]
         with self.lock:
@@ -302,7 +304,7 @@ class Scheduler:
         vr = self.voices[sp.voice]
         pad = -line.n_frames % k  # silence frames so every tick reads exactly K frames
         cond = line.cond if pad == 0 else torch.cat([line.cond, vr.silence.expand(pad, -1)])
-        sp.begin_line(line, cond, now)
+        sp.begin_line(line, vr.arena.alloc(cond), now)
         return True
 
     def _choose(self, now: float) -> dict[str, list[Speaker]]:
@@ -328,7 +330,7 @@ class Scheduler:
 
     def _gather(self, vr: VoiceRuntime, rows: list[Speaker]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k = self.config.frames_per_tick
-        cond = torch.stack([sp.cond_chunk(k) for sp in rows])  # [B, K, d_cond]
+        cond = vr.arena.gather([sp.page(k) for sp in rows])  # [B, K, d_cond]
         controls = torch.tensor([sp.controls for sp in rows], dtype=torch.float32)  # [B, 4]
         slots = torch.tensor([sp.slot for sp in rows], dtype=torch.int64)  # [B]
         return slots.to(self.device, non_blocking=True), cond, controls.to(self.device, non_blocking=True)
@@ -363,7 +365,7 @@ class Scheduler:
                 self._finish(sp, "cancelled", now)
             elif sp.pos >= sp.n_frames:
                 self.counters.lines_completed += 1
-                sp.line = None
+                self._end_line(sp)
                 has_lines, ended, cancelled, _ = sp.stream.input_state()
                 if not sp.prepared and ended and not has_lines and not cancelled:
                     self._finish(sp, "completed", now)
@@ -378,7 +380,14 @@ class Scheduler:
         self._release(sp)
         sp.stream.push(events, self._wakeups)
 
+    def _end_line(self, sp: Speaker) -> None:
+        self.voices[sp.voice].arena.release(sp.pages)
+        sp.pages = []
+        sp.line = None
+
     def _release(self, sp: Speaker) -> None:
+        """The stream is over: its line's pages and its slot go back (the state stays resident)."""
+        self._end_line(sp)
         if self.speaking.get(sp.stream.character) is sp:
             del self.speaking[sp.stream.character]
         self.voices[sp.voice].pool.release(sp.stream.character)

@@ -15,7 +15,6 @@ from collections import deque
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent
 from npc_voice.engine.resampler import BlockResampler
@@ -50,7 +49,7 @@ class Speaker:
         self.resampler = resampler
         self.prepared: deque[PreparedLine] = deque()  # lines ready to start, in order
         self.line: PreparedLine | None = None  # the line being spoken
-        self.cond = torch.empty(0)  # [n_frames rounded up to K, d_cond] of the current line
+        self.pages: list[int] = []  # CondArena pages (K frames each) of the current line
         self.pos = 0  # next frame of the current line
         self.n_frames = 0  # real frames of the current line
         self.line_start = 0  # native sample (stream clock) where the current line starts
@@ -64,9 +63,9 @@ class Speaker:
         self.admitted_at = now
         self.first_audio_at: float | None = None
 
-    def begin_line(self, line: PreparedLine, cond: torch.Tensor, now: float) -> None:
+    def begin_line(self, line: PreparedLine, pages: list[int], now: float) -> None:
         self.line = line
-        self.cond = cond
+        self.pages = pages
         self.pos = 0
         self.n_frames = line.n_frames
         self.line_start = self.gen
@@ -76,8 +75,9 @@ class Speaker:
             self.anchor_t, self.anchor_gen = now, self.gen
             self.behind = False
 
-    def cond_chunk(self, k: int) -> torch.Tensor:
-        return self.cond[self.pos : self.pos + k]  # [K, d_cond]
+    def page(self, k: int) -> int:
+        """The arena page holding the next K frames (pos is a multiple of K while stepping)."""
+        return self.pages[self.pos // k]
 
     def ahead_s(self, now: float) -> float | None:
         """Seconds of generated audio not yet played (negative: behind); None before audio."""
@@ -107,13 +107,15 @@ class Speaker:
         if self.first_audio_at is None:
             self.first_audio_at = now
             self.anchor_t, self.anchor_gen = now, 0
-        return self._audio(chunk if self.resampler is None else self.resampler.process(chunk))
+        if self.resampler is None:
+            return self._audio(chunk)  # already in [-1, 1]: the scheduler clips the whole batch
+        return self._audio(np.clip(self.resampler.process(chunk), -1.0, 1.0))  # resampling may overshoot
 
     def flush(self) -> AudioEvent | None:
         """The resampler's tail at the end of the stream."""
         if self.resampler is None:
             return None
-        return self._audio(self.resampler.flush())
+        return self._audio(np.clip(self.resampler.flush(), -1.0, 1.0))
 
     def end_event(self, reason: str, now: float) -> EndEvent:
         opened = self.stream.opened_at
@@ -129,7 +131,7 @@ class Speaker:
     def _audio(self, pcm: np.ndarray) -> AudioEvent | None:
         if len(pcm) == 0:
             return None
-        pcm = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0)
+        pcm = np.array(pcm, dtype=np.float32)  # own copy: a view would pin the whole tick's batch array
         event = AudioEvent(pcm=pcm, sample_offset=self.out)
         self.out += len(pcm)
         return event
