@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from npc_voice.engine.api import EndEvent, Engine, Stream
@@ -72,6 +72,7 @@ class _Context:
     buffer: str = ""
     stream: Stream | None = None  # the engine stream of the current segment
     timer: asyncio.TimerHandle | None = None
+    pending: asyncio.Task[None] | None = None  # last queued stream operation (they run in order)
 
 
 class ConverseSession:
@@ -84,6 +85,7 @@ class ConverseSession:
         self.out: asyncio.Queue[pb.SpeakResponse | BaseException | None] = asyncio.Queue()
         self.streams: set[Stream] = set()  # every engine stream opened by this call
         self.pumps: set[asyncio.Task[None]] = set()
+        self.ops: set[asyncio.Task[None]] = set()  # queued say/end_input calls
         self.reader: asyncio.Task[None] | None = None
         self.reader_done = False
         self._last_pump: dict[str, asyncio.Task[None]] = {}  # per context, for segment order
@@ -138,7 +140,7 @@ class ConverseSession:
         convert.resolve_controls(spec, settings.overrides)
         if ctx.stream is not None:  # speech already started: finish this segment, next one is new
             self._speak_all(ctx)
-            ctx.stream.end_input()
+            self._in_order(ctx, ctx.stream.end_input)
             ctx.stream = None
         ctx.settings = settings
 
@@ -176,7 +178,32 @@ class ConverseSession:
             return
         if ctx.stream is None:
             ctx.stream = self._open(ctx)
-        ctx.stream.say(phrase)
+        stream = ctx.stream
+        self._in_order(ctx, lambda: stream.say(phrase), in_thread=True)
+
+    def _in_order(self, ctx: _Context, op: Callable[[], None], in_thread: bool = False) -> None:
+        """Run a stream operation after the context's previous ones. ``say`` runs the frontend
+        (a few ms of CPU), so it goes to a worker thread: the event loop keeps serving audio."""
+        previous = ctx.pending
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                if in_thread:
+                    await asyncio.to_thread(op)
+                else:
+                    op()
+            except Exception as e:  # TextError and friends end the call with their status
+                self.out.put_nowait(e)
+
+        task = ctx.pending = asyncio.create_task(run())
+        self.ops.add(task)
+        task.add_done_callback(self._op_done)
+
+    def _op_done(self, task: asyncio.Task[None]) -> None:
+        self.ops.discard(task)
+        self._maybe_done()
 
     def _open(self, ctx: _Context) -> Stream:
         config = self.store.config
@@ -241,7 +268,7 @@ class ConverseSession:
         self._speak_all(ctx)
         del self.contexts[ctx.context_id]
         if ctx.stream is not None:
-            ctx.stream.end_input()
+            self._in_order(ctx, ctx.stream.end_input)
         elif ctx.context_id not in self._last_pump:
             self._empty_stream(ctx, pb.END_REASON_COMPLETED)
 
@@ -260,7 +287,7 @@ class ConverseSession:
             ctx.timer = None
 
     def _maybe_done(self) -> None:
-        if self.reader_done and not self.pumps and not self.contexts:
+        if self.reader_done and not self.pumps and not self.ops and not self.contexts:
             self.out.put_nowait(None)
 
     # -- teardown -------------------------------------------------------------------------------
@@ -273,7 +300,7 @@ class ConverseSession:
     async def shutdown(self) -> None:
         for ctx in self.contexts.values():
             self._cancel_timer(ctx)
-        tasks = [t for t in (self.reader, *self.pumps) if t is not None and not t.done()]
+        tasks = [t for t in (self.reader, *self.ops, *self.pumps) if t is not None and not t.done()]
         for t in tasks:
             t.cancel()
         if tasks:
