@@ -46,7 +46,7 @@ else:
 class Shapes:
     n_slots: int = 7
     n_layers: int = 2
-    nheads: int = 3
+    nheads: int = 2
     headdim: int = 6  # not a power of two on purpose: exercises the masks
     d_state: int = 4
     d_conv: int = 4
