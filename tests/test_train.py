@@ -1,0 +1,124 @@
+"""Training: data loading, schedule, a 20-step smoke run whose loss falls, resume, export, CLI."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from npc_voice.model import load_voice
+from npc_voice.model.api import PhonemeInput
+from npc_voice.model.config import ModelConfig
+from npc_voice.train.dataset import UtteranceSet, collate, feature_stats
+from npc_voice.train.train import TrainConfig, Trainer, lr_at
+
+SYMBOLS = ("_", " ", ".", "a", "b", "s", "i", "ˈ")
+
+
+def write_utterance(data: Path, index: int, symbols: str, rng: np.random.Generator) -> None:
+    """A synthetic teacher utterance: each symbol has its own feature vector (learnable)."""
+    table = np.random.default_rng(123).normal(size=(len(SYMBOLS), 68)).astype(np.float32)
+    table[:, 0] = np.log(100.0 + 20.0 * np.arange(len(SYMBOLS)))
+    table[:, 1] = [0, 0, 0, 1, 1, 0, 1, 0]
+    durations = rng.integers(2, 6, size=len(symbols)).astype(np.int32)
+    rows = np.concatenate([np.repeat(table[SYMBOLS.index(s) if s in SYMBOLS else 0][None], d, 0)
+                           for s, d in zip(symbols, durations, strict=True)])
+    feats = rows + 0.05 * rng.normal(size=rows.shape).astype(np.float32)
+    feats[:, 1] = rows[:, 1]
+    np.savez(data / f"utt_{index:05d}.npz", audio=np.zeros(int(durations.sum()) * 256, np.int16),
+             symbols=np.array(list(symbols)), durations=durations, text=np.array(symbols))
+    np.save(data / f"feat_{index:05d}.npy", feats.astype(np.float32))
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "teacher"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i, text in enumerate(["ˈabsi ba.", "sasa ˈbi.", "ib ˈas ab."]):
+        write_utterance(d, i, text, rng)
+    return d
+
+
+def tiny_cfg(data: Path, run: Path, steps: int) -> TrainConfig:
+    return TrainConfig(data_dir=str(data), run_dir=str(run), steps=steps, rows=2, seq_frames=16, lr=3e-3,
+                       warmup=5, val_every=1000, log_every=5, ckpt_every_s=1e9, threads=1,
+                       model=ModelConfig.tiny())
+
+
+def test_dataset_loads_validates_and_skips_bad_files(data: Path) -> None:
+    np.save(data / "feat_00007.npy", np.zeros((5, 68), np.float32))  # no utt file: ignored
+    write_utterance(data, 8, "ab", np.random.default_rng(1))
+    np.save(data / "feat_00008.npy", np.zeros((3, 68), np.float32))  # frame count != durations: skipped
+    write_utterance(data, 9, "a☃", np.random.default_rng(1))  # unknown symbol: skipped
+    ds = UtteranceSet(data, SYMBOLS)
+    assert ds.refresh() == 3
+    assert ds.refresh() == 0  # nothing new
+    write_utterance(data, 3, "bab.", np.random.default_rng(2))
+    assert ds.refresh() == 1
+    utts = ds.train + ds.valid
+    assert all(int(u.durations.sum()) == u.n_frames for u in utts)
+    batch = collate(utts, torch.device("cpu"))
+    assert batch.feats.shape == (sum(u.n_frames for u in utts), 68)
+    assert batch.mask.sum() == sum(len(u.ids) for u in utts)
+    mean, std = feature_stats(utts)
+    assert mean.shape == (68,) and bool((std > 0).all())
+
+
+def test_lr_schedule_warms_up_holds_and_decays(data: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(data, tmp_path / "run", 100)
+    assert lr_at(cfg, 0, 0.0) < lr_at(cfg, 10, 0.1) == cfg.lr
+    assert lr_at(cfg, 60, 0.6) == cfg.lr
+    assert lr_at(cfg, 99, 0.99) < 0.1 * cfg.lr
+
+
+def test_training_smoke_loss_falls_then_resumes_and_exports(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_cfg(data, run, 20), SYMBOLS)
+    trainer.train()
+    losses = trainer.losses
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+    assert (run / "train_state.pt").is_file() and (run / "voice" / "model.safetensors").is_file()
+
+    again = Trainer(tiny_cfg(data, run, 24), SYMBOLS)  # a longer schedule resumes at step 20
+    assert again.step == 20
+    for a, b in zip(again.net.parameters(), trainer.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    again.train()
+    assert again.step == 24
+
+    voice = load_voice(run / "voice")
+    assert voice.symbols == SYMBOLS and voice.name == "default"
+    ph = PhonemeInput(text="abs", symbols=tuple("ˈabs."), word_of=(0, 0, 0, 0, -1), visemes=("sil",) * 5,
+                      words=("abs",))
+    pcm = voice.render_prepared(voice.prepare(ph))
+    assert np.isfinite(pcm).all() and np.abs(pcm).max() > 0
+
+
+def test_training_is_seeded(data: Path, tmp_path: Path) -> None:
+    a = Trainer(tiny_cfg(data, tmp_path / "a", 4), SYMBOLS)
+    a.train()
+    b = Trainer(tiny_cfg(data, tmp_path / "b", 4), SYMBOLS)
+    b.train()
+    assert a.losses == b.losses
+
+
+def test_resume_refuses_another_model(data: Path, tmp_path: Path) -> None:
+    Trainer(tiny_cfg(data, tmp_path / "run", 2), SYMBOLS).train()
+    other = replace(tiny_cfg(data, tmp_path / "run", 2), model=replace(ModelConfig.tiny(), d_state=4))
+    with pytest.raises(ValueError, match="another model"):
+        Trainer(other, SYMBOLS)
+
+
+def test_cli_registers_train_and_eval() -> None:
+    from npc_voice.train.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--out", "x", "--steps", "5"])
+    assert args.out == "x" and args.steps == 5 and args.hours is None and callable(args.func)
+    assert callable(parser.parse_args(["eval"]).func)
