@@ -53,16 +53,16 @@ func _latency(addr: String) -> void:
 	var poll_us := 0
 	var audio_s := [0.0]  # lambdas capture locals by value: accumulate in an Array
 	for i in 6:
-		var call := client.speak({"character": "guard", "text": "Halt! Who goes there?",
+		var rpc := client.speak({"character": "guard", "text": "Halt! Who goes there?",
 			"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": 22050}})
 		var t0 := Time.get_ticks_usec()
 		var got := [0]
-		call.message_received.connect(func(m: Dictionary) -> void:
+		rpc.message_received.connect(func(m: Dictionary) -> void:
 			if m.has("audio") and got[0] == 0:
 				got[0] = Time.get_ticks_usec() - t0
 			if m.has("audio"):
 				audio_s[0] += (m["audio"]["pcm"] as PackedByteArray).size() / 4.0 / 22050.0)
-		while not call.is_done():
+		while not rpc.is_done():
 			var p0 := Time.get_ticks_usec()
 			client.poll()
 			poll_us += Time.get_ticks_usec() - p0

@@ -185,7 +185,7 @@ func test_scripted_server_edge_cases() -> String:
 	return "ok"
 
 
-## Request DATA waits for the peer's window; GOAWAY fails newer streams and the next call
+## Request DATA waits for the peer's window; GOAWAY fails newer streams and the next rpc
 ## reconnects; a deadline cancels the stream with RST_STREAM and sends grpc-timeout.
 func test_scripted_flow_control_goaway_deadline() -> String:
 	var peer := Peer.new()
@@ -229,7 +229,7 @@ func test_scripted_flow_control_goaway_deadline() -> String:
 	client.stream_deadline_ms = 300
 	var c := client.speak({"text": "late"})
 	if not _until(client, peer, c.is_done):
-		return "deadline did not end the call"
+		return "deadline did not end the rpc"
 	if c.code != 4:
 		return "deadline gave status %d %s" % [c.code, c.status_message]
 	if peer.conn == null or peer.conn == old_peer_conn:

@@ -54,18 +54,18 @@ func _until(cond: Callable, clients: Array = [], timeout_ms: int = WAIT_MS) -> b
 
 
 func _speak(client: Client, character: String, text: String, encoding: int) -> GrpcCall:
-	var call := client.speak({"character": character, "text": text,
+	var rpc := client.speak({"character": character, "text": text,
 		"format": {"encoding": encoding, "sample_rate_hz": 22050}})
-	call.keep_messages = true
-	return call
+	rpc.keep_messages = true
+	return rpc
 
 
 ## Check one finished Speak: start first, end last, marks before their audio, contiguous
 ## audio whose sample count equals StreamEnd.total_samples. Returns "" or the problem.
-static func _check_stream(call: GrpcCall, want_reason: int) -> String:
-	if call.code != GrpcCall.Code.OK:
-		return "status %d: %s" % [call.code, call.status_message]
-	var msgs := call.messages
+static func _check_stream(rpc: GrpcCall, want_reason: int) -> String:
+	if rpc.code != GrpcCall.Code.OK:
+		return "status %d: %s" % [rpc.code, rpc.status_message]
+	var msgs := rpc.messages
 	if msgs.size() < 3 or not msgs[0].has("start") or not msgs[-1].has("end"):
 		return "want start ... end, got %d messages starting %s" % [msgs.size(), str(msgs.slice(0, 1))]
 	var fmt: Dictionary = msgs[0]["start"].get("format", {})
@@ -81,6 +81,7 @@ static func _check_stream(call: GrpcCall, want_reason: int) -> String:
 				return "audio chunk at sample %d, expected %d" % [m["audio"].get("sample_offset", 0), samples]
 			if pcm.size() % width != 0:
 				return "chunk of %d bytes is not whole %d-byte samples" % [pcm.size(), width]
+			@warning_ignore("integer_division")
 			samples += pcm.size() / width
 		elif m.has("marks"):
 			for kind: String in ["phonemes", "visemes", "words"]:
@@ -103,18 +104,18 @@ static func _check_stream(call: GrpcCall, want_reason: int) -> String:
 
 
 func test_speak_line() -> String:
-	var call := _speak(_client, "guard", LINE, Proto.Encoding.PCM_F32LE)
-	if not await _until(call.is_done):
+	var rpc := _speak(_client, "guard", LINE, Proto.Encoding.PCM_F32LE)
+	if not await _until(rpc.is_done):
 		return "no end after %d ms" % WAIT_MS
-	var problem := _check_stream(call, Proto.EndReason.COMPLETED)
+	var problem := _check_stream(rpc, Proto.EndReason.COMPLETED)
 	if not problem.is_empty():
 		return problem
-	print("  speak: %d messages, %d samples" % [call.messages.size(), call.messages[-1]["end"]["total_samples"]])
-	var gone: WeakRef = weakref(call)
-	call = null
+	print("  speak: %d messages, %d samples" % [rpc.messages.size(), rpc.messages[-1]["end"]["total_samples"]])
+	var gone: WeakRef = weakref(rpc)
+	rpc = null
 	_client.poll()
 	if gone.get_ref() != null:
-		return "the finished call is still referenced (a RefCounted cycle leaks every line)"
+		return "the finished rpc is still referenced (a RefCounted cycle leaks every line)"
 	return "ok"
 
 
@@ -137,18 +138,18 @@ func test_two_lines_concurrently_on_one_connection() -> String:
 ## Cancel RPC mid-line: the Speak stream ends with END_REASON_CANCELLED (status OK), and a
 ## client-side cancel (RST_STREAM) leaves the connection usable for the next line.
 func test_cancel_mid_line() -> String:
-	var call := _speak(_client, "guard/cancel-test", LONG_LINE, Proto.Encoding.PCM_S16LE)
-	var has_audio := func() -> bool: return call.is_done() or call.messages.any(func(m: Dictionary) -> bool: return m.has("audio"))
-	if not await _until(has_audio) or call.is_done():
-		return "no audio before the end (status %d %s)" % [call.code, call.status_message]
-	var request_id: String = call.messages[0]["start"].get("request_id", "")
+	var rpc := _speak(_client, "guard/cancel-test", LONG_LINE, Proto.Encoding.PCM_S16LE)
+	var has_audio := func() -> bool: return rpc.is_done() or rpc.messages.any(func(m: Dictionary) -> bool: return m.has("audio"))
+	if not await _until(has_audio) or rpc.is_done():
+		return "no audio before the end (status %d %s)" % [rpc.code, rpc.status_message]
+	var request_id: String = rpc.messages[0]["start"].get("request_id", "")
 	var cancel := _client.cancel("guard/cancel-test", request_id)
 	cancel.keep_messages = true
-	if not await _until(func() -> bool: return call.is_done() and cancel.is_done()):
+	if not await _until(func() -> bool: return rpc.is_done() and cancel.is_done()):
 		return "cancelled line did not end after %d ms" % WAIT_MS
 	if cancel.code != GrpcCall.Code.OK or cancel.messages.is_empty() or not cancel.messages[0].get("cancelled", false):
 		return "Cancel answered status %d %s %s" % [cancel.code, cancel.status_message, str(cancel.messages)]
-	var problem := _check_stream(call, Proto.EndReason.CANCELLED)
+	var problem := _check_stream(rpc, Proto.EndReason.CANCELLED)
 	if not problem.is_empty():
 		return "after Cancel: " + problem
 
@@ -167,14 +168,14 @@ func test_cancel_mid_line() -> String:
 
 
 func test_unknown_character_is_not_found() -> String:
-	var call := _speak(_client, "no-such-character-xyz", "Hello.", Proto.Encoding.PCM_S16LE)
-	if not await _until(call.is_done, [], 30000):
+	var rpc := _speak(_client, "no-such-character-xyz", "Hello.", Proto.Encoding.PCM_S16LE)
+	if not await _until(rpc.is_done, [], 30000):
 		return "no status after 30 s: the error hangs"
-	if call.code != GrpcCall.Code.NOT_FOUND:
-		return "status %d (%s), want NOT_FOUND (5)" % [call.code, call.status_message]
-	if call.status_message.is_empty():
+	if rpc.code != GrpcCall.Code.NOT_FOUND:
+		return "status %d (%s), want NOT_FOUND (5)" % [rpc.code, rpc.status_message]
+	if rpc.status_message.is_empty():
 		return "NOT_FOUND without a message"
-	print("  not found: %s" % call.status_message)
+	print("  not found: %s" % rpc.status_message)
 	return "ok"
 
 
@@ -182,16 +183,16 @@ func test_unknown_character_is_not_found() -> String:
 func test_long_line_through_flow_control() -> String:
 	var small := Client.new(_addr)
 	small.window_size = 16384
-	var call := _speak(small, "narrator", LONG_LINE, Proto.Encoding.PCM_F32LE)
-	if not await _until(call.is_done, [small]):
+	var rpc := _speak(small, "narrator", LONG_LINE, Proto.Encoding.PCM_F32LE)
+	if not await _until(rpc.is_done, [small]):
 		small.close()
-		return "no end after %d ms (%d messages so far)" % [WAIT_MS, call.messages.size()]
+		return "no end after %d ms (%d messages so far)" % [WAIT_MS, rpc.messages.size()]
 	var stats: Dictionary = small.connection().stats
 	small.close()
-	var problem := _check_stream(call, Proto.EndReason.COMPLETED)
+	var problem := _check_stream(rpc, Proto.EndReason.COMPLETED)
 	if not problem.is_empty():
 		return problem
-	var pcm_bytes: int = call.messages[-1]["end"]["total_samples"] * 4
+	var pcm_bytes: int = rpc.messages[-1]["end"]["total_samples"] * 4
 	if pcm_bytes <= 65536:
 		return "only %d bytes of PCM: the line is too short to test flow control" % pcm_bytes
 	if stats["window_updates_sent"] < 2:
@@ -201,25 +202,26 @@ func test_long_line_through_flow_control() -> String:
 
 
 func test_converse_two_phrases() -> String:
-	var call := _client.converse()
-	call.keep_messages = true
-	_client.converse_send(call, {"context_id": "c1", "config": {"character": "merchant",
+	var rpc := _client.converse()
+	rpc.keep_messages = true
+	_client.converse_send(rpc, {"context_id": "c1", "config": {"character": "merchant",
 		"format": {"encoding": Proto.Encoding.PCM_S16LE}}})
-	_client.converse_send(call, {"context_id": "c1", "text": "Well met, traveller. "})
-	_client.converse_send(call, {"context_id": "c1", "text": "Care to see my wares?"})
-	_client.converse_send(call, {"context_id": "c1", "close": true}, true)
-	if not await _until(call.is_done):
+	_client.converse_send(rpc, {"context_id": "c1", "text": "Well met, traveller. "})
+	_client.converse_send(rpc, {"context_id": "c1", "text": "Care to see my wares?"})
+	_client.converse_send(rpc, {"context_id": "c1", "close": true}, true)
+	if not await _until(rpc.is_done):
 		return "no end after %d ms" % WAIT_MS
-	if call.code != GrpcCall.Code.OK:
-		return "status %d: %s" % [call.code, call.status_message]
+	if rpc.code != GrpcCall.Code.OK:
+		return "status %d: %s" % [rpc.code, rpc.status_message]
 	var samples := 0
-	for m: Dictionary in call.messages:
+	for m: Dictionary in rpc.messages:
 		if m.get("context_id", "") != "c1":
 			return "response for context %s, want c1" % m.get("context_id", "")
 		if m.has("audio"):
+			@warning_ignore("integer_division")
 			samples += (m["audio"]["pcm"] as PackedByteArray).size() / 2
-	if samples == 0 or not call.messages[-1].has("end"):
-		return "%d samples, last message %s" % [samples, str(call.messages[-1]) if call.messages else "none"]
+	if samples == 0 or not rpc.messages[-1].has("end"):
+		return "%d samples, last message %s" % [samples, str(rpc.messages[-1]) if rpc.messages else "none"]
 	return "ok"
 
 
@@ -264,7 +266,7 @@ func test_node_cancel_mid_line() -> String:
 	node.speech_finished.connect(func() -> void: events.append("finished"))
 	node.error.connect(func(code: int, message: String) -> void: events.append("error %d %s" % [code, message]))
 	node.word.connect(func(label: String) -> void: events.append("word " + label))
-	var call: GrpcCall = node.speak(LONG_LINE)
+	var rpc: GrpcCall = node.speak(LONG_LINE)
 	var ok := await _until(func() -> bool: return events.any(func(e: String) -> bool: return not e.begins_with("started")))
 	if not ok or not events.has("started"):
 		node.queue_free()
@@ -279,6 +281,6 @@ func test_node_cancel_mid_line() -> String:
 		return "no speech_finished after cancel: %s" % str(events)
 	if events.size() != after or events[-1] != "finished":
 		return "events after speech_finished: %s" % str(events.slice(after - 1))
-	if call.code != GrpcCall.Code.CANCELLED:
-		return "the Speak call ended with %d, want CANCELLED (1)" % call.code
+	if rpc.code != GrpcCall.Code.CANCELLED:
+		return "the Speak rpc ended with %d, want CANCELLED (1)" % rpc.code
 	return "ok"

@@ -152,7 +152,7 @@ func test_percent_decoded_grpc_message() -> String:
 	return "ok"
 
 
-## A port nobody listens on: the call must finish UNAVAILABLE, not hang.
+## A port nobody listens on: the rpc must finish UNAVAILABLE, not hang.
 func test_unreachable_daemon_is_unavailable() -> String:
 	var probe := TCPServer.new()
 	probe.listen(0, "127.0.0.1")
@@ -160,13 +160,13 @@ func test_unreachable_daemon_is_unavailable() -> String:
 	probe.stop()
 	var client := Client.new("127.0.0.1:%d" % port)
 	client.connect_timeout_ms = 3000
-	var call := client.speak({"text": "Hello?"})
+	var rpc := client.speak({"text": "Hello?"})
 	var deadline := Time.get_ticks_msec() + 10000
-	while not call.is_done() and Time.get_ticks_msec() < deadline:
+	while not rpc.is_done() and Time.get_ticks_msec() < deadline:
 		client.poll()
 		OS.delay_msec(5)
-	if call.code != GrpcCall.Code.UNAVAILABLE:
-		return "code %d (%s), want UNAVAILABLE" % [call.code, call.status_message]
+	if rpc.code != GrpcCall.Code.UNAVAILABLE:
+		return "code %d (%s), want UNAVAILABLE" % [rpc.code, rpc.status_message]
 	return "ok"
 
 

@@ -54,9 +54,9 @@ func set_address(address: String) -> String:
 ## {"character": "guard", "text": "Halt!", "format": {"encoding": Proto.Encoding.PCM_F32LE}}.
 ## Responses are SpeakResponse Dictionaries.
 func speak(request: Dictionary) -> GrpcCall:
-	var call := start_call("Speak", Proto.SPEAK_RESPONSE, stream_deadline_ms)
-	_send_encoded(call, request, Proto.SPEAK_REQUEST, true)
-	return call
+	var grpc_call := start_call("Speak", Proto.SPEAK_RESPONSE, stream_deadline_ms)
+	_send_encoded(grpc_call, request, Proto.SPEAK_REQUEST, true)
+	return grpc_call
 
 
 ## Open a Converse stream; send ConverseRequest Dictionaries with converse_send().
@@ -64,23 +64,23 @@ func converse() -> GrpcCall:
 	return start_call("Converse", Proto.SPEAK_RESPONSE, stream_deadline_ms)
 
 
-func converse_send(call: GrpcCall, request: Dictionary, last: bool = false) -> void:
-	_send_encoded(call, request, Proto.CONVERSE_REQUEST, last)
+func converse_send(grpc_call: GrpcCall, request: Dictionary, last: bool = false) -> void:
+	_send_encoded(grpc_call, request, Proto.CONVERSE_REQUEST, last)
 
 
 ## Ask the daemon to stop a character's speech (request_id "" = whatever it is saying).
 ## The response is a CancelResponse Dictionary {"cancelled": bool, "samples_produced": int}.
 func cancel(character: String, request_id: String = "") -> GrpcCall:
-	var call := start_call("Cancel", Proto.CANCEL_RESPONSE, unary_deadline_ms)
-	_send_encoded(call, {"character": character, "request_id": request_id}, Proto.CANCEL_REQUEST, true)
-	return call
+	var grpc_call := start_call("Cancel", Proto.CANCEL_RESPONSE, unary_deadline_ms)
+	_send_encoded(grpc_call, {"character": character, "request_id": request_id}, Proto.CANCEL_REQUEST, true)
+	return grpc_call
 
 
 ## Start any method of the service; messages are sent with call.send(bytes).
 func start_call(method: String, response_schema: Dictionary, deadline_ms: int) -> GrpcCall:
-	var call := GrpcCall.new(SERVICE + method, response_schema, deadline_ms)
+	var grpc_call := GrpcCall.new(SERVICE + method, response_schema, deadline_ms)
 	var headers: Array = [
-		[":method", "POST"], [":scheme", "http"], [":path", call.method],
+		[":method", "POST"], [":scheme", "http"], [":path", grpc_call.method],
 		[":authority", "%s:%d" % [("[%s]" % host) if host.contains(":") else host, port]],
 		["content-type", "application/grpc"], ["te", "trailers"], ["user-agent", USER_AGENT],
 	]
@@ -88,9 +88,9 @@ func start_call(method: String, response_schema: Dictionary, deadline_ms: int) -
 		headers.append(["grpc-timeout", "%dm" % mini(deadline_ms, 99999999)])
 	for name: String in metadata:
 		headers.append([name.to_lower(), str(metadata[name])])
-	call.start(_connection(), headers)
-	_calls.append(call)
-	return call
+	grpc_call.start(_connection(), headers)
+	_calls.append(grpc_call)
+	return grpc_call
 
 
 ## The connection in use (opened on demand).
@@ -108,10 +108,10 @@ func poll() -> void:
 			c.close("drained")
 			_draining.erase(c)
 	var now := Time.get_ticks_msec()
-	for call: GrpcCall in _calls.duplicate():
-		call.check_deadline(now)
-		if call.is_done():
-			_calls.erase(call)
+	for grpc_call: GrpcCall in _calls.duplicate():
+		grpc_call.check_deadline(now)
+		if grpc_call.is_done():
+			_calls.erase(grpc_call)
 
 
 ## Close every connection; unfinished calls end with UNAVAILABLE.
@@ -134,9 +134,9 @@ func _connection() -> H2Connection:
 	return _conn
 
 
-func _send_encoded(call: GrpcCall, message: Dictionary, schema: Dictionary, last: bool) -> void:
+func _send_encoded(grpc_call: GrpcCall, message: Dictionary, schema: Dictionary, last: bool) -> void:
 	var raw: Variant = Proto.encode(message, schema)
 	if raw == null:
-		call.abort(GrpcCall.Code.INVALID_ARGUMENT, "bad request (%s): %s" % [Proto.last_error(), str(message)])
+		grpc_call.abort(GrpcCall.Code.INVALID_ARGUMENT, "bad request (%s): %s" % [Proto.last_error(), str(message)])
 		return
-	call.send(raw, last)
+	grpc_call.send(raw, last)

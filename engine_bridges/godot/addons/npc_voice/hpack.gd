@@ -150,7 +150,7 @@ class Decoder:
 			return _tree
 		var tree := PackedInt32Array([0, 0])
 		var nodes := 1
-		for sym in HUFFMAN.size() / 2:
+		for sym in HUFFMAN.size() >> 1:
 			var code: int = HUFFMAN[2 * sym]
 			var bits: int = HUFFMAN[2 * sym + 1]
 			var node := 0

@@ -95,10 +95,10 @@ func speak(text: String, character_id: String = "", interrupt: bool = true) -> G
 ## and end it with converse_end(). Audio plays as phrases complete.
 func converse_begin(character_id: String = "") -> GrpcCall:
 	cancel()
-	var call := _begin(client().converse())
-	client().converse_send(call, {"config": {"character": character_id if character_id else character,
+	var grpc_call := _begin(client().converse())
+	client().converse_send(grpc_call, {"config": {"character": character_id if character_id else character,
 		"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": sample_rate}}})
-	return call
+	return grpc_call
 
 
 func converse_text(text: String, flush: bool = false) -> void:
@@ -185,14 +185,14 @@ func _exit_tree() -> void:
 	cancel()
 
 
-func _begin(call: GrpcCall) -> GrpcCall:
-	_call = call
+func _begin(grpc_call: GrpcCall) -> GrpcCall:
+	_call = grpc_call
 	_request_id = ""
 	_serial += 1
 	# Bind a serial, not the call: a call bound into its own signal would never be freed.
-	call.message_received.connect(_on_message.bind(_serial))
-	call.finished.connect(_on_finished.bind(_serial))
-	return call
+	grpc_call.message_received.connect(_on_message.bind(_serial))
+	grpc_call.finished.connect(_on_finished.bind(_serial))
+	return grpc_call
 
 
 func _on_message(msg: Dictionary, serial: int) -> void:
@@ -248,7 +248,7 @@ func _to_frames(pcm: PackedByteArray) -> PackedVector2Array:
 		for i in samples.size():
 			frames[i] = Vector2(samples[i], samples[i])
 	else:
-		var n := pcm.size() / 2
+		var n := pcm.size() >> 1
 		frames.resize(n)
 		for i in n:
 			var v := pcm.decode_s16(2 * i) / 32768.0

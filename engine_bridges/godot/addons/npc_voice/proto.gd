@@ -159,7 +159,7 @@ static func _put_varint(out: PackedByteArray, value: int) -> void:
 ## (last_error() says why).
 static func decode(data: PackedByteArray, schema: Dictionary) -> Variant:
 	var reader := _Reader.new(data)
-	var message: Variant = reader.message(0, data.size(), schema)
+	var message: Variant = reader.read_message(0, data.size(), schema)
 	_last_error = reader.error
 	return message
 
@@ -181,7 +181,7 @@ class _Reader:
 	func _init(bytes: PackedByteArray) -> void:
 		data = bytes
 
-	func message(from: int, to: int, schema: Dictionary) -> Variant:
+	func read_message(from: int, to: int, schema: Dictionary) -> Variant:
 		pos = from
 		var out := {}
 		while pos < to and error.is_empty():
@@ -226,7 +226,7 @@ class _Reader:
 						"bytes":
 							out[entry[0]] = data.slice(pos, end)
 						"msg", "repeated":
-							var sub: Variant = message(pos, end, entry[2])
+							var sub: Variant = read_message(pos, end, entry[2])
 							if sub == null:
 								return null
 							if kind == "msg":
