@@ -134,6 +134,9 @@ namespace NpcVoice.GlueTests
             Assert.AreEqual(1, engine.Errors.Count);
             StringAssert.StartsWith("NotFound: ", engine.Errors[0]);
             Assert.AreEqual(0, engine.NonZeroSamples);
+            Assert.AreEqual(0, engine.Started, "a line without audio never starts");
+            Assert.AreEqual(1, engine.Finished, "but it finishes");
+            Assert.IsFalse(engine.LastCancelled);
         }
     }
 }

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using NpcVoice.Audio;
 using NpcVoice.V1;
 using NUnit.Framework;
@@ -173,6 +174,25 @@ namespace NpcVoice.Tests
             Pull(playback, 1);
             playback.DrainEvents(events, 32);
             Assert.IsTrue(events.Exists(e => e.Kind == PlaybackEventKind.LineFinished), "32 samples of silence later");
+        }
+
+        [Test]
+        public void ALineWithoutAudioFinishesAfterTheAudioBeforeIt()
+        {
+            var playback = new SpeechPlayback(16000, 1f);
+            int first = playback.BeginLine(16000, AudioEncoding.PcmS16Le);
+            int failed = playback.BeginLine();
+            playback.WriteAudio(first, Constant(0.5f, 10));
+            playback.EndLine(first);
+            playback.EndLine(failed);
+            var events = new List<PlaybackEvent>();
+            Pull(playback, 9);
+            playback.DrainEvents(events);
+            Assert.IsFalse(events.Exists(e => e.Kind == PlaybackEventKind.LineFinished));
+            Pull(playback, 1);
+            playback.DrainEvents(events);
+            Assert.AreEqual(new[] { first, failed }, events.Where(e => e.Kind == PlaybackEventKind.LineFinished).Select(e => e.LineId).ToArray());
+            Assert.IsFalse(events.Exists(e => e.Kind == PlaybackEventKind.LineStarted && e.LineId == failed), "it never started");
         }
 
         [Test]

@@ -17,7 +17,7 @@ namespace NpcVoice.Audio
                 if (head.StartPosition < 0)
                 {
                     head.StartPosition = _ring.WritePosition;
-                    _scheduled.Add(new PlaybackEvent { Kind = PlaybackEventKind.LineStarted, LineId = head.Id, Sample = head.StartPosition });
+                    Schedule(new PlaybackEvent { Kind = PlaybackEventKind.LineStarted, LineId = head.Id, Sample = head.StartPosition });
                     ScheduleMarks(head);
                 }
                 while (head.Pending.Count > 0)
@@ -35,10 +35,14 @@ namespace NpcVoice.Audio
                 {
                     return;
                 }
-                // The whole line is in the ring: LineFinished fires once its last sample has played.
+                // The whole line is in the ring: LineFinished fires once its last sample has played. A line without
+                // audio (it failed, or was empty) never starts; it finishes once the audio before it has played.
                 long end = _ring.WritePosition;
-                _scheduled.Add(new PlaybackEvent { Kind = PlaybackEventKind.LineFinished, LineId = head.Id, Sample = Math.Max(head.StartPosition, end - 1) });
-                _scheduled.Sort((a, b) => a.Sample.CompareTo(b.Sample));
+                if (end == head.StartPosition)
+                {
+                    _scheduled.RemoveAll(e => e.LineId == head.Id && e.Kind == PlaybackEventKind.LineStarted);
+                }
+                Schedule(new PlaybackEvent { Kind = PlaybackEventKind.LineFinished, LineId = head.Id, Sample = end - 1 });
                 _lines.RemoveAt(0);
             }
             _lineOpen = false;
@@ -50,10 +54,20 @@ namespace NpcVoice.Audio
             {
                 PlaybackEvent absolute = mark;
                 absolute.Sample = line.StartPosition + mark.Sample;
-                _scheduled.Add(absolute);
+                Schedule(absolute);
             }
             line.Marks.Clear();
-            _scheduled.Sort((a, b) => a.Sample.CompareTo(b.Sample));
+        }
+
+        /// <summary>Inserts in clock order, after events of the same sample (stable: arrival order breaks ties).</summary>
+        private void Schedule(PlaybackEvent e)
+        {
+            int index = _scheduled.Count;
+            while (index > 0 && _scheduled[index - 1].Sample > e.Sample)
+            {
+                index--;
+            }
+            _scheduled.Insert(index, e);
         }
 
         /// <summary>
