@@ -133,6 +133,7 @@ class SimResult:
     stats: list[StatsSample]
     wall_s: float  # from start to the last line's end
     final_stats: dict[str, float | int | str]
+    client_cpu_s: float = 0.0  # CPU seconds this load generator itself used (it shares the machine)
 
 
 class Simulation:
@@ -165,6 +166,7 @@ class Simulation:
             listing = await self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self._metadata, timeout=10)
             names = [c.name for c in listing.characters] or [listing.default_character or ""]
             self.t0 = time.perf_counter()
+            cpu0 = time.process_time()
             stop = asyncio.Event()
             poller = asyncio.create_task(self._poll_stats(stop))
             progress = asyncio.create_task(self._progress(stop)) if cfg.progress else None
@@ -176,13 +178,14 @@ class Simulation:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             wall = self.now()
+            client_cpu = time.process_time() - cpu0
             stop.set()
             await asyncio.gather(poller, *([progress] if progress else []), return_exceptions=True)
             final = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=10)
         if cfg.progress:
             sys.stderr.write("\n")
         final_stats = {f.name: v for f, v in final.ListFields()}
-        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats)
+        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats, client_cpu)
 
     # -- one simulated character -------------------------------------------------------------
 

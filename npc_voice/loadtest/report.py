@@ -2,6 +2,7 @@
 
 Report keys (all latencies in ms, audio in s):
     config              the SimConfig used (+ server address, start time)
+    wall_s, client_cpu_s  test wall time; CPU seconds the load generator itself used
     first_audio_ms      p50/p95/p99/max/mean/count over every line that produced audio:
                         Speak: request sent -> first AudioChunk; Converse: the text piece
                         that completed the first phrase -> first AudioChunk
@@ -66,6 +67,7 @@ def build_report(result: SimResult) -> dict[str, Any]:
         "config": config,
         "characters": result.characters,
         "wall_s": result.wall_s,
+        "client_cpu_s": result.client_cpu_s,  # the load generator's own CPU use (same machine as the daemon?)
         "first_audio_ms": first,
         "first_audio_ms_by_kind": by_kind,
         "first_audio_ms_burst": percentiles([v for r in lines if r.burst and (v := r.first_audio_ms) is not None]),
@@ -120,6 +122,7 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{c['rejected']} rejected, {c['failed']} failed, {c['unfinished']} unfinished",
             f"audio         {report['audio_s_total']:.1f} s in {report['wall_s']:.1f} s wall "
             f"(aggregate {'-' if agg is None else f'{agg:.1f}'}x real time)",
+            f"client        {report['client_cpu_s']:.1f} CPU-s used by this load generator",
             f"target        zero underruns: {t['zero_underruns']}, p99 <= 150 ms: {t['p99_first_audio_ms_le_150']}",
         ]
     )
