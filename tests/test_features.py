@@ -1,0 +1,108 @@
+"""Feature layout and WORLD analysis (analysis <-> vocoder calibration, the resumable CLI)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from npc_voice.audio import features as F
+
+SR = F.SAMPLE_RATE
+
+
+def test_layout_is_the_one_the_model_uses() -> None:
+    assert F.FEATURE_DIM == 68 and (F.LF0, F.VUV) == (0, 1)
+    assert (F.ENV.start, F.ENV.stop, F.AP.start, F.AP.stop) == (2, 62, 62, 68)
+    assert (F.N_ENV, F.N_AP) == (60, 6) and len(F.AP_EDGES_HZ) == F.N_AP + 1
+    c = F.env_centres_hz()
+    assert c[0] == 0.0 and c[-1] == pytest.approx(SR / 2) and np.all(np.diff(c) > 0)
+
+
+def test_filterbank_then_interpolation_keeps_a_smooth_envelope() -> None:
+    n_bins = 513
+    fb = F.env_filterbank(n_bins)
+    np.testing.assert_allclose(fb.sum(axis=1), 1.0, atol=1e-9)
+    freqs = np.linspace(0, SR / 2, n_bins)
+    env = -2.0 * np.log1p(freqs / 1000.0) + np.exp(-(((freqs - 700.0) / 300.0) ** 2))
+    back = (fb @ env) @ F.interp_matrix(F.env_centres_hz(), n_bins)
+    assert np.abs(back - env).max() < 0.1
+
+
+@pytest.fixture(scope="module")
+def tf() -> ModuleType:  # npc_voice.train.features; skipped loudly without pyworld
+    from npc_voice.train import features as tf
+
+    try:
+        tf.load_pyworld()
+    except ModuleNotFoundError as e:
+        pytest.skip(f"pyworld missing: {e}")
+    return tf
+
+
+def glide(t: int) -> torch.Tensor:
+    p = torch.zeros(t, F.FEATURE_DIM)
+    p[:, F.LF0] = torch.log(torch.linspace(110.0, 180.0, t))
+    p[:, F.VUV] = 1.0
+    c = torch.tensor(F.env_centres_hz(), dtype=torch.float32)
+    p[:, F.ENV] = -3.0 - 1.5 * torch.log1p(c / 1000.0) + torch.exp(-((c - 600.0) / 200.0) ** 2)
+    p[:, F.AP] = torch.tensor([-40.0, -35.0, -30.0, -20.0, -10.0, -5.0])
+    return p
+
+
+def test_vocoder_output_analyses_back_to_its_features(tf: ModuleType) -> None:
+    """The analysis and the vocoder agree on f0, voicing and the envelope's level and shape."""
+    from npc_voice.audio.vocoder import Vocoder
+
+    p = glide(120)
+    audio = Vocoder().synthesize(p).numpy()
+    got = tf.analyse((audio * 32767).astype(np.int16))
+    assert got.shape == (120, F.FEATURE_DIM) and got.dtype == np.float32
+    mid = slice(10, 110)
+    cents = 1200 / math.log(2) * (got[mid, F.LF0] - p[mid, F.LF0].numpy())
+    assert np.abs(cents).max() < 20.0
+    assert got[mid, F.VUV].min() == 1.0
+    env_err = got[mid, F.ENV][:, 5:55] - p[mid, F.ENV].numpy()[:, 5:55]  # away from DC and Nyquist
+    assert abs(env_err.mean()) < 0.3 and np.abs(env_err).mean() < 0.5
+    assert got[mid, F.AP].mean(axis=0)[0] < -15.0  # periodic at low frequencies
+
+
+def test_noise_is_unvoiced_and_aperiodic(tf: ModuleType) -> None:
+    noise = np.random.default_rng(0).standard_normal(SR // 2) * 3000
+    got = tf.analyse(noise.astype(np.int16))
+    assert got.shape[0] == len(noise) // F.HOP
+    assert got[:, F.VUV].mean() < 0.2
+    assert got[got[:, F.VUV] == 0][:, F.AP].mean() > -3.0
+    assert np.all(np.isfinite(got))
+
+
+def test_bad_audio_is_refused(tf: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"\(2, 512\)"):
+        tf.analyse(np.zeros((2, 512), dtype=np.int16))
+    with pytest.raises(ValueError, match="100 samples"):
+        tf.analyse(np.zeros(100, dtype=np.int16))
+
+
+def test_cli_writes_features_and_stats_and_resumes(tf: ModuleType, tmp_path: Path) -> None:
+    from npc_voice.audio.vocoder import Vocoder
+
+    audio = (Vocoder().synthesize(glide(40)).numpy() * 32767).astype(np.int16)
+    for i in range(2):
+        np.savez(tmp_path / f"utt_{i:05d}.npz", audio=audio, text=np.array("hello"))
+    (tmp_path / "utt_00002.npz").write_bytes(b"not a zip")  # corrupt: skipped, not fatal
+    import os
+    import time
+
+    old = time.time() - 10
+    for f in tmp_path.iterdir():
+        os.utime(f, (old, old))  # settled files (fresh ones are left for the next poll)
+    assert tf.run(tmp_path, workers=1) == 2
+    feats = np.load(tmp_path / "feat_00000.npy")
+    assert feats.shape == (40, F.FEATURE_DIM)
+    stats = np.load(tmp_path / "stats.npz")
+    assert stats["mean"].shape == (F.FEATURE_DIM,) and int(stats["n_frames"]) == 80
+    assert tf.pending(tmp_path) == [str(tmp_path / "utt_00002.npz")]
+    assert tf.run(tmp_path, workers=1) == 0  # done ones are skipped
