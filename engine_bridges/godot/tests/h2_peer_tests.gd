@@ -241,3 +241,22 @@ func test_scripted_flow_control_goaway_deadline() -> String:
 		return "no RST_STREAM after the deadline"
 	client.close()
 	return "ok"
+
+
+## A peer that accepts a stream and then goes silent (no data, no PING ack): the call ends
+## UNAVAILABLE through the keepalive PING instead of waiting forever.
+func test_scripted_silent_server_fails_by_keepalive() -> String:
+	var peer := Peer.new()
+	var client := Client.new(peer.address())
+	client.keepalive_ms = 200
+	client.ping_timeout_ms = 300
+	var rpc := client.speak({"text": "Anyone there?"})
+	if not _until(client, peer, func() -> bool: return not peer.of_type(HEADERS, 1).is_empty()):
+		return "no HEADERS"
+	peer.send(SETTINGS, 0, 0, PackedByteArray())
+	if not _until(client, peer, rpc.is_done):
+		return "the call still waits after %d ms" % WAIT_MS
+	if rpc.code != 14 or peer.of_type(PING).filter(func(f: Array) -> bool: return f[1] == 0).is_empty():
+		return "status %d %s; client PINGs %d" % [rpc.code, rpc.status_message, peer.of_type(PING).size()]
+	client.close()
+	return "ok"

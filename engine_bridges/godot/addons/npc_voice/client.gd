@@ -23,6 +23,10 @@ var stream_deadline_ms := 0
 var unary_deadline_ms := 10000
 ## Flow-control window advertised per stream and for the connection.
 var window_size := 4 << 20
+## With calls open and nothing heard for keepalive_ms, PING; no answer within
+## ping_timeout_ms ends the calls with UNAVAILABLE.
+var keepalive_ms := 20000
+var ping_timeout_ms := 10000
 
 var _conn: H2Connection
 var _draining: Array = []  # older connections still finishing their calls
@@ -131,6 +135,8 @@ func _connection() -> H2Connection:
 		_conn = null
 	if _conn == null:
 		_conn = H2Connection.new(host, port, window_size, connect_timeout_ms)
+		_conn.keepalive_ms = keepalive_ms
+		_conn.ping_timeout_ms = ping_timeout_ms
 	return _conn
 
 

@@ -51,6 +51,12 @@ var stats := {"window_updates_sent": 0, "pings_acked": 0, "settings_acked": 0, "
 var _tcp := StreamPeerTCP.new()
 var _window_size: int
 var _connect_deadline_ms: int
+## Keepalive: with streams open and nothing heard for keepalive_ms, PING; no answer within
+## ping_timeout_ms fails the connection (a dead daemon or network ends calls, not hangs them).
+var keepalive_ms := 20000
+var ping_timeout_ms := 10000
+var _last_heard_ms := 0
+var _ping_sent_ms := 0  # 0 = no PING outstanding
 var _settings_received := false
 var _goaway := false
 var _in := PackedByteArray()
@@ -171,7 +177,9 @@ func poll() -> void:
 		_fail(GRPC_UNAVAILABLE, "connection to %s:%d %s" % [host, port,
 			"refused or lost" if state == State.CONNECTING else "closed by the peer"])
 		return
-	state = State.OPEN
+	if state == State.CONNECTING:
+		state = State.OPEN
+		_last_heard_ms = Time.get_ticks_msec()
 	_flush()
 	var available := _tcp.get_available_bytes()
 	if available > 0:
@@ -180,13 +188,24 @@ func poll() -> void:
 			_fail(GRPC_UNAVAILABLE, "read from %s:%d failed (%s)" % [host, port, error_string(got[0])])
 			return
 		_in.append_array(got[1])
+		_last_heard_ms = Time.get_ticks_msec()
 		_read_frames()
 	if not _settings_received and Time.get_ticks_msec() > _connect_deadline_ms:
 		_connection_error(ERR_PROTOCOL, "no SETTINGS from %s:%d: is it an HTTP/2 (gRPC) server?" % [host, port])
 		return
 	if _goaway and _streams.is_empty() and _waiting.is_empty():
 		close("server sent GOAWAY")
+	_keepalive()
 	_flush()
+
+
+func _keepalive() -> void:
+	var now := Time.get_ticks_msec()
+	if _ping_sent_ms > 0 and now - _ping_sent_ms > ping_timeout_ms:
+		_fail(GRPC_UNAVAILABLE, "no answer from %s:%d for %d ms (PING unanswered)" % [host, port, now - _last_heard_ms])
+	elif _ping_sent_ms == 0 and not _streams.is_empty() and now - _last_heard_ms > keepalive_ms:
+		_frame(FrameType.PING, 0, 0, "keepaliv".to_ascii_buffer())
+		_ping_sent_ms = now
 
 
 func _read_frames() -> void:
@@ -251,6 +270,8 @@ func _on_frame(type: int, flags: int, sid: int, payload: PackedByteArray) -> voi
 			elif (flags & FLAG_ACK) == 0:
 				_frame(FrameType.PING, FLAG_ACK, 0, payload)
 				stats["pings_acked"] += 1
+			else:
+				_ping_sent_ms = 0
 		FrameType.GOAWAY:
 			_on_goaway(payload)
 		FrameType.WINDOW_UPDATE:
