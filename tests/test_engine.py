@@ -451,3 +451,21 @@ def test_a_failing_step_fails_its_streams_and_the_engine_goes_on(voice: VoiceMod
             collect(speak(engine, "guard", LINE))
         assert engine.stats().slots_in_use == 0
         assert collect(speak(engine, "guard", LINE2))[2].reason == "completed"
+
+
+def test_playback_clock_restarts_after_a_pause_for_text(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    """A Converse stream idle between phrases ran dry for lack of text, not by underrun."""
+    from npc_voice.engine.speaker import Speaker
+
+    engine = make_engine()
+    stream = Stream(engine.scheduler, character="c", voice="tiny", controls=VoiceControls(), lexicon={},
+                    sample_rate=22050, request_id="r")
+    line = voice.prepare(text_to_phonemes("Hi.", {}))
+    sp = Speaker(stream, "tiny", 1, voice.hop, 100.0, None)
+    sp.begin_line(line, [0], 100.0)
+    sp.emit(np.zeros(1024, np.float32), 4, 100.0)  # first chunk at t=100: the clock starts
+    assert sp.ahead_s(100.0) == pytest.approx(1024 / 22050)
+    assert sp.ahead_s(101.0) == pytest.approx(1024 / 22050 - 1.0)  # played past the end: 1 s dry
+    sp.begin_line(line, [1], 101.0)  # the next phrase arrives
+    assert sp.ahead_s(101.0) == 0.0 and sp.deadline() == 101.0
+    assert sp.line_start == 1024  # the stream's sample clock itself is continuous
