@@ -75,7 +75,18 @@ namespace NpcVoice
                     headers.Add(new HeaderField("grpc-timeout", GrpcWire.FormatTimeout(left > TimeSpan.Zero ? left : TimeSpan.Zero)));
                 }
                 _connection = connection;
-                _stream = connection.StartStream(headers, firstMessage == null && endOfRequests, this);
+            }
+            // Not under _sync: a failing connection reports to every stream's listener (this one's too) from
+            // whichever thread hit the failure, and that listener takes _sync.
+            Http2Stream stream = connection.StartStream(headers, firstMessage == null && endOfRequests, this);
+            lock (_sync)
+            {
+                _stream = stream;
+            }
+            if (IsCompleted)
+            {
+                connection.ResetStream(stream, Http2.Cancel);  // cancelled or timed out while the stream was opening
+                return;
             }
             if (firstMessage != null)
             {
