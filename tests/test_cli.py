@@ -120,3 +120,10 @@ def test_serve_prints_how_to_speak(tmp_path: Path, config_file: Path) -> None:
             proc.wait()
     assert proc.returncode == 0
     assert "npc-voice listening on 127.0.0.1" in log.read_text()
+
+
+def test_serve_on_a_taken_port_fails_clearly(
+    config_file: Path, daemon: DaemonThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--config", str(config_file), "--port", str(daemon.daemon.port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{daemon.daemon.port}" in capsys.readouterr().err

@@ -96,24 +96,11 @@ class Daemon:
         self.engine = Engine(voices, engine_config)
         self.engine.start()
         self.store = ConfigStore(config, voices, self.options.config_path, device, self._add_voices)
-
-        interceptors = [BearerTokenInterceptor(token)] if token else []
-        self.server = grpc.aio.server(interceptors=interceptors)
-        npc_voice_pb2_grpc.add_NpcVoiceServicer_to_server(NpcVoiceServicer(self.engine, self.store), self.server)
-        health_servicer = self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-
-        address = f"{settings.host}:{settings.port}"
-        if settings.tls_cert and settings.tls_key:
-            key, cert = Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes()
-            self.port = self.server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
-        else:
-            self.port = self.server.add_insecure_port(address)
-        await self.server.start()
-        # Voices are loaded and the engine runs: from now on the daemon serves.
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        try:
+            await self._serve(settings, token)
+        except BaseException:  # e.g. the port is taken: do not leave the engine thread behind
+            await self.stop(0)
+            raise
         log.info(
             "npc-voice listening on %s:%d (%s, %s, auth %s), device %s, %d characters, default %r",
             settings.host,
@@ -130,6 +117,31 @@ class Daemon:
         if self.options.handle_signals:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+
+    async def _serve(self, settings: ServerSettings, token: str | None) -> None:
+        """Build the gRPC server (NpcVoice, health, reflection, auth), bind and start it."""
+        assert self.engine is not None and self.store is not None
+        interceptors = [BearerTokenInterceptor(token)] if token else []
+        # No SO_REUSEPORT: a second daemon on a taken port must fail, not silently share it.
+        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        npc_voice_pb2_grpc.add_NpcVoiceServicer_to_server(NpcVoiceServicer(self.engine, self.store), self.server)
+        health_servicer = self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+
+        address = f"{settings.host}:{settings.port}"
+        try:
+            if settings.tls_cert and settings.tls_key:
+                key, cert = Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes()
+                self.port = self.server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError as e:  # grpc says "Failed to bind": name the address
+            raise OSError(f"cannot listen on {address} (in use, or not an address of this machine): {e}") from e
+        await self.server.start()
+        # Voices are loaded and the engine runs: from now on the daemon serves.
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def _add_voices(self, voices: dict[str, VoiceModel]) -> None:
         assert self.engine is not None
