@@ -14,11 +14,13 @@ log = logging.getLogger(__name__)
 
 def resolve_device(device: str) -> str:
     """auto -> cuda when torch sees a GPU, else cpu; chosen once at start-up."""
-    if device != "auto":
-        return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use --device auto or cpu")
+    return device
 
 
 def build_voice(spec: VoiceSpec, device: str) -> VoiceModel:
