@@ -62,6 +62,50 @@ namespace NpcVoice.Tests
             Assert.AreEqual(40, ring.ReadPosition);
         }
 
+        [Test, Timeout(60000)]
+        public void RingBufferKeepsEverySampleInOrderAcrossThreads()
+        {
+            const int total = 300000;
+            var ring = new PcmRingBuffer(1024);
+            var writer = new System.Threading.Thread(() =>
+            {
+                var rng = new Random(1);
+                var chunk = new float[700];
+                for (int next = 0; next < total;)
+                {
+                    int n = Math.Min(total - next, rng.Next(1, chunk.Length));
+                    for (int i = 0; i < n; i++)
+                    {
+                        chunk[i] = next + i;
+                    }
+                    int written = 0;
+                    while (written < n)
+                    {
+                        var rest = new float[n - written];
+                        Array.Copy(chunk, written, rest, 0, rest.Length);
+                        written += ring.Write(rest, 0, rest.Length);  // spins while the ring is full
+                    }
+                    next += n;
+                }
+            });
+            writer.Start();
+            float expected = 0;
+            while (expected < total)
+            {
+                float sample;
+                if (ring.TryRead(out sample))
+                {
+                    if (sample != expected)
+                    {
+                        Assert.Fail("sample " + expected + " read as " + sample);
+                    }
+                    expected++;
+                }
+            }
+            writer.Join();
+            Assert.AreEqual(total, ring.ReadPosition);
+        }
+
         [Test]
         public void ResamplerIsSeamlessAcrossChunksAndKeepsLength()
         {
