@@ -154,15 +154,12 @@ class Stream:
         """Blocking iterator; raises TimeoutError when no event arrives within ``timeout`` s."""
         while True:
             with self._cond:
+                if not self._cond.wait_for(self._ready_locked, timeout):
+                    raise TimeoutError(f"stream {self.request_id!r}: no event within {timeout} s")
                 item = self._next_locked()
-                if item is None:
-                    self._cond.wait(timeout)
-                    item = self._next_locked()
-                    if item is None:
-                        raise TimeoutError(f"stream {self.request_id!r}: no event within {timeout} s")
             if item is _DONE:
                 return
-            assert not isinstance(item, _Done)
+            assert item is not None and not isinstance(item, _Done)
             yield item
             if isinstance(item, EndEvent):
                 return
@@ -223,6 +220,9 @@ class Stream:
     def _next(self) -> Event | _Done | None:
         with self._cond:
             return self._next_locked()
+
+    def _ready_locked(self) -> bool:
+        return bool(self._events) or self._error is not None or self._finished or self._closed
 
     def _next_locked(self) -> Event | _Done | None:
         if self._events:
