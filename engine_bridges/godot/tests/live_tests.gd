@@ -281,6 +281,93 @@ func test_node_cancel_mid_line() -> String:
 		return "no speech_finished after cancel: %s" % str(events)
 	if events.size() != after or events[-1] != "finished":
 		return "events after speech_finished: %s" % str(events.slice(after - 1))
+	if events.any(func(e: String) -> bool: return e.begins_with("error")):
+		return "cancel() reported an error: %s" % str(events)
 	if rpc.code != GrpcCall.Code.CANCELLED:
 		return "the Speak rpc ended with %d, want CANCELLED (1)" % rpc.code
 	return "ok"
+
+
+## What the mixer plays is what the daemon sent: capture the Master bus while the node
+## speaks and compare it with the PCM received, sample for sample. Underruns may insert
+## silence, so exact zeros are dropped on both sides before comparing.
+## NPC_VOICE_GODOT_WAV=path also saves the capture as a WAV for a person to listen to.
+func test_node_output_is_the_streamed_pcm() -> String:
+	var capture := AudioEffectCapture.new()
+	capture.buffer_length = 2.0
+	AudioServer.add_bus_effect(0, capture)
+	var node: Node = NpcVoiceNode.new()
+	node.address = _addr
+	node.character = "merchant"
+	node.sample_rate = int(AudioServer.get_mix_rate())  # no resampling in Godot: exact compare
+	_tree.root.add_child(node)
+	var sent := PackedFloat32Array()
+	var heard := PackedFloat32Array()
+	var done := [false]
+	node.speech_finished.connect(func() -> void: done[0] = true)
+	node.error.connect(func(_c: int, _m: String) -> void: done[0] = true)
+	var rpc: GrpcCall = node.speak("Fresh bread and cheese, only three coins.")
+	rpc.message_received.connect(func(m: Dictionary) -> void:
+		if m.has("audio"):
+			sent.append_array((m["audio"]["pcm"] as PackedByteArray).to_float32_array()))
+	capture.clear_buffer()
+	var deadline := Time.get_ticks_msec() + WAIT_MS
+	while not done[0] and Time.get_ticks_msec() < deadline:
+		for f in capture.get_buffer(capture.get_frames_available()):
+			heard.append(f.x)
+		await _tree.process_frame
+	for i in 10:  # the tail still in the mixer
+		await _tree.process_frame
+		for f in capture.get_buffer(capture.get_frames_available()):
+			heard.append(f.x)
+	AudioServer.remove_bus_effect(0, AudioServer.get_bus_effect_count(0) - 1)
+	node.queue_free()
+	var wav_path := OS.get_environment("NPC_VOICE_GODOT_WAV")
+	if not wav_path.is_empty():
+		_save_wav(wav_path, heard, int(AudioServer.get_mix_rate()))
+	if rpc.code != GrpcCall.Code.OK or sent.is_empty():
+		return "line failed: status %d %s, %d samples" % [rpc.code, rpc.status_message, sent.size()]
+	var a := _nonzero(sent)
+	var b := _nonzero(heard)
+	if b.size() < a.size():
+		return "heard %d non-silent samples of %d sent" % [b.size(), a.size()]
+	var worst := 0.0
+	for i in a.size():
+		worst = maxf(worst, absf(a[i] - b[i]))
+	print("  mixer output: %d samples sent, %d heard (%d non-silent), max difference %.7f" % [
+		sent.size(), heard.size(), b.size(), worst])
+	if worst > 1e-4:
+		return "played audio differs from the stream by up to %f" % worst
+	return "ok"
+
+
+static func _nonzero(x: PackedFloat32Array) -> PackedFloat32Array:
+	var out := PackedFloat32Array()
+	for v in x:
+		if v != 0.0:
+			out.append(v)
+	return out
+
+
+static func _save_wav(path: String, samples: PackedFloat32Array, rate: int) -> void:
+	var pcm := PackedByteArray()
+	pcm.resize(samples.size() * 2)
+	for i in samples.size():
+		pcm.encode_s16(2 * i, clampi(int(samples[i] * 32767.0), -32768, 32767))
+	var f := FileAccess.open(path, FileAccess.WRITE)
+	if f == null:
+		push_error("cannot write %s" % path)
+		return
+	f.store_buffer("RIFF".to_ascii_buffer())
+	f.store_32(36 + pcm.size())
+	f.store_buffer("WAVEfmt ".to_ascii_buffer())
+	f.store_32(16)
+	f.store_16(1)
+	f.store_16(1)
+	f.store_32(rate)
+	f.store_32(rate * 2)
+	f.store_16(2)
+	f.store_16(16)
+	f.store_buffer("data".to_ascii_buffer())
+	f.store_32(pcm.size())
+	f.store_buffer(pcm)

@@ -124,11 +124,12 @@ func client() -> Client:
 
 ## Stop speaking: fade out what is queued, stop the daemon's work, drop later marks.
 func cancel() -> void:
-	if _call != null and not _call.is_done():
-		if _call.method.ends_with("/Speak") and not _request_id.is_empty():
+	var grpc_call := _call
+	_call = null  # first: its CANCELLED status is ours, not an error to report
+	if grpc_call != null and not grpc_call.is_done():
+		if grpc_call.method.ends_with("/Speak") and not _request_id.is_empty():
 			client().cancel(_line_character, _request_id)  # the daemon frees the slot at once
-		_call.cancel()
-	_call = null
+		grpc_call.cancel()
 	var fade := mini(_pending.size(), int(fade_ms * _rate / 1000.0))
 	for i in fade:
 		_pending[i] = _pending[i] * (1.0 - float(i + 1) / fade)
