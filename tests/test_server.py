@@ -296,3 +296,15 @@ def test_hot_reload_swaps_characters_and_keeps_old_on_error(tmp_path: Path, capl
             check_stream(speak(stub, SHORT, "witch/2"))
     finally:
         d.stop()
+
+
+def test_overrides_reach_the_voice(stub: pb_grpc.NpcVoiceStub) -> None:
+    """Fresh instances, same line: volume scales the samples; pitch changes them, not the timing."""
+    full = collect(speak(stub, SHORT, "guard/ov-1", encoding="f32le")).pcm
+    half = collect(speak(stub, SHORT, "guard/ov-2", encoding="f32le", volume=0.5)).pcm
+    assert len(half) == len(full) and np.abs(full).max() > 0
+    np.testing.assert_allclose(half, 0.5 * full, atol=1e-5)
+    high = collect(speak(stub, SHORT, "guard/ov-3", encoding="f32le", pitch_semitones=5.0)).pcm
+    assert len(high) == len(full) and not np.allclose(high, full, atol=1e-3)
+    fast = collect(speak(stub, SHORT, "guard/ov-4", encoding="f32le", speed=2.0)).pcm
+    assert len(fast) < len(full)
