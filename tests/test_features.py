@@ -106,3 +106,38 @@ def test_cli_writes_features_and_stats_and_resumes(tf: ModuleType, tmp_path: Pat
     assert stats["mean"].shape == (F.FEATURE_DIM,) and int(stats["n_frames"]) == 80
     assert tf.pending(tmp_path) == [str(tmp_path / "utt_00002.npz")]
     assert tf.run(tmp_path, workers=1) == 0  # done ones are skipped
+
+
+# -- evaluation metrics (npc_voice.train.evaluate), on features --------------------------------------
+
+def test_closeness_metrics_are_zero_for_identical_and_see_a_pitch_shift() -> None:
+    from npc_voice.train.evaluate import compare_features
+
+    ref = glide(50).numpy()
+    speech = np.ones(50, dtype=bool)
+    same = compare_features(ref, ref.copy(), speech)
+    assert same["mcd_db"] == 0.0 and same["f0_rmse_cents"] == 0.0 and same["voicing_error_pct"] == 0.0
+    shifted = ref.copy()
+    shifted[:, F.LF0] += math.log(2.0) / 12.0  # one semitone up
+    shifted[:10, F.VUV] = 0.0
+    shifted[20:, F.ENV] += 0.1 * np.cos(np.arange(F.N_ENV) * np.pi / 8)  # a ripple: cepstral change
+    got = compare_features(ref, shifted, speech)
+    assert got["f0_rmse_cents"] == pytest.approx(100.0, abs=0.01)
+    assert got["voicing_error_pct"] == pytest.approx(20.0)
+    assert got["mcd_db"] > 0.1
+
+
+def test_mcd_ignores_overall_level() -> None:
+    from npc_voice.train.evaluate import mel_cepstrum
+
+    ref = glide(5).numpy()
+    louder = ref.copy()
+    louder[:, F.ENV] += 1.0
+    np.testing.assert_allclose(mel_cepstrum(ref), mel_cepstrum(louder), atol=1e-9)
+
+
+def test_wer_normalization_treats_both_sides_alike() -> None:
+    from npc_voice.train.evaluate import normalize_words
+
+    assert normalize_words("It costs 3 coins, friend!") == normalize_words("it costs three coins friend")
+    assert normalize_words("Don't go--it's 42.") == normalize_words("dont go its forty two")
