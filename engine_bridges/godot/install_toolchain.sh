@@ -74,7 +74,13 @@ main() {
         log "godot installed but does not run headless"
         return 77
     fi
-    log "godot ready: $(timeout 60 chroot "$CHROOT" godot --headless --version 2>/dev/null | tail -1)"
+    local version
+    version=$(timeout 60 chroot "$CHROOT" godot --headless --version 2>/dev/null | tail -1)
+    log "godot ready: $version"
+    case "$version" in
+        4.*) ;;
+        *) log "WARNING: the addon is written for Godot 4; sid now ships $version" ;;
+    esac
     return 0
 }
 

@@ -371,3 +371,46 @@ static func _save_wav(path: String, samples: PackedFloat32Array, rate: int) -> v
 	f.store_buffer("data".to_ascii_buffer())
 	f.store_32(pcm.size())
 	f.store_buffer(pcm)
+
+
+## Two lines on one node with idle time between: the generator runs dry (an underrun that
+## lasts) and the second line must still play.
+func test_node_speaks_again_after_idle() -> String:
+	var node: Node = NpcVoiceNode.new()
+	node.address = _addr
+	node.character = "witch"
+	_tree.root.add_child(node)
+	var finished := [0]
+	node.speech_finished.connect(func() -> void: finished[0] += 1)
+	node.speak("Come closer.")
+	var ok := await _until(func() -> bool: return finished[0] == 1)
+	var idle_until := Time.get_ticks_msec() + 1000
+	while ok and Time.get_ticks_msec() < idle_until:
+		await _tree.process_frame
+	var playing: bool = node._player.playing
+	node.speak("Closer still.")
+	ok = ok and await _until(func() -> bool: return finished[0] == 2)
+	node.queue_free()
+	if not ok:
+		return "%d of 2 lines finished (player still playing after idle: %s)" % [finished[0], playing]
+	return "ok"
+
+
+## Converse through the node: text in pieces, audio plays, the stream closes cleanly.
+func test_node_converse() -> String:
+	var node: Node = NpcVoiceNode.new()
+	node.address = _addr
+	node.character = "merchant"
+	_tree.root.add_child(node)
+	var events: Array = []
+	node.speech_finished.connect(func() -> void: events.append("finished"))
+	node.error.connect(func(code: int, message: String) -> void: events.append("error %d %s" % [code, message]))
+	var rpc: GrpcCall = node.converse_begin()
+	node.converse_text("Well met, traveller. ")
+	node.converse_text("Care to see my wares?")
+	node.converse_end()
+	var ok := await _until(func() -> bool: return rpc.is_done() and not node.is_speaking())
+	node.queue_free()
+	if not ok or rpc.code != GrpcCall.Code.OK or not events.has("finished") or events.any(func(e: String) -> bool: return e.begins_with("error")):
+		return "status %d %s, events %s" % [rpc.code, rpc.status_message, str(events)]
+	return "ok"
