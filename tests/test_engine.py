@@ -469,3 +469,42 @@ def test_playback_clock_restarts_after_a_pause_for_text(make_engine, voice: Voic
     sp.begin_line(line, [1], 101.0)  # the next phrase arrives
     assert sp.ahead_s(101.0) == 0.0 and sp.deadline() == 101.0
     assert sp.line_start == 1024  # the stream's sample clock itself is continuous
+
+
+def test_step_cost_fit() -> None:
+    from npc_voice.engine.cost import StepCost
+
+    cost = StepCost()
+    assert cost.fit() is None and cost.capacity(0.05) == float("inf")
+    for batch in (1, 8, 2, 16, 4):
+        cost.add(batch, 0.002 + 0.001 * batch)
+    a, b = cost.fit()  # type: ignore[misc]
+    assert a == pytest.approx(0.002) and b == pytest.approx(0.001)
+    assert cost.capacity(0.042) == pytest.approx(40.0)
+
+
+class LinearCostVoice(SlowVoice):
+    """The tiny voice with a step that takes at least 10 ms per stream."""
+
+    def step(self, state, slots, cond, controls):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(0.010 * len(slots))
+        return self.inner.step(state, slots, cond, controls)
+
+
+def test_admission_from_measured_cost(voice: VoiceModel) -> None:
+    # 0.8 * 46 ms of audio per tick at >= 10 ms per stream: at most 3 streams fit, whatever the slots
+    config = EngineConfig(slots=16, frames_per_tick=K, threads=1, lookahead_ms=100.0, max_queue_wait_s=0.3,
+                          max_load=0.8)
+    with Engine({"tiny": LinearCostVoice(voice, 0.0)}, config) as engine:  # type: ignore[dict-item]
+        streams = [speak(engine, f"c{i}", LONG) for i in range(6)]
+        done = rejected = 0
+        for s in streams:
+            try:
+                done += collect(s)[2].reason == "completed"
+            except CapacityError as e:
+                assert "measured capacity" in str(e)
+                rejected += 1
+        assert 1 <= done <= 3 and done + rejected == 6
+        assert engine.stats().slots_in_use == 0

@@ -143,6 +143,10 @@ class EngineConfig:
     lookahead_ms: float = 150.0  # keep each stream's generated audio this far ahead of its playback clock
     threads: int = 0  # torch threads on CPU; 0 = os.cpu_count()
     max_batch: int = 0  # most streams stepped per tick and voice (earliest deadline first); 0 = slots - 1
+    # Admission from measured cost: admit a new stream only while the fitted step time of one more
+    # stream fits in this fraction of the audio a tick makes (0.8 keeps 20% headroom); beyond it a
+    # stream waits (max_queue_wait_s) like for a slot. 0 = off: slots are the only limit.
+    max_load: float = 0.0
 
 
 @dataclass(frozen=True)

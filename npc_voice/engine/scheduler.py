@@ -22,13 +22,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from npc_voice.engine.api import CapacityError, EndEvent, EngineConfig
 from npc_voice.engine.arena import CondArena
+from npc_voice.engine.cost import StepCost
 from npc_voice.engine.device import StepFn
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.speaker import Speaker, make_resampler
@@ -48,6 +49,7 @@ class VoiceRuntime:
     silence: torch.Tensor  # [d_cond] on the model's device
     step: StepFn  # the model's step over this pool (CUDA graphs per batch bucket on GPU)
     arena: CondArena  # conditioning frames of every speaking line, K-frame pages
+    cost: StepCost = field(default_factory=StepCost)  # step time vs batch size (admission control)
 
 
 @dataclass
@@ -147,9 +149,11 @@ class Scheduler:
                 return self._next_due(time.monotonic())
         outputs = []
         for vr, rows, slots, cond, controls in inputs:
+            t0 = time.perf_counter()
             with torch.inference_mode():
-                pcm = vr.step(slots, cond, controls)  # [B, K * hop]
-            outputs.append((rows, np.clip(pcm.float().cpu().numpy(), -1.0, 1.0)))  # once for the whole batch
+                pcm = vr.step(slots, cond, controls).float().cpu().numpy()  # [B, K * hop]
+            vr.cost.add(len(rows), time.perf_counter() - t0)
+            outputs.append((rows, np.clip(pcm, -1.0, 1.0)))  # once for the whole batch
         now = time.monotonic()
         rendered = [(rows, self._render(rows, pcm_np, now)) for rows, pcm_np in outputs]
         with self.lock:
@@ -168,8 +172,13 @@ class Scheduler:
             with torch.inference_mode():
                 line = vr.model.prepare_batch([phonemes], speeds=[1.0])[0]
                 cond = torch.cat([line.cond[:k], vr.silence.expand(max(0, k - line.n_frames), -1)])
-                controls = torch.tensor([[1.0, 1.0, 0.0, 1.0]], device=self.device)
-                vr.step(torch.zeros(1, dtype=torch.int64, device=self.device), cond[None], controls)
+                for i, batch in enumerate((1, 1, min(8, self.max_batch))):
+                    slots = torch.zeros(batch, dtype=torch.int64, device=self.device)  # all on scratch slot 0
+                    controls = torch.tensor([[1.0, 1.0, 0.0, 1.0]], device=self.device).expand(batch, -1)
+                    t0 = time.perf_counter()
+                    vr.step(slots, cond[None].expand(batch, -1, -1), controls).cpu()
+                    if i > 0:  # the first call pays lazy initialisation; the others seed the cost fit
+                        vr.cost.add(batch, time.perf_counter() - t0)
 
     def fail_active(self, error: BaseException) -> None:
         """Fail every stream holding a slot (after an unexpected error in a tick)."""
@@ -195,6 +204,10 @@ class Scheduler:
 
     def _admit(self, now: float) -> None:
         still: list[Stream] = []
+        per_voice: dict[str, int] = {}
+        if self.config.max_load > 0:
+            for sp in self.active.values():
+                per_voice[sp.voice] = per_voice.get(sp.voice, 0) + 1
         for stream in self.waiting:
             _, _, cancelled, closed = stream.input_state()
             if closed:
@@ -215,6 +228,14 @@ class Scheduler:
                     still.append(stream)
                 continue
             vr = self.voices[stream.voice]
+            full = self._over_load(vr, per_voice.get(vr.name, 0) + 1)
+            if full:
+                if waited >= self.config.max_queue_wait_s:
+                    self._reject(stream, f"voice {vr.name!r} is at its measured capacity ({full}); waited "
+                                 f"{waited:.2f} s (max_queue_wait_s={self.config.max_queue_wait_s})")
+                else:
+                    still.append(stream)
+                continue
             for other in self.voices.values():
                 if other is not vr:  # a character's state belongs to the voice it last spoke with
                     other.pool.forget(stream.character)
@@ -229,7 +250,18 @@ class Scheduler:
             sp = Speaker(stream, vr.name, slot, vr.model.hop, now, make_resampler(stream.sample_rate))
             self.active[stream] = sp
             self.speaking[stream.character] = sp
+            per_voice[vr.name] = per_voice.get(vr.name, 0) + 1
         self.waiting = still
+
+    def _over_load(self, vr: VoiceRuntime, streams: int) -> str:
+        """Why ``streams`` active streams would not fit max_load of real time ("" if they do)."""
+        if self.config.max_load <= 0 or streams <= 1:
+            return ""
+        budget = self.config.max_load * self.config.frames_per_tick * vr.model.hop / vr.model.sample_rate
+        capacity = vr.cost.capacity(budget)
+        if streams <= capacity:
+            return ""
+        return f"{int(capacity)} streams fit {self.config.max_load:.0%} of real time on {self.device}"
 
     def _reject(self, stream: Stream, why: str) -> None:
         self.counters.lines_rejected += 1
@@ -336,24 +368,10 @@ class Scheduler:
         return slots.to(self.device, non_blocking=True), cond, controls.to(self.device, non_blocking=True)
 
     def _render(self, rows: list[Speaker], pcm: np.ndarray, now: float) -> list[list[Event]]:
-        """Per row: trim (or fade), resample, marks first. Lock NOT held: only the engine thread
-        touches a Speaker's clocks and resampler; a row closed meanwhile is dropped later."""
+        """Per row: marks, trimmed (or faded) and resampled audio. Lock NOT held: only the engine
+        thread touches a Speaker's clocks and resampler; a row closed meanwhile is dropped later."""
         k = self.config.frames_per_tick
-        out: list[list[Event]] = []
-        for i, sp in enumerate(rows):
-            events: list[Event] = []
-            if sp.marks_due:
-                events.append(sp.marks_event())
-            if sp.fading:
-                frames, chunk = 1, pcm[i, : sp.hop] * _fade(sp.hop)
-            else:
-                frames = min(k, sp.n_frames - sp.pos)
-                chunk = pcm[i, : frames * sp.hop]
-            audio = sp.emit(chunk, frames, now)
-            if audio is not None:
-                events.append(audio)
-            out.append(events)
-        return out
+        return [sp.render(pcm[i], k, now) for i, sp in enumerate(rows)]
 
     def _distribute(self, rows: list[Speaker], events: list[list[Event]], now: float) -> None:
         for sp, row_events in zip(rows, events, strict=True):
@@ -402,14 +420,3 @@ class Scheduler:
         if not times:
             return None
         return max(0.0005, min(times) - now)
-
-
-_FADES: dict[int, np.ndarray] = {}
-
-
-def _fade(n: int) -> np.ndarray:
-    """Raised-cosine ramp from 1 to 0 over n samples (the cancel fade; one frame = 11.6 ms)."""
-    if n not in _FADES:
-        _FADES[n] = (0.5 * (1.0 + np.cos(np.pi * (np.arange(n) + 1) / n))).astype(np.float32)
-    return _FADES[n]
-

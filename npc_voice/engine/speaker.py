@@ -18,7 +18,7 @@ import numpy as np
 
 from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent
 from npc_voice.engine.resampler import BlockResampler
-from npc_voice.engine.stream import Stream
+from npc_voice.engine.stream import Event, Stream
 from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
 
 
@@ -100,6 +100,22 @@ class Speaker:
             words=self._marks(self.line.words),
         )
 
+    def render(self, row: np.ndarray, k: int, now: float) -> list[Event]:
+        """The events for one stepped row [K * hop]: the line's marks first (at its first
+        chunk), then the audio of its real frames (or, when cancelled, one frame faded to 0)."""
+        events: list[Event] = []
+        if self.marks_due:
+            events.append(self.marks_event())
+        if self.fading:
+            frames, chunk = 1, row[: self.hop] * fade(self.hop)
+        else:
+            frames = min(k, self.n_frames - self.pos)
+            chunk = row[: frames * self.hop]
+        audio = self.emit(chunk, frames, now)
+        if audio is not None:
+            events.append(audio)
+        return events
+
     def emit(self, chunk: np.ndarray, frames: int, now: float) -> AudioEvent | None:
         """Account ``frames`` frames of native audio ``chunk`` and resample it."""
         self.pos += frames
@@ -144,3 +160,13 @@ class Speaker:
             return native if rate == SAMPLE_RATE else round(native * rate / SAMPLE_RATE)
 
         return tuple((m.label, to_out(m.start_frame), to_out(m.end_frame)) for m in marks)
+
+
+_FADES: dict[int, np.ndarray] = {}
+
+
+def fade(n: int) -> np.ndarray:
+    """Raised-cosine ramp from 1 to 0 over n samples (the cancel fade; one frame = 11.6 ms)."""
+    if n not in _FADES:
+        _FADES[n] = (0.5 * (1.0 + np.cos(np.pi * (np.arange(n) + 1) / n))).astype(np.float32)
+    return _FADES[n]
