@@ -38,6 +38,9 @@ namespace NpcVoice.Unity
         [Header("Playback")]
         [Tooltip("On: 3D panning and rolloff of the AudioSource apply to the voice. Off: the voice replaces its signal.")]
         [SerializeField] private bool spatialize = true;
+        [Tooltip("Audio held ready for the audio thread, seconds (the rest of a line waits in memory until there is room).")]
+        [Range(0.25f, 8f)]
+        [SerializeField] private float bufferSeconds = 1f;
         [Tooltip("Fade-out on Cancel, seconds.")]
         [Range(0.001f, 0.2f)]
         [SerializeField] private float cancelFade = 0.02f;
@@ -52,6 +55,7 @@ namespace NpcVoice.Unity
 
         private static readonly Dictionary<string, NpcVoiceClient> Clients = new Dictionary<string, NpcVoiceClient>();
         private static bool _quitHooked;
+        private static AudioClip _carrier;  // shared by all sources: 4096 samples of 1.0, looped
 
         private SpeechPlayback _playback;
         private NpcVoiceClient _client;
@@ -108,6 +112,21 @@ namespace NpcVoice.Unity
             }
         }
 
+        private static AudioClip Carrier(int rate)
+        {
+            if (_carrier == null)
+            {
+                var ones = new float[4096];
+                for (int i = 0; i < ones.Length; i++)
+                {
+                    ones[i] = 1f;
+                }
+                _carrier = AudioClip.Create("npc-voice carrier", ones.Length, 1, rate, false);
+                _carrier.SetData(ones, 0);
+            }
+            return _carrier;
+        }
+
         private void Awake() => EnsureInitialized();
 
         // Awake, or the first Speak/Cancel if another object's Awake calls them earlier.
@@ -129,15 +148,9 @@ namespace NpcVoice.Unity
                     _quitHooked = true;
                 }
             }
-            _playback = new SpeechPlayback(_outputRate, 4f, cancelFade);
+            _playback = new SpeechPlayback(_outputRate, bufferSeconds, cancelFade);
             // A looping constant 1.0 clip: Unity spatializes it, and OnAudioFilterRead multiplies in the voice.
-            var carrier = AudioClip.Create("npc-voice carrier", _outputRate, 1, _outputRate, false);
-            var ones = new float[_outputRate];
-            for (int i = 0; i < ones.Length; i++)
-            {
-                ones[i] = 1f;
-            }
-            carrier.SetData(ones, 0);
+            AudioClip carrier = Carrier(_outputRate);
             AudioSource source = GetComponent<AudioSource>();
             source.clip = carrier;
             source.loop = true;
