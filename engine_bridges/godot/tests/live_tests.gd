@@ -373,8 +373,8 @@ static func _save_wav(path: String, samples: PackedFloat32Array, rate: int) -> v
 	f.store_buffer(pcm)
 
 
-## Two lines on one node with idle time between: the generator runs dry (an underrun that
-## lasts) and the second line must still play.
+## Lines on one node with idle time between (the generator runs dry: an underrun that
+## lasts) must still play, and a line queued with interrupt = false plays after its turn.
 func test_node_speaks_again_after_idle() -> String:
 	var node: Node = NpcVoiceNode.new()
 	node.address = _addr
@@ -389,10 +389,11 @@ func test_node_speaks_again_after_idle() -> String:
 		await _tree.process_frame
 	var playing: bool = node._player.playing
 	node.speak("Closer still.")
-	ok = ok and await _until(func() -> bool: return finished[0] == 2)
+	node.speak("I won't bite.", "", false)  # queued behind the line in flight
+	ok = ok and await _until(func() -> bool: return finished[0] == 3)
 	node.queue_free()
 	if not ok:
-		return "%d of 2 lines finished (player still playing after idle: %s)" % [finished[0], playing]
+		return "%d of 3 lines finished (player still playing after idle: %s)" % [finished[0], playing]
 	return "ok"
 
 

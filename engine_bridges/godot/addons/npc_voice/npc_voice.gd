@@ -60,6 +60,7 @@ var _encoding := Proto.Encoding.PCM_F32LE  # of the stream playing; f32 is asked
 var _request_id := ""
 var _serial := 0  # of the call in flight: responses of older calls are ignored
 var _line_character := ""  # of the Speak call in flight, for the Cancel RPC
+var _queue: Array = []  # [text, character] of lines waiting for the call in flight
 ## Lines in play order: {"base": first frame, "end": frame after the last (-1 = open),
 ## "audio": any audio yet, "started": speech_started emitted}.
 var _lines: Array[Dictionary] = []
@@ -80,13 +81,18 @@ func _ready() -> void:
 	_start_generator(sample_rate if sample_rate > 0 else 22050)
 
 
-## Speak a line. Anything still playing is faded out first (interrupt = false queues the
-## line after it instead). Returns the call, whose `finished` signal gives its status.
+## Speak a line. Anything still playing is faded out first. With interrupt = false the
+## line waits until the one in flight has streamed (its audio keeps playing meanwhile) and
+## null is returned; otherwise the call, whose `finished` signal gives its status.
 func speak(text: String, character_id: String = "", interrupt: bool = true) -> GrpcCall:
+	var who := character_id if character_id else character
 	if interrupt:
 		cancel()
-	_line_character = character_id if character_id else character
-	var request := {"character": _line_character, "text": text,
+	elif _call != null:
+		_queue.append([text, who])
+		return null
+	_line_character = who
+	var request := {"character": who, "text": text,
 		"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": sample_rate}}
 	return _begin(client().speak(request))
 
@@ -122,8 +128,10 @@ func client() -> Client:
 	return _client
 
 
-## Stop speaking: fade out what is queued, stop the daemon's work, drop later marks.
+## Stop speaking: fade out what is queued, stop the daemon's work, drop later marks and
+## lines waiting their turn.
 func cancel() -> void:
+	_queue.clear()
 	var grpc_call := _call
 	_call = null  # first: its CANCELLED status is ours, not an error to report
 	if grpc_call != null and not grpc_call.is_done():
@@ -239,6 +247,9 @@ func _on_finished(code: int, message: String, serial: int) -> void:
 		if line["end"] < 0:
 			line["end"] = queued
 	_lines = _lines.filter(func(l: Dictionary) -> bool: return l["audio"] or l["started"])
+	if not _queue.is_empty():
+		var next: Array = _queue.pop_front()
+		speak(next[0], next[1], false)
 
 
 func _to_frames(pcm: PackedByteArray) -> PackedVector2Array:
