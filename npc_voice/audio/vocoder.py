@@ -18,7 +18,8 @@ streams and frames:
   a per-stream tail, so filter ringing crosses frame boundaries smoothly: no clicks.
 
 All per-stream memory lives in the state pool (``state_spec``): stepping K frames in one call or
-one frame K times gives the same samples.
+one frame K times gives the same samples. ``step`` has fixed shapes, no host syncs and no host-to-
+device copies, so it can run inside a captured CUDA graph.
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ class Vocoder(torch.nn.Module):
     _lowcut: torch.Tensor
     _noise: torch.Tensor
     _tap_offsets: torch.Tensor
+    _neutral: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,6 +104,7 @@ class Vocoder(torch.nn.Module):
         # A fixed table of unit-variance noise; each frame reads HOP samples at a hashed offset.
         gen = torch.Generator().manual_seed(20261129)
         self.register_buffer("_noise", torch.randn(NOISE_TABLE + HOP, generator=gen), persistent=False)
+        self.register_buffer("_neutral", torch.tensor([1.0, 1.0, 0.0, 1.0]), persistent=False)  # controls for NaN
         self.register_buffer("_tap_offsets", torch.arange(-TAPS // 2 + 1, TAPS // 2 + 1, dtype=torch.float32),
                              persistent=False)
 
@@ -199,8 +202,7 @@ class Vocoder(torch.nn.Module):
                              f"got {tuple(params.shape)} and {tuple(controls.shape)}")
         params = torch.nan_to_num(params.float(), nan=0.0, posinf=0.0, neginf=0.0)
         params[..., F.ENV] = params[..., F.ENV].clamp(ENV_CLAMP[0], ENV_CLAMP[1])
-        neutral = torch.tensor([1.0, 1.0, 0.0, 1.0], device=controls.device)  # pitch, formant, breath, volume
-        controls = torch.where(torch.isfinite(controls), controls.float(), neutral)
+        controls = torch.where(torch.isfinite(controls), controls.float(), self._neutral)
         phase0 = state["voc_phase"][slots, 0]
         prev = state["voc_prev"][slots]  # [B, 2]
         tail = state["voc_tail"][slots]  # [B, TAIL]
