@@ -18,6 +18,9 @@ if ! "$here/install_toolchain.sh"; then
     exit 77
 fi
 
+# Names such as "localhost" in NPC_VOICE_ADDR resolve through the chroot's own /etc/hosts.
+[ -s "$chroot_dir/etc/hosts" ] || cp /etc/hosts "$chroot_dir/etc/hosts"
+
 # The project is copied into the chroot (Godot writes .godot/ caches next to it).
 work="$(mktemp -d "$chroot_dir/tmp/npc-voice-godot.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
