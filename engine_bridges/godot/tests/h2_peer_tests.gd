@@ -41,6 +41,8 @@ class Peer:
 		if conn == null:
 			return
 		conn.poll()
+		if conn.get_status() != StreamPeerTCP.STATUS_CONNECTED:
+			return
 		var n := conn.get_available_bytes()
 		if n > 0:
 			inbuf.append_array(conn.get_partial_data(n)[1])
@@ -119,6 +121,7 @@ static func _vectors(name: String) -> Variant:
 func test_scripted_server_edge_cases() -> String:
 	var peer := Peer.new()
 	var client := Client.new(peer.address())
+	client.metadata["authorization"] = "Bearer s3cret"
 	var blocks: Array = _vectors("grpc_stream_huffman")  # one decoder: keep this order
 	var start_msg: PackedByteArray = (JSON.parse_string(FileAccess.get_file_as_string(
 		"res://tests/testdata/proto_vectors.json"))["speak_response_start"] as String).hex_decode()
@@ -129,7 +132,7 @@ func test_scripted_server_edge_cases() -> String:
 		return "no request DATA on stream 1; frames: %s" % str(peer.frames.map(func(f: Array) -> int: return f[0]))
 	var req := peer.request_headers(1)
 	for want: Array in [[":method", "POST"], [":path", "/npc_voice.v1.NpcVoice/Speak"], ["te", "trailers"],
-			["content-type", "application/grpc"]]:
+			["content-type", "application/grpc"], ["authorization", "Bearer s3cret"]]:
 		if req.get(want[0]) != want[1]:
 			return "request header %s = %s, want %s" % [want[0], req.get(want[0]), want[1]]
 	peer.send(SETTINGS, 0, 0, PackedByteArray([0, 5, 0, 0, 0x40, 0]))  # MAX_FRAME_SIZE 16384
