@@ -433,11 +433,11 @@ class FlakyVoice(SlowVoice):
 
     def __init__(self, inner: VoiceModel) -> None:
         super().__init__(inner, 0.0)
-        self.calls = 0
+        self.armed = False  # set after the engine's warm-up
 
     def step(self, state, slots, cond, controls):  # type: ignore[no-untyped-def]
-        self.calls += 1
-        if self.calls == 2:  # call 1 is the warm-up
+        if self.armed:
+            self.armed = False
             raise RuntimeError("boom")
         return self.inner.step(state, slots, cond, controls)
 
@@ -446,7 +446,9 @@ def test_a_failing_step_fails_its_streams_and_the_engine_goes_on(voice: VoiceMod
     from npc_voice.engine import EngineError
 
     config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=FREE_RUN)
-    with Engine({"tiny": FlakyVoice(voice)}, config) as engine:  # type: ignore[dict-item]
+    flaky = FlakyVoice(voice)
+    with Engine({"tiny": flaky}, config) as engine:  # type: ignore[dict-item]
+        flaky.armed = True
         with pytest.raises(EngineError, match="internal"):
             collect(speak(engine, "guard", LINE))
         assert engine.stats().slots_in_use == 0
