@@ -157,10 +157,18 @@ def write_plot(report: dict[str, Any], latencies_ms: list[float], path: str | Pa
     if cfg["burst"] or (cfg["burst"] is None and cfg["scenario"] == "mixed"):
         ax2.axvline(cfg["duration_s"] / 2, color="tab:red", alpha=0.4, linestyle="--", label="burst")
     if timeline:
-        ax2.axhline(timeline[-1]["slots_total"], color="grey", linestyle=":", label="slots total")
+        total = timeline[-1]["slots_total"]
+        peak = max(max(s["slots_in_use"], s["active_streams"], s.get("client_in_flight", 0)) for s in timeline)
+        if total <= 1.5 * max(peak, 1):  # draw the ceiling only when it is in view
+            ax2.axhline(total, color="grey", linestyle=":", label="slots total")
+        ax2.set_title(f"{total} usable slots", fontsize=9)
     ax2.set_xlabel("time (s)")
     ax2.set_ylabel("count")
-    ax2.legend()
+    ax2.legend(loc="upper left")
+    if timeline and timeline[-1]["underruns"] > timeline[0]["underruns"]:
+        ax3 = ax2.twinx()  # when the daemon fell behind: its cumulative underrun counter
+        ax3.plot(ts, [s["underruns"] - timeline[0]["underruns"] for s in timeline], color="tab:red", linestyle=":")
+        ax3.set_ylabel("daemon underruns (cumulative, dotted)", color="tab:red")
     fig.suptitle(f"npc-voice loadtest: {cfg['scenario']}, {cfg['streams']} streams, {cfg['duration_s']:g} s")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
