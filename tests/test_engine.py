@@ -500,7 +500,7 @@ def test_admission_from_measured_cost(voice: VoiceModel) -> None:
     config = EngineConfig(slots=16, frames_per_tick=K, threads=1, lookahead_ms=100.0, max_queue_wait_s=0.3,
                           max_load=0.8)
     with Engine({"tiny": LinearCostVoice(voice, 0.0)}, config) as engine:  # type: ignore[dict-item]
-        streams = [speak(engine, f"c{i}", LONG) for i in range(6)]
+        streams = [speak(engine, f"c{i}", LINE) for i in range(6)]  # ~1.4 s each: longer than the wait
         done = rejected = 0
         for s in streams:
             try:
