@@ -239,6 +239,17 @@ namespace NpcVoice.Tests
             CollectionAssert.Contains(contexts, "npc");
         }
 
+        [Test, Timeout(60000)]
+        public void ListCharactersAndGetStatsDecode()
+        {
+            ListCharactersResponse characters = _client.ListCharacters();
+            Assert.IsTrue(characters.Characters.Exists(c => c.Name == characters.DefaultCharacter),
+                "the default character is listed");
+            GetStatsResponse stats = _client.GetStats();
+            Assert.Greater(stats.SlotsTotal, 0u);
+            Assert.IsNotEmpty(stats.Device);
+        }
+
         [Test, Timeout(120000)]
         public void PlaybackCorePlaysALiveLineResampled()
         {

@@ -185,6 +185,40 @@ namespace NpcVoice.Tests
         }
 
         [Test, Timeout(30000)]
+        public void CallsBeyondTheServersStreamLimitWaitForAFreeStream()
+        {
+            using (var peer = new P())
+            using (NpcVoiceClient client = Client(peer))
+            {
+                peer.Run(p =>
+                {
+                    p.Handshake(Http2.SettingsMaxConcurrentStreams, 1);
+                    byte[] request;
+                    p.ExpectRequest(out request);
+                    Assert.IsTrue(p.QuietFor(300), "the second call must not open a stream while the first is open");
+                    p.Send(new Http2Frame(Http2.Headers, Http2.FlagEndHeaders | Http2.FlagEndStream, 1,
+                        P.Block(P.Indexed(8), P.Indexing("content-type", "application/grpc"), P.Indexing("grpc-status", "0"))));
+                    Http2Frame next = p.Expect(Http2.Headers);
+                    Assert.AreEqual(3, next.StreamId);
+                    p.Expect(Http2.Data, f => f.Has(Http2.FlagEndStream));
+                    p.Send(new Http2Frame(Http2.Headers, Http2.FlagEndHeaders | Http2.FlagEndStream, 3,
+                        P.Block(P.Indexed(8), P.Indexed(63), P.Indexed(62))));
+                });
+                client.Connect();
+                SpeakCall first = client.Speak(new SpeakRequest { Text = "one" });
+                SpeakCall second = null;
+                var starter = new System.Threading.Thread(() => second = client.Speak(new SpeakRequest { Text = "two" }));
+                starter.Start();
+                Assert.IsTrue(first.Wait(Bounded));
+                Assert.IsTrue(starter.Join(Bounded), "the second call starts once the first ends");
+                Assert.IsTrue(second.Wait(Bounded));
+                Assert.AreEqual(StatusCode.OK, first.Status.Code, first.Status.ToString());
+                Assert.AreEqual(StatusCode.OK, second.Status.Code, second.Status.ToString());
+                peer.Join();
+            }
+        }
+
+        [Test, Timeout(30000)]
         public void ServersThatDoNotSpeakHttp2FailConnectWithUnavailable()
         {
             using (var peer = new P())

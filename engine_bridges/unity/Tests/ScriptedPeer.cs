@@ -116,6 +116,31 @@ namespace NpcVoice.Tests
             }
         }
 
+        /// <summary>True if the client sends nothing (but acks) for <paramref name="ms"/>: for "must wait" checks,
+        /// which can only fail when the client is wrong, however slow the machine.</summary>
+        public bool QuietFor(int ms)
+        {
+            _stream.ReadTimeout = ms;
+            try
+            {
+                while (true)
+                {
+                    Http2Frame frame = Read();
+                    if (frame == null) return true;
+                    Seen.Add(frame);
+                    if (frame.Type != Http2.Settings && frame.Type != Http2.Ping && frame.Type != Http2.WindowUpdate) return false;
+                }
+            }
+            catch (IOException)
+            {
+                return true;  // read timed out: nothing was sent
+            }
+            finally
+            {
+                _stream.ReadTimeout = 10000;
+            }
+        }
+
         /// <summary>Frames skipped by Expect, for later checks.</summary>
         public readonly List<Http2Frame> Seen = new List<Http2Frame>();
 

@@ -78,7 +78,7 @@ namespace NpcVoice
             }
             // Not under _sync: a failing connection reports to every stream's listener (this one's too) from
             // whichever thread hit the failure, and that listener takes _sync.
-            Http2Stream stream = connection.StartStream(headers, firstMessage == null && endOfRequests, this);
+            Http2Stream stream = connection.StartStream(headers, firstMessage == null && endOfRequests, this, _deadlineUtc);
             lock (_sync)
             {
                 _stream = stream;

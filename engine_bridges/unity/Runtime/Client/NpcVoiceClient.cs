@@ -109,7 +109,11 @@ namespace NpcVoice
             old?.Close();
         }
 
-        /// <summary>Speaks one line. With <paramref name="onEvent"/> null, read events with call.ReadAll().</summary>
+        /// <summary>
+        /// Speaks one line. With <paramref name="onEvent"/> null, read events with call.ReadAll(). Returns once the
+        /// request is sent (connecting first if needed, and waiting while the server's concurrent-stream limit is
+        /// reached); failures end the call with a status rather than throwing.
+        /// </summary>
         public SpeakCall Speak(SpeakRequest request, Action<SpeakResponse> onEvent = null,
             Action<RpcStatus> onComplete = null, TimeSpan? deadline = null)
         {

@@ -75,6 +75,7 @@ namespace NpcVoice.Net
         private long _connectionSendWindow = Http2.DefaultWindow;
         private int _peerInitialWindow = Http2.DefaultWindow;
         private int _peerMaxFrameSize = Http2.DefaultMaxFrameSize;
+        private int _peerMaxStreams = int.MaxValue;  // SETTINGS_MAX_CONCURRENT_STREAMS
         private int _connectionUnackedReceived;
         private bool _closed;
         private bool _goAway;
@@ -153,6 +154,35 @@ namespace NpcVoice.Net
         private static RpcException Unavailable(string detail) =>
             new RpcException(new RpcStatus(StatusCode.Unavailable, detail));
 
+        /// <summary>Waits while the server's stream limit is reached (until the deadline).</summary>
+        private void WaitForStreamSlot(DateTime deadlineUtc)
+        {
+            lock (_state)
+            {
+                while (_streams.Count >= _peerMaxStreams && !_closed && !_goAway)
+                {
+                    TimeSpan left = deadlineUtc - DateTime.UtcNow;
+                    if (left <= TimeSpan.Zero)
+                    {
+                        throw new RpcException(new RpcStatus(StatusCode.DeadlineExceeded,
+                            "waiting for one of the server's " + _peerMaxStreams + " concurrent streams"));
+                    }
+                    Monitor.Wait(_state, left < TimeSpan.FromSeconds(1) ? left : TimeSpan.FromSeconds(1));
+                }
+            }
+        }
+
+        /// <summary>Forgets a stream (caller holds _state) and wakes senders waiting for windows or stream slots.</summary>
+        private bool RemoveStream(int id)
+        {
+            bool removed = _streams.Remove(id);
+            if (removed)
+            {
+                Monitor.PulseAll(_state);
+            }
+            return removed;
+        }
+
         private void Start()
         {
             var settings = Http2Frame.Settings(
@@ -172,44 +202,56 @@ namespace NpcVoice.Net
             _reader.Start();
         }
 
-        /// <summary>Sends HEADERS (and CONTINUATION) for a new stream and registers its listener.</summary>
-        public Http2Stream StartStream(IList<HeaderField> headers, bool endStream, IHttp2StreamListener listener)
+        /// <summary>
+        /// Sends HEADERS (and CONTINUATION) for a new stream and registers its listener. When the server's
+        /// SETTINGS_MAX_CONCURRENT_STREAMS are all open, waits for one to close (until the deadline).
+        /// </summary>
+        public Http2Stream StartStream(IList<HeaderField> headers, bool endStream, IHttp2StreamListener listener,
+            DateTime deadlineUtc)
         {
             byte[] block = HpackEncoder.Encode(headers);
-            Http2Stream stream;
-            // Stream ids must reach the wire in increasing order: allocate and write under the write lock.
-            lock (_writeLock)
+            while (true)
             {
-                lock (_state)
+                WaitForStreamSlot(deadlineUtc);
+                // Stream ids must reach the wire in increasing order: allocate and write under the write lock.
+                lock (_writeLock)
                 {
-                    if (_nextStreamId > int.MaxValue - 2)
+                    Http2Stream stream;
+                    int maxFrame;
+                    lock (_state)
                     {
-                        _goAway = true;  // stream ids are used up: new calls go to a new connection
-                        _closeReason = "stream ids exhausted";
+                        if (_nextStreamId > int.MaxValue - 2)
+                        {
+                            _goAway = true;  // stream ids are used up: new calls go to a new connection
+                            _closeReason = "stream ids exhausted";
+                        }
+                        if (_closed || _goAway)
+                        {
+                            throw Unavailable("connection to " + Authority + " is closing: " + _closeReason);
+                        }
+                        if (_streams.Count >= _peerMaxStreams)
+                        {
+                            continue;  // another thread took the free slot: wait again
+                        }
+                        stream = new Http2Stream(_nextStreamId, listener, _peerInitialWindow);
+                        _nextStreamId += 2;
+                        _streams[stream.Id] = stream;
+                        maxFrame = _peerMaxFrameSize;
                     }
-                    if (_closed || _goAway)
+                    int offset = 0;
+                    do
                     {
-                        throw Unavailable("connection to " + Authority + " is closing: " + _closeReason);
-                    }
-                    stream = new Http2Stream(_nextStreamId, listener, _peerInitialWindow);
-                    _nextStreamId += 2;
-                    _streams[stream.Id] = stream;
+                        int n = Math.Min(maxFrame, block.Length - offset);
+                        var chunk = new byte[n];
+                        Buffer.BlockCopy(block, offset, chunk, 0, n);
+                        bool last = offset + n == block.Length;
+                        byte flags = (byte)((last ? Http2.FlagEndHeaders : 0) | (offset == 0 && endStream ? Http2.FlagEndStream : 0));
+                        WriteOrFail(new Http2Frame(offset == 0 ? Http2.Headers : Http2.Continuation, flags, stream.Id, chunk));
+                        offset += n;
+                    } while (offset < block.Length);
+                    return stream;
                 }
-                int maxFrame;
-                lock (_state) { maxFrame = _peerMaxFrameSize; }
-                int offset = 0;
-                do
-                {
-                    int n = Math.Min(maxFrame, block.Length - offset);
-                    var chunk = new byte[n];
-                    Buffer.BlockCopy(block, offset, chunk, 0, n);
-                    bool last = offset + n == block.Length;
-                    byte flags = (byte)((last ? Http2.FlagEndHeaders : 0) | (offset == 0 && endStream ? Http2.FlagEndStream : 0));
-                    WriteOrFail(new Http2Frame(offset == 0 ? Http2.Headers : Http2.Continuation, flags, stream.Id, chunk));
-                    offset += n;
-                } while (offset < block.Length);
             }
-            return stream;
         }
 
         /// <summary>Sends DATA within the peer's flow-control windows, waiting for WINDOW_UPDATEs until the deadline.</summary>
@@ -261,7 +303,7 @@ namespace NpcVoice.Net
             bool open;
             lock (_state)
             {
-                open = _streams.Remove(stream.Id) && !_closed;
+                open = RemoveStream(stream.Id) && !_closed;
             }
             if (open)
             {

@@ -144,7 +144,7 @@ namespace NpcVoice.Net
             {
                 if (_streams.TryGetValue(_blockStreamId, out stream) && _blockEndStream)
                 {
-                    _streams.Remove(_blockStreamId);
+                    RemoveStream(_blockStreamId);
                 }
             }
             stream?.Listener.OnHeaders(headers, _blockEndStream);
@@ -160,7 +160,7 @@ namespace NpcVoice.Net
             {
                 if (_streams.TryGetValue(frame.StreamId, out stream) && endStream)
                 {
-                    _streams.Remove(frame.StreamId);
+                    RemoveStream(frame.StreamId);
                 }
             }
             stream?.Listener.OnData(content.Array, content.Offset, content.Count, endStream);
@@ -208,7 +208,7 @@ namespace NpcVoice.Net
             {
                 if (_streams.TryGetValue(frame.StreamId, out stream))
                 {
-                    _streams.Remove(frame.StreamId);
+                    RemoveStream(frame.StreamId);
                 }
                 Monitor.PulseAll(_state);
             }
@@ -250,6 +250,10 @@ namespace NpcVoice.Net
                             stream.SendWindow += delta;
                         }
                     }
+                    else if (id == Http2.SettingsMaxConcurrentStreams)
+                    {
+                        _peerMaxStreams = (int)Math.Min(value, int.MaxValue);
+                    }
                     else if (id == Http2.SettingsMaxFrameSize)
                     {
                         if (value < Http2.DefaultMaxFrameSize || value > 16777215)
@@ -288,7 +292,7 @@ namespace NpcVoice.Net
                 }
                 foreach (Http2Stream stream in refused)
                 {
-                    _streams.Remove(stream.Id);
+                    RemoveStream(stream.Id);
                 }
             }
             // Streams the server never processed are safe to retry on a new connection.
