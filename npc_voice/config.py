@@ -107,6 +107,10 @@ class ServerSettings:
     max_queue_wait_s: float = 2.0  # bounded wait for a slot before RESOURCE_EXHAUSTED
     max_text_bytes: int = 4096  # UTF-8 bytes per Speak text / Converse phrase (proto says 4096)
     lookahead_ms: float = 150.0  # how far generation runs ahead of each stream's playback clock
+    max_load: float = 0.0  # admit streams only while the measured step cost fits this share of real time; 0 = off
+    max_batch: int = 0  # most streams stepped per tick and voice; 0 = all usable slots
+    threads: int = 0  # torch CPU threads; 0 = all cores
+    host_cache_characters: int = 100_000  # idle character states kept in host memory (LRU)
     device: str = "auto"  # auto | cpu | cuda
     tls_cert: str | None = None  # PEM files; both or neither
     tls_key: str | None = None
@@ -293,13 +297,23 @@ class _Parser:
         for k in ("host", "device", "tls_cert", "tls_key", "token_file", "token_env"):
             if s.get(k) is not None:
                 out[k] = self.string(s[k], f"server.{k}")
-        for k, lo, hi in (("port", 0, 65535), ("slots", 2, 1_000_000), ("frames_per_tick", 1, 64)):
+        ints = (
+            ("port", 0, 65535),
+            ("slots", 2, 1_000_000),
+            ("frames_per_tick", 1, 64),
+            ("max_batch", 0, 1_000_000),
+            ("threads", 0, 1024),
+            ("host_cache_characters", 0, 100_000_000),
+        )
+        for k, lo, hi in ints:
             if k in s:
                 out[k] = self.integer(s[k], f"server.{k}", lo, hi)
         if "max_text_bytes" in s:
             out["max_text_bytes"] = self.integer(s["max_text_bytes"], "server.max_text_bytes", 1, 1 << 20)
         if "max_queue_wait_s" in s:
             out["max_queue_wait_s"] = self.number(s["max_queue_wait_s"], "server.max_queue_wait_s", 0.0, 3600.0)
+        if "max_load" in s:
+            out["max_load"] = self.number(s["max_load"], "server.max_load", 0.0, 10.0)
         if "lookahead_ms" in s:
             out["lookahead_ms"] = self.number(s["lookahead_ms"], "server.lookahead_ms", 0.0, 1e9)
         if out.get("device", "auto") not in ("auto", "cpu", "cuda"):

@@ -67,6 +67,7 @@ def test_good_file_parses(tmp_path: Path) -> None:
         (("pitch: 6", "pitch: 6, colour: red"), "characters.goblin.colour", "unknown key 'colour'"),
         (("default_character: guard", "default_character: king"), "default_character", "'king'"),
         (("slots: 8", "slots: -1"), "server.slots", "-1 is out of range"),
+        (("slots: 8", "slots: 8, max_load: 20"), "server.max_load", "20 is out of range [0, 10]"),
         (("{tiny: 0}", "{tiny: 0, checkpoint: x}"), "voices.tiny", "exactly one"),
     ],
 )

@@ -92,6 +92,10 @@ class Daemon:
             max_queue_wait_s=settings.max_queue_wait_s,
             device=device,
             lookahead_ms=settings.lookahead_ms,
+            max_load=settings.max_load,
+            max_batch=settings.max_batch,
+            threads=settings.threads,
+            host_cache_characters=settings.host_cache_characters,
         )
         self.engine = Engine(voices, engine_config)
         self.engine.start()
