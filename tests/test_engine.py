@@ -350,7 +350,7 @@ def test_underruns_are_counted_when_generation_falls_behind(voice: VoiceModel) -
     slow = SlowVoice(voice, 0.15)
     config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=50.0)
     with Engine({"tiny": slow}, config) as engine:  # type: ignore[dict-item]
-        _, _, end = collect(speak(engine, "guard", LINE))
+        _, _, end = collect(speak(engine, "guard", "Hello there."))  # a few ticks of >= 150 ms for 46 ms each
         assert end.reason == "completed"
         assert engine.stats().underruns >= 1
 
