@@ -510,3 +510,17 @@ def test_admission_from_measured_cost(voice: VoiceModel) -> None:
                 rejected += 1
         assert 1 <= done <= 3 and done + rejected == 6
         assert engine.stats().slots_in_use == 0
+
+
+def test_close_ends_open_streams_cancelled_with_a_fade(voice: VoiceModel) -> None:
+    engine = Engine({"tiny": voice}, EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=100.0))
+    engine.start()
+    stream = speak(engine, "guard", LONG)
+    events = stream.events_sync(timeout=60)
+    got = [next(events), next(events)]
+    engine.close()
+    got += list(events)
+    end = got[-1]
+    assert isinstance(end, EndEvent) and end.reason == "cancelled"
+    pcm = np.concatenate([e.pcm for e in got if isinstance(e, AudioEvent)])
+    assert len(pcm) == end.total_samples and pcm[-1] == 0.0  # faded, not cut

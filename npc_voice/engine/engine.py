@@ -19,6 +19,7 @@ import logging
 import os
 import statistics
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import TypeVar
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMAND_TIMEOUT_S = 30.0  # export/import/reset wait at most this long for the engine thread
+CLOSE_FADE_WAIT_S = 2.0  # close() lets open streams fade out for at most this long
 
 
 class Engine:
@@ -92,7 +94,16 @@ class Engine:
         self._ready.wait()  # warm-up done: the first request pays no lazy initialisation
 
     def close(self) -> None:
-        """Stop the engine thread; open streams end "cancelled"."""
+        """Stop the engine thread; open streams end "cancelled" (faded out, if the thread still
+        runs, within CLOSE_FADE_WAIT_S)."""
+        if self._thread is not None and self._running:
+            with self.scheduler.lock:
+                streams = [*self.scheduler.active, *self.scheduler.waiting]
+            for stream in streams:
+                stream.cancel()
+            deadline = time.monotonic() + CLOSE_FADE_WAIT_S
+            for stream in streams:
+                stream.wait_ended(max(0.0, deadline - time.monotonic()))
         self._running = False
         if self._thread is not None:
             self.scheduler.wake()
