@@ -85,9 +85,11 @@ class Engine:
         state_bytes = sum(
             t[0].numel() * t.element_size() for vr in self.scheduler.voices.values() for t in vr.pool.tensors.values()
         )
-        log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads",
+        log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads; "
+                 "idle states in host memory: up to %d characters (%.1f GB)",
                  self.device, len(self.voices), self.config.slots, self.config.frames_per_tick, state_bytes,
-                 torch.get_num_threads())
+                 torch.get_num_threads(), self.config.host_cache_characters,
+                 self.config.host_cache_characters * state_bytes / 1e9)
         self._running = True
         self._thread = threading.Thread(target=self._run, name="npc-voice-engine", daemon=True)
         self._thread.start()
