@@ -7,8 +7,11 @@ One engine thread calls ``tick()`` in a loop. A tick:
 3. picks the streams whose generated audio is less than ``lookahead_ms`` ahead of their
    playback clock (a stream with no audio yet always qualifies), earliest deadline first
    when more qualify than ``max_batch``;
-4. runs one ``model.step`` per voice over those rows (K frames each);
+4. runs one ``model.step`` per voice over those rows (K frames each; cond gathered from the
+   voice's CondArena in one index op);
 5. trims, fades (cancel), resamples and queues MarkEvent / AudioEvent / EndEvent per stream.
+
+Admission is by free slot, and optionally (``max_load``) by the measured step cost.
 
 All bookkeeping happens under ``lock``; it is released around the model calls so callers on
 other threads (open, say, close, stats) never wait for the device. Every tensor write to the

@@ -1,7 +1,8 @@
 """Speaker: the engine-side bookkeeping of one admitted stream (slot, line position, clocks).
 
-Only the scheduler touches a Speaker, under its lock. Positions are counted in native samples
-(22050 Hz) for scheduling and in output samples for events.
+Only the engine thread touches a Speaker (under the scheduler's lock, except ``render`` which
+runs between the step and the lock). Positions are counted in native samples (22050 Hz) for
+scheduling and in output samples for events.
 
 Playback clock: the client is assumed to start playing at the first chunk and to play at
 real-time rate, so at time t it has played ``anchor_gen + (t - anchor_t) * rate`` samples.
