@@ -232,3 +232,35 @@ func test_node_cancel_fades_queued_audio() -> String:
 	if not finished[0] or words != ["early"]:
 		return "after the fade: finished %s, words %s" % [finished[0], str(words)]
 	return "ok"
+
+
+## Marks arrive before their audio; they must wait until the line's first samples play,
+## and come between speech_started and speech_finished.
+func test_node_marks_wait_for_their_audio() -> String:
+	var tree := Engine.get_main_loop() as SceneTree
+	var node: Node = NpcVoiceNode.new()
+	tree.root.add_child(node)
+	node._start_generator(22050)
+	var events: Array = []
+	node.speech_started.connect(func() -> void: events.append("started"))
+	node.speech_finished.connect(func() -> void: events.append("finished"))
+	node.word.connect(func(w: String) -> void: events.append(w))
+	node._lines.append({"base": 0, "end": -1, "audio": false, "started": false})
+	node._marks = [[0, "words", "first", 0], [1000, "words", "second", 0]]
+	for i in 10:
+		await tree.process_frame
+	if not events.is_empty():
+		return "events before any audio: %s" % str(events)
+	var frames := PackedVector2Array()
+	frames.resize(2205)
+	frames.fill(Vector2(0.1, 0.1))
+	node._pending = frames
+	node._lines[0]["audio"] = true
+	node._lines[0]["end"] = 2205
+	var deadline := Time.get_ticks_msec() + 10000
+	while not events.has("finished") and Time.get_ticks_msec() < deadline:
+		await tree.process_frame
+	node.queue_free()
+	if events != ["started", "first", "second", "finished"]:
+		return "events %s" % str(events)
+	return "ok"

@@ -1,6 +1,7 @@
 ## Headless test suite for the npc_voice addon:
 ##   godot --headless --path <project> -s res://tests/test_main.gd
-## Offline tests (HPACK vectors, protobuf, HTTP/2 edge cases against a scripted peer) always run; live tests run
+## Offline tests (HPACK vectors, protobuf, HTTP/2 edge cases against a scripted peer)
+## always run; live tests run
 ## against the daemon at NPC_VOICE_ADDR (host:port) and are counted as skipped without it.
 ## Prints "PASS name" / "FAIL name: why" / "SKIP name: why" per test and, last,
 ## "npc-voice-godot-summary passed=N failed=N skipped=N" (run_tests.sh turns it into the
@@ -10,6 +11,7 @@ extends SceneTree
 const OfflineTests = preload("res://tests/offline_tests.gd")
 const H2PeerTests = preload("res://tests/h2_peer_tests.gd")
 const LiveTests = preload("res://tests/live_tests.gd")
+const NodeLiveTests = preload("res://tests/node_live_tests.gd")
 const NpcVoiceNode = preload("res://addons/npc_voice/npc_voice.gd")
 
 var _passed := 0
@@ -30,16 +32,16 @@ func _run() -> void:
 			if only.is_empty() or name.contains(only):
 				_report(name, await suite.call(name))
 	var addr := OS.get_environment("NPC_VOICE_ADDR")
-	var live := LiveTests.new(self, addr)
-	for name in live.test_names():
-		if not (only.is_empty() or name.contains(only)):
-			continue
-		if addr.is_empty():
-			_skipped += 1
-			print("SKIP %s: NPC_VOICE_ADDR is not set (no daemon to talk to)" % name)
-			continue
-		_report(name, await live.call(name))
-	live.shutdown()
+	for suite: RefCounted in [LiveTests.new(self, addr), NodeLiveTests.new(self, addr)]:
+		for name: String in suite.test_names():
+			if not (only.is_empty() or name.contains(only)):
+				continue
+			if addr.is_empty():
+				_skipped += 1
+				print("SKIP %s: NPC_VOICE_ADDR is not set (no daemon to talk to)" % name)
+				continue
+			_report(name, await suite.call(name))
+		suite.shutdown()
 	NpcVoiceNode.close_shared_clients()
 	print("npc-voice-godot-summary passed=%d failed=%d skipped=%d" % [_passed, _failed, _skipped])
 	quit(1 if _failed > 0 else 0)

@@ -165,11 +165,17 @@ func _process(_delta: float) -> void:
 	# Per line, in order: speech_started, its marks up to the playhead, speech_finished.
 	while not _lines.is_empty():
 		var line: Dictionary = _lines[0]
-		if not line["started"] and line["audio"] and played >= line["base"]:
+		var end: int = line["end"]
+		if not line["started"]:
+			if end >= 0 and (not line["audio"] or end <= int(line["base"])):
+				_lines.pop_front()  # ended (or was cut) before any of it could play: no signals
+				_marks = _marks.filter(func(m: Array) -> bool: return m[3] != line["base"])
+				continue
+			if not line["audio"] or played <= int(line["base"]):
+				break  # its first sample has not been played yet
 			line["started"] = true
 			speech_started.emit()
-		var end: int = line["end"]
-		_emit_marks(mini(played, end - 1) if end >= 0 else played)
+		_emit_marks(mini(played, end) if end >= 0 else played)
 		if end < 0 or played < end:
 			break
 		_lines.pop_front()
@@ -177,8 +183,9 @@ func _process(_delta: float) -> void:
 			speech_finished.emit()
 
 
-func _emit_marks(upto: int) -> void:
-	while not _marks.is_empty() and _marks[0][0] <= upto:
+## Emit the marks whose first sample has been played (frame index < played).
+func _emit_marks(played: int) -> void:
+	while not _marks.is_empty() and _marks[0][0] < played:
 		var mark: Array = _marks.pop_front()
 		last_mark_start = mark[0] - mark[3]
 		match mark[1]:
