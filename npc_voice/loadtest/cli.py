@@ -46,6 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="write the latency/slots plot here (needs matplotlib)")
     p.add_argument("--token", help="bearer token (prefer --token-env: command lines are visible to others)")
     p.add_argument("--token-env", metavar="VAR", help="environment variable holding the bearer token")
+    p.add_argument("--tls-ca", metavar="PEM", help="connect with TLS, trusting this CA (the daemon's --tls-cert)")
     p.add_argument("--compare-piper", action="store_true", help="also time Piper in-process on the same lines")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=cmd_loadtest)
@@ -80,6 +81,7 @@ def config_from_args(args: argparse.Namespace, streams: int) -> SimConfig:
         slow_reader_fraction=args.slow_readers,
         burst=args.burst,
         progress=not args.quiet,
+        tls_ca=args.tls_ca,
     )
 
 

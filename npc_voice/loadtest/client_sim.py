@@ -51,6 +51,7 @@ class SimConfig:
     jitter_ms: float = 100.0  # client playback pre-buffer
     sample_rate: int = 0  # requested output rate; 0 = the character's default
     token: str | None = None  # bearer token, when the daemon requires one
+    tls_ca: str | None = None  # PEM file of the CA that signed the daemon's certificate: connect with TLS
     seed: int = 0
     cancel_fraction: float = 0.1  # lines the player walks away from, mid-line
     slow_reader_fraction: float | None = None  # None = 0.05 in mixed, 0 otherwise
@@ -161,7 +162,13 @@ class Simulation:
     async def run(self) -> SimResult:
         cfg = self.cfg
         options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
-        async with grpc.aio.insecure_channel(cfg.server, options=options) as channel:
+        if cfg.tls_ca:
+            with open(cfg.tls_ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            channel = grpc.aio.secure_channel(cfg.server, creds, options=options)
+        else:
+            channel = grpc.aio.insecure_channel(cfg.server, options=options)
+        async with channel:
             self._stub = pb_grpc.NpcVoiceStub(channel)
             listing = await self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self._metadata, timeout=10)
             names = [c.name for c in listing.characters] or [listing.default_character or ""]
