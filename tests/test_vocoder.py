@@ -177,3 +177,22 @@ def test_garbage_in_gives_finite_bounded_audio(voc: Vocoder) -> None:
     assert all(torch.isfinite(v.float()).all() for v in state.values())
     again = voc.step(state, torch.tensor([1, 2, 3, 4]), speechlike(12).expand(4, -1, -1).clone(), neutral(4))
     assert torch.isfinite(again).all()
+
+
+def test_postfilter_deepens_formants_and_keeps_the_level() -> None:
+    p = steady(120.0)
+    p[:, F.AP] = 0.0  # noise only: a smooth spectrum shows the envelope itself
+    p[:, F.VUV] = 0.0
+    plain = Vocoder().synthesize(p).numpy()[HOP * 10:]
+    sharp = Vocoder(postfilter=0.5).synthesize(p).numpy()[HOP * 10:]
+
+    def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        freqs = np.fft.rfftfreq(len(x), 1.0 / SR)
+        return float(10 * np.log10(spec[(freqs >= lo) & (freqs < hi)].mean()))
+
+    contrast = [band_db(y, 600, 800) - band_db(y, 1100, 1300) for y in (plain, sharp)]  # formant vs valley
+    assert contrast[1] > contrast[0] + 1.0
+    assert float(np.sqrt(np.mean(sharp ** 2))) == pytest.approx(float(np.sqrt(np.mean(plain ** 2))), rel=0.2)
+    with pytest.raises(ValueError, match="-1"):
+        Vocoder(postfilter=-1.0)

@@ -67,6 +67,16 @@ def _min_phase_matrix() -> torch.Tensor:
     return torch.fft.rfft(cep * fold, n=N_FFT).imag.float()
 
 
+def _lifter(boost: float) -> torch.Tensor:
+    """[N_ENV, N_ENV] float64: band values -> band values with cepstral coefficients c2.. scaled by 1 + boost."""
+    n = F.N_ENV
+    k = np.arange(n)[:, None]
+    dct = np.sqrt(2.0 / n) * np.cos(np.pi * k * (np.arange(n)[None, :] + 0.5) / n)  # orthonormal DCT-II rows
+    dct[0] /= np.sqrt(2.0)
+    gain = np.where(np.arange(n) >= 2, 1.0 + boost, 1.0)
+    return torch.tensor(dct.T @ np.diag(gain) @ dct)  # symmetric: env @ L == L @ env
+
+
 def _hash_uniform(index: torch.Tensor) -> torch.Tensor:
     """int64 counter -> float32 uniform in [0, 1): a stateless integer hash (same on CPU and GPU).
 
@@ -83,18 +93,25 @@ class Vocoder(torch.nn.Module):
     """Batched streaming vocoder. No trainable weights; the buffers are fixed tables."""
 
     _log_spec: torch.Tensor
+    _plain_mag: torch.Tensor
     _ap_interp: torch.Tensor
     _lowcut: torch.Tensor
     _noise: torch.Tensor
     _tap_offsets: torch.Tensor
     _neutral: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, postfilter: float = 0.0) -> None:
+        """``postfilter`` > 0 deepens the envelope's formant structure (cepstral lifter 1 + postfilter on
+        c2 and up, frame energy kept): a remedy for a model's over-smoothed envelopes. 0 = off."""
         super().__init__()
-        interp = F.interp_matrix(F.env_centres_hz(), N_BINS)  # [N_ENV, N_BINS] band values -> bins
+        if not (math.isfinite(postfilter) and 0.0 <= postfilter <= 2.0):
+            raise ValueError(f"postfilter must be in [0, 2], got {postfilter!r}")
+        self.postfilter = postfilter
+        interp = torch.tensor(F.interp_matrix(F.env_centres_hz(), N_BINS))  # [N_ENV, N_BINS] bands -> bins
         # complex log spectrum of the minimum-phase filter, linear in env: [N_ENV, 2, N_BINS] (log|H|, phase)
-        phase = torch.tensor(interp) @ _min_phase_matrix().double()
-        self.register_buffer("_log_spec", torch.cat([torch.tensor(interp), phase], dim=1).float(), persistent=False)
+        log_spec = torch.cat([interp, interp @ _min_phase_matrix().double()], dim=1)
+        self.register_buffer("_plain_mag", interp.float(), persistent=False)
+        self.register_buffer("_log_spec", (_lifter(postfilter) @ log_spec).float(), persistent=False)
         self.register_buffer("_ap_interp", torch.tensor(F.interp_matrix(F.ap_centres_hz(), N_BINS),
                                                         dtype=torch.float32), persistent=False)  # [N_AP, N_BINS]
         # No DC and almost nothing below 40 Hz: a pulse train through an envelope with a DC value drifts.
@@ -126,6 +143,10 @@ class Vocoder(torch.nn.Module):
         Formant warp a: H'(f) = H(f / a), so a > 1 moves formants up (a smaller vocal tract). The
         phase is warped with the magnitude (close to the warped envelope's own minimum phase)."""
         log_spec = (env @ self._log_spec.flatten(1)).view(-1, 2, N_BINS)  # [R, 2, N_BINS]
+        if self.postfilter > 0.0:  # keep each frame's energy: shift log|H| by half the log energy change
+            before = torch.logsumexp(2.0 * (env @ self._plain_mag), dim=1)
+            after = torch.logsumexp(2.0 * log_spec[:, 0], dim=1)
+            log_spec = log_spec - torch.stack([0.5 * (after - before), torch.zeros_like(after)], dim=1)[:, :, None]
         pos = (torch.arange(N_BINS, device=env.device, dtype=torch.float32) / formant[:, None]).clamp(max=N_BINS - 1)
         i0 = pos.floor().long().clamp(max=N_BINS - 2)  # [R, N_BINS]
         w = (pos - i0)[:, None, :]
