@@ -205,10 +205,16 @@ def teacher_lines(texts: list[str], teacher_dir: str | Path | None) -> list[Teac
     return out
 
 
-def load_student(voice: Any) -> Any:
+def load_student(voice: Any, postfilter: float | None = None) -> Any:
+    """A VoiceModel, or a voice folder (None = the shipped default). ``postfilter`` replaces its vocoder's."""
     from npc_voice.model import load_voice
 
-    return load_voice(voice) if voice is None or isinstance(voice, (str, Path)) else voice
+    model = load_voice(voice) if voice is None or isinstance(voice, (str, Path)) else voice
+    if postfilter is not None:
+        from npc_voice.audio.vocoder import Vocoder
+
+        model.vocoder = Vocoder(postfilter=postfilter).to(model.device)
+    return model
 
 
 def render_student(model: Any, tl: TeacherLine) -> tuple[np.ndarray, float, np.ndarray | None]:
@@ -253,7 +259,7 @@ def spectrogram_png(path: Path, rows: list[tuple[str, np.ndarray]], title: str) 
 
 def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: str | Path = "eval_out",
              teacher_dir: str | Path | None = None, systems: tuple[str, ...] = SYSTEMS, limit: int | None = None,
-             beam_size: int = 5) -> dict[str, Any]:
+             beam_size: int = 5, postfilter: float | None = None) -> dict[str, Any]:
     """Render, transcribe and compare; returns (and writes to out_dir/report.json) the report."""
     import torch
 
@@ -268,7 +274,7 @@ def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: s
     texts = read_lines(lines_file)[:limit]
     teachers = teacher_lines(texts, teacher_dir)
     asr = Transcriber(beam_size=beam_size)
-    model = load_student(voice) if "student" in systems else None
+    model = load_student(voice, postfilter) if "student" in systems else None
     vocoder = Vocoder()
     per_line: list[dict[str, Any]] = []
     audio_s = {s: 0.0 for s in systems}
@@ -319,6 +325,7 @@ def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: s
         summary[name] = s
     report = {"lines": len(texts), "lines_file": str(lines_file or "npc_voice/train/heldout.txt"),
               "voice": getattr(model, "name", None), "voice_version": getattr(model, "version", None),
+              "student_postfilter": postfilter,
               "summary": summary, "per_line": per_line,
               "definitions": {"wer": f"Whisper-base int8, beam {beam_size}, lowercase, punctuation stripped, "
                                      "numbers spelled",
@@ -346,6 +353,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--limit", type=int, help="only the first N lines")
     p.add_argument("--beam", type=int, default=5, help="Whisper beam size")
+    p.add_argument("--postfilter", type=float, help="render the student with this vocoder postfilter (0 = off)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit, args.beam)
+    report = run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit, args.beam,
+                      args.postfilter)
     print(format_summary(report))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
