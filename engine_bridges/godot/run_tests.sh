@@ -6,7 +6,8 @@
 # Exit: 0 all passed, 1 a failure, 77 Godot 4 could not be obtained (a loud SKIP, never a pass).
 #
 # NPC_VOICE_GODOT_TESTS=substring runs only matching tests; NPC_VOICE_GODOT_TIMEOUT bounds
-# the whole run in seconds (default 900).
+# the whole run in seconds (default 900). `run_tests.sh --bench` prints the costs measured by
+# tests/bench.gd instead (no pass/fail).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 testdata="$(dirname "$here")/testdata"
@@ -28,6 +29,13 @@ cp -r "$here/addons" "$here/tests" "$here/sample" "$here/project.godot" "$work/"
 mkdir -p "$work/tests/testdata"
 cp "$testdata"/*.json "$work/tests/testdata/"
 log="$work/test.log"
+
+if [ "${1:-}" = --bench ]; then
+    timeout --kill-after=10 600 chroot "$chroot_dir" env NPC_VOICE_ADDR="${NPC_VOICE_ADDR:-}" \
+        godot --headless --path "/tmp/$(basename "$work")" -s res://tests/bench.gd 2>&1 \
+        | grep -v -e '/proc/self/exe' -e 'at: get_executable_path' -e 'ObjectDB instances leaked' -e 'at: cleanup'
+    exit "${PIPESTATUS[0]}"
+fi
 
 timeout --kill-after=10 "${NPC_VOICE_GODOT_TIMEOUT:-900}" \
     chroot "$chroot_dir" env NPC_VOICE_ADDR="${NPC_VOICE_ADDR:-}" NPC_VOICE_GODOT_TESTS="${NPC_VOICE_GODOT_TESTS:-}" \
