@@ -6,7 +6,7 @@
 # Exit: 0 all passed, 1 a failure, 77 Godot 4 could not be obtained (a loud SKIP, never a pass).
 #
 # NPC_VOICE_GODOT_TESTS=substring runs only matching tests; NPC_VOICE_GODOT_TIMEOUT bounds
-# the whole run in seconds (default 900). `run_tests.sh --bench` prints the costs measured by
+# the whole run in seconds (default 600). `run_tests.sh --bench` prints the costs measured by
 # tests/bench.gd instead (no pass/fail).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -37,7 +37,7 @@ if [ "${1:-}" = --bench ]; then
     exit "${PIPESTATUS[0]}"
 fi
 
-timeout --kill-after=10 "${NPC_VOICE_GODOT_TIMEOUT:-900}" \
+timeout --kill-after=10 "${NPC_VOICE_GODOT_TIMEOUT:-600}" \
     chroot "$chroot_dir" env NPC_VOICE_ADDR="${NPC_VOICE_ADDR:-}" NPC_VOICE_GODOT_TESTS="${NPC_VOICE_GODOT_TESTS:-}" \
     godot --headless --path "/tmp/$(basename "$work")" -s res://tests/test_main.gd 2>&1 \
     | grep --line-buffered -v -e 'Couldn.t get executable path from /proc/self/exe' -e 'at: get_executable_path' \
