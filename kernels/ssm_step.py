@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_step_cpu
 
 
 def ssm_step_ref(
@@ -68,7 +69,9 @@ def ssm_step_ref(
 
 
 def ssm_step(*args: object, **kwargs: object) -> torch.Tensor:
-    """Dispatch: the Triton kernel on CUDA tensors, the reference elsewhere.
+    """Dispatch: the Triton kernel on CUDA tensors; on CPU the fused numba loop
+    (ssm_step_cpu.py) when numba is installed, float32 and no autograd is wanted,
+    else the reference. ``NPC_VOICE_CPU_STEP=ref`` forces the reference.
 
     Same signature and shapes as ``ssm_step_ref``."""
     xbc = args[0] if args else kwargs["xbc"]
@@ -77,4 +80,9 @@ def ssm_step(*args: object, **kwargs: object) -> torch.Tensor:
         from npc_voice_kernels.ssm_step_triton import ssm_step_triton  # noqa: PLC0415
 
         return ssm_step_triton(*args, **kwargs)  # type: ignore[arg-type]
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if not wants_grad and cpu_step_available(*tensors):
+        return ssm_step_cpu(*args, **kwargs)  # type: ignore[arg-type]
     return ssm_step_ref(*args, **kwargs)  # type: ignore[arg-type]
+

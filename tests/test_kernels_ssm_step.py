@@ -224,8 +224,8 @@ class TestKernelInterpreted:
             ssm_step_triton(torch.randn(1, s.conv_dim), dt, z, conv, ssm.double(), slots, 0, *w.values())
 
 
-def test_kernel_dispatch_uses_reference_on_cpu() -> None:
-    """``ssm_step`` on CPU tensors is the reference (same values, bit for bit)."""
+def test_kernel_dispatch_on_cpu_matches_the_reference() -> None:
+    """``ssm_step`` on CPU tensors: the numba loop or the reference, the same values either way."""
     s = Shapes()
     gen = torch.Generator().manual_seed(5)
     w = _weights(s, gen)
@@ -235,7 +235,8 @@ def test_kernel_dispatch_uses_reference_on_cpu() -> None:
     slots = torch.tensor([2, 4])
     out_a = ssm_step(xbc, dt, z, conv_a, ssm_a, slots, 0, *w.values())
     out_b = ssm_step_ref(xbc, dt, z, conv_b, ssm_b, slots, 0, *w.values())
-    assert torch.equal(out_a, out_b) and torch.equal(ssm_a, ssm_b)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ssm_a, ssm_b, rtol=1e-5, atol=1e-5)
 
 
 def _ssm_step_original(
@@ -288,3 +289,54 @@ def test_kernel_reference_equals_the_literal_math(dtype: torch.dtype) -> None:
         torch.testing.assert_close(out_a[real], out_b[real], rtol=OUT_TOL[dtype][0], atol=OUT_TOL[dtype][1])
     torch.testing.assert_close(conv_a[1:], conv_b[1:], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pattern", list(SLOT_PATTERNS), ids=list(SLOT_PATTERNS))
+def test_kernel_cpu_numba_step_matches_reference(pattern: str) -> None:
+    """The fused CPU loop (numba) against the reference: outputs and state in place, 24 steps, strided inputs."""
+    from npc_voice_kernels.ssm_step_cpu import _kernel, ssm_step_cpu
+
+    if _kernel is None:
+        pytest.skip("numba is not installed: ssm_step runs the reference on CPU")
+    s = Shapes()
+    gen = torch.Generator().manual_seed(7)
+    w = _weights(s, gen)
+    conv0, ssm0 = _pools(s, gen, torch.float32)
+    conv_a, ssm_a, conv_b, ssm_b = conv0.clone(), ssm0.clone(), conv0.clone(), ssm0.clone()
+    slots = torch.tensor(SLOT_PATTERNS[pattern])
+    real = slots != 0
+    n = len(slots)
+    for step in range(24):
+        packed = torch.randn(n, s.conv_dim + s.nheads + s.d_inner + 3, generator=gen)  # like the model's in_proj split
+        xbc, dt = packed[:, : s.conv_dim], packed[:, s.conv_dim : s.conv_dim + s.nheads]
+        z = packed[:, s.conv_dim + s.nheads : s.conv_dim + s.nheads + s.d_inner]
+        out_a = ssm_step_cpu(xbc, dt, z, conv_a, ssm_a, slots, step % 2, *w.values())
+        out_b = ssm_step_ref(xbc, dt, z, conv_b, ssm_b, slots, step % 2, *w.values())
+        torch.testing.assert_close(out_a[real], out_b[real], rtol=1e-5, atol=1e-5, msg=f"output at step {step}")
+    torch.testing.assert_close(conv_a[1:], conv_b[1:], rtol=0, atol=0)
+    torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-5, atol=1e-5)
+    untouched = [i for i in range(1, s.n_slots) if i not in SLOT_PATTERNS[pattern]]
+    assert torch.equal(ssm_a[untouched], ssm0[untouched]) and torch.equal(conv_a[untouched], conv0[untouched])
+
+
+def test_kernel_cpu_dispatch_falls_back_to_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16, autograd, or NPC_VOICE_CPU_STEP=ref: the reference, bit for bit."""
+    s = Shapes()
+    gen = torch.Generator().manual_seed(8)
+    w = _weights(s, gen)
+    conv0, ssm0 = _pools(s, gen, torch.float32)
+    slots = torch.tensor([3, 1])
+    xbc, dt, z = torch.randn(2, s.conv_dim), torch.randn(2, s.nheads), torch.randn(2, s.d_inner)
+
+    def both(xbc: torch.Tensor, dt: torch.Tensor, z: torch.Tensor, weights: list[torch.Tensor]) -> bool:
+        ca, sa, cb, sb = conv0.clone(), ssm0.clone(), conv0.clone(), ssm0.clone()
+        out_a = ssm_step(xbc, dt, z, ca, sa, slots, 0, *weights)
+        out_b = ssm_step_ref(xbc, dt, z, cb, sb, slots, 0, *weights)
+        return torch.equal(out_a, out_b) and torch.equal(sa, sb) and torch.equal(ca, cb)
+
+    weights = list(w.values())
+    assert both(xbc.bfloat16(), dt.bfloat16(), z.bfloat16(), weights)
+    grad_weights = [t.clone().requires_grad_(True) for t in weights]
+    assert both(xbc, dt, z, grad_weights)
+    monkeypatch.setenv("NPC_VOICE_CPU_STEP", "ref")
+    assert both(xbc, dt, z, weights)

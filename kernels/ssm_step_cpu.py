@@ -1,0 +1,121 @@
+"""Fused CPU decoder step (numba): ``ssm_step_ref``'s math in one pass over the state.
+
+The eager reference makes several passes over each row's state (gather, decay,
+update, scatter, readout) plus temporaries; on this CPU that is the daemon's top
+cost. This loop reads each state element once, writes it once and accumulates the
+C readout on the way, row by row in place in the pool (no gather/scatter copies).
+It releases the GIL, so the gRPC thread runs meanwhile.
+
+Optional: used by ``ssm_step`` on CPU when numba is installed and every tensor is
+float32 (int64 slots); anything else, or ``NPC_VOICE_CPU_STEP=ref``, takes the
+reference. Same results as the reference within float rounding (the tests hold it
+to that); deterministic and independent of batch composition.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    import numba
+except ImportError:  # optional: the reference serves without it
+    numba = None  # type: ignore[assignment]
+
+
+def _rows_kernel(
+    xbc: np.ndarray, dt: np.ndarray, z: np.ndarray, conv: np.ndarray, ssm: np.ndarray, slots: np.ndarray,
+    layer: int, conv_w: np.ndarray, conv_b: np.ndarray, dt_bias: np.ndarray, a_log: np.ndarray, d: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    n_rows, conv_dim = xbc.shape
+    nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
+    taps = conv.shape[2]  # d_conv - 1
+    d_inner = nheads * headdim
+    one = np.float32(1.0)
+    xc = np.empty(conv_dim, dtype=np.float32)  # this row's conv + silu output (x | B | C)
+    for b in range(n_rows):
+        s = slots[b]
+        cs = conv[s, layer]  # [taps, conv_dim] view into the pool
+        for c in range(conv_dim):  # causal conv over (state taps, new input), then shift the state
+            acc = conv_b[c]
+            for k in range(taps):
+                acc += cs[k, c] * conv_w[c, k]
+            new = xbc[b, c]
+            acc += new * conv_w[c, taps]
+            for k in range(taps - 1):
+                cs[k, c] = cs[k + 1, c]
+            cs[taps - 1, c] = new
+            xc[c] = acc / (one + np.exp(-acc))
+        bv = xc[d_inner : d_inner + d_state]
+        cv = xc[d_inner + d_state :]
+        for h in range(nheads):
+            v = dt[b, h] + dt_bias[h]
+            dts = v if v > 20.0 else np.log1p(np.exp(v))  # softplus, torch's threshold
+            decay = np.exp(-np.exp(a_log[h]) * dts)
+            hs = ssm[s, layer, h]  # [headdim, d_state] view into the pool
+            dh = d[h]
+            for p in range(headdim):
+                i = h * headdim + p
+                xv = xc[i]
+                u = dts * xv
+                row = hs[p]
+                y = np.float32(0.0)
+                for n in range(d_state):
+                    hv = row[n] * decay + u * bv[n]
+                    row[n] = hv
+                    y += hv * cv[n]
+                zv = z[b, i]
+                out[b, i] = (y + dh * xv) * (zv / (one + np.exp(-zv)))
+
+
+# fastmath lets LLVM vectorize the state loop (the readout sum is reassociated: rounding-level change).
+_kernel: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_rows_kernel) if numba is not None else None
+
+
+def cpu_step_available(*tensors: torch.Tensor) -> bool:
+    """Whether ``ssm_step_cpu`` can take these tensors (else use the reference)."""
+    if _kernel is None or os.environ.get("NPC_VOICE_CPU_STEP", "") == "ref":
+        return False
+    return all(t.device.type == "cpu" for t in tensors)
+
+
+def ssm_step_cpu(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """One decoder-layer step on CPU (numba), same shapes and math as ``ssm_step_ref``:
+
+    xbc [B, conv_dim], dt [B, nheads], z [B, d_inner]; conv_state [slots, layers, d_conv-1,
+    conv_dim] and ssm_state [slots, layers, nheads, headdim, d_state] updated in place at rows
+    ``slots`` [B] (padding rows at scratch slot 0); conv_w [conv_dim, d_conv]; conv_b [conv_dim];
+    dt_bias, A_log, D [nheads]. Returns [B, d_inner] float32.
+    Falls back to ``ssm_step_ref`` for other dtypes or when numba is missing.
+    """
+    from npc_voice_kernels.ssm_step import ssm_step_ref  # noqa: PLC0415  (ssm_step imports this module)
+
+    args = (xbc, dt, z, conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
+    floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
+    if _kernel is None or slots.dtype != torch.int64 or any(t.dtype != torch.float32 for t in floats):
+        return ssm_step_ref(*args)
+    n_rows = xbc.shape[0]
+    nheads, headdim = ssm_state.shape[2], ssm_state.shape[3]
+    out = torch.empty((n_rows, nheads * headdim), dtype=torch.float32)
+    if n_rows == 0:
+        return out
+    arrays = [t.detach().numpy() for t in (xbc, dt, z, conv_state, ssm_state, slots)]
+    weights = [t.detach().numpy() for t in (conv_w, conv_b, dt_bias, A_log, D)]
+    _kernel(*arrays, int(layer), *weights, out.numpy())
+    return out
