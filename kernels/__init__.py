@@ -1,11 +1,12 @@
 """npc-voice step kernels (import name ``npc_voice_kernels``).
 
 Each op has a Triton kernel for CUDA and a pure-torch ``*_ref`` used on CPU.
-This package imports only torch (and triton lazily, on CUDA or under
-TRITON_INTERPRET=1); it never imports npc_voice.
+This package imports only torch, numpy and (optionally) numba, and triton lazily,
+on CUDA or under TRITON_INTERPRET=1; it never imports npc_voice.
 
 - ``ssm_step`` / ``ssm_step_ref``: one decoder layer's step over a batch of
-  state-pool rows (ssm_step.py); the Triton kernel is ``ssm_step_triton.py``.
+  state-pool rows (ssm_step.py); the Triton kernel is ``ssm_step_triton.py``, the
+  fused CPU loop ``ssm_step_cpu.py`` (numba, optional: without it, the reference).
 - ``GraphedStep``, ``bucket_for``, ``DEFAULT_BUCKETS``: batch-size buckets and
   CUDA-graph replay of a whole batched step (cuda_graphs.py).
 """
