@@ -201,3 +201,11 @@ def test_shipped_default_voice_loads_and_speaks() -> None:
     voice = load_voice()
     pcm = voice.render_prepared(voice.prepare(line()))
     assert np.isfinite(pcm).all() and np.abs(pcm).max() > 0
+
+
+def test_render_text_through_the_frontend(voice: SSMVoice) -> None:
+    pcm = voice.render("Hello there, traveller!", [1.0, 1.0, 0.0, 0.5], speed=1.5)
+    assert pcm.dtype == np.float32 and len(pcm) % 256 == 0 and len(pcm) > 10 * 256
+    assert np.isfinite(pcm).all() and np.abs(pcm).max() > 0
+    with pytest.raises(TextError):
+        voice.render("   ")

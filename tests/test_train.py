@@ -13,6 +13,7 @@ from npc_voice.model import load_voice
 from npc_voice.model.api import PhonemeInput
 from npc_voice.model.config import ModelConfig
 from npc_voice.train.dataset import UtteranceSet, collate, feature_stats
+from npc_voice.train.pipeline import export
 from npc_voice.train.train import TrainConfig, Trainer, lr_at
 
 SYMBOLS = ("_", " ", ".", "a", "b", "s", "i", "ˈ")
@@ -91,7 +92,10 @@ def test_training_smoke_loss_falls_then_resumes_and_exports(data: Path, tmp_path
     again.train()
     assert again.step == 24
 
-    voice = load_voice(run / "voice")
+    exported = export(run / "voice", tmp_path / "shipped", corpus_lines=3)
+    card = (exported / "MODEL_CARD.md").read_text()
+    assert "GPL-3.0" in card and "research" in card and "evaluation and prototyping" in card
+    voice = load_voice(exported)
     assert voice.symbols == SYMBOLS and voice.name == "default"
     ph = PhonemeInput(text="abs", symbols=tuple("ˈabs."), word_of=(0, 0, 0, 0, -1), visemes=("sil",) * 5,
                       words=("abs",))
