@@ -53,7 +53,7 @@ def test_state_spec_names_and_pool_shapes(voc: Vocoder) -> None:
 
 
 def test_k_frames_at_once_equal_one_frame_k_times(voc: Vocoder) -> None:
-    t = 45
+    t = 24  # > N_FFT / HOP frames, so the overlap-add tail crosses several call boundaries
     params = torch.stack([speechlike(t, seed=s) for s in range(3)])  # [3, t, 68]
     ctl = torch.tensor([[1.0, 1.0, 0.0, 1.0], [1.5, 0.8, 0.3, 0.7], [0.7, 1.3, 0.0, 1.2]])
     slots = torch.tensor([2, 1, 3])
