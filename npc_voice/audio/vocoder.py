@@ -1,12 +1,13 @@
 """Streaming harmonic-plus-noise vocoder: per-frame features (npc_voice.audio.features) -> PCM.
 
 Source-filter synthesis in the frequency domain, one 256-sample frame per row, batched over
-streams and frames:
+streams and frames (two real FFTs per frame, no per-stream Python):
 
 - Excitation: a pulse train whose phase accumulates f0 sample by sample (f0 ramps linearly
-  from the previous frame's centre to this one's, so pitch never jumps). Each pulse is placed
-  at its exact fractional position as ``exp(-j w tau)`` (band-limited, no jitter) with amplitude
-  sqrt(period), plus white noise (counter-based hash: the same samples whatever the batch).
+  from the previous frame's centre to this one's, so pitch never jumps). Each pulse is a
+  16-tap windowed sinc at its exact fractional position (band-limited, no jitter) with amplitude
+  sqrt(period); plus white noise read from a fixed table at an offset hashed from the stream's
+  frame counter (the same samples whatever the batch or slot).
 - Filter: the minimum-phase spectrum of the envelope (log magnitude from the 60 mel bands,
   phase = its Hilbert transform via the folded real cepstrum, a fixed matrix). Minimum phase
   gives every harmonic its own phase, like a real glottal pulse through a vocal tract, instead
