@@ -141,3 +141,16 @@ def test_wer_normalization_treats_both_sides_alike() -> None:
 
     assert normalize_words("It costs 3 coins, friend!") == normalize_words("it costs three coins friend")
     assert normalize_words("Don't go--it's 42.") == normalize_words("dont go its forty two")
+
+
+def test_octave_errors_count_as_gross_not_fine() -> None:
+    from npc_voice.train.evaluate import compare_features
+
+    ref = glide(40).numpy()
+    test = ref.copy()
+    test[:10, F.LF0] += math.log(2.0)  # an octave up on a quarter of the frames
+    test[10:, F.LF0] += math.log(2.0) / 24.0  # a quarter tone elsewhere
+    got = compare_features(ref, test, np.ones(40, dtype=bool))
+    assert got["f0_gross_error_pct"] == pytest.approx(25.0)
+    assert got["f0_fine_rmse_cents"] == pytest.approx(50.0, abs=0.01)
+    assert got["f0_rmse_cents"] > 500.0

@@ -37,6 +37,7 @@ EXTRA_HINT = "pip install -e '.[eval]'"
 WHISPER_SHA256_PREFIX = "d01c3014"
 WHISPER_BYTES = 145_217_532
 MCD_ORDER = 24
+GROSS_CENTS = 1200.0 * np.log2(1.2)  # a pitch error above 20 % (316 cents) counts as gross
 SYSTEMS = ("teacher", "resynth", "student")
 _MCD_K = 10.0 / np.log(10.0) * np.sqrt(2.0)
 
@@ -161,9 +162,13 @@ def compare_features(ref: np.ndarray, test: np.ndarray, speech: np.ndarray) -> d
     v_ref, v_test = ref[:, F.VUV] > 0.5, test[:, F.VUV] > 0.5
     both = v_ref & v_test
     cents = 1200.0 / np.log(2.0) * (test[both, F.LF0] - ref[both, F.LF0])
+    fine = np.abs(cents) <= GROSS_CENTS
     return {
         "mcd_db": mcd,
         "f0_rmse_cents": float(np.sqrt(np.mean(cents ** 2))) if both.any() else float("nan"),
+        # gross pitch errors (> 20 %, mostly octave jumps) apart from the fine error on the other frames
+        "f0_gross_error_pct": 100.0 * float(np.mean(~fine)) if both.any() else float("nan"),
+        "f0_fine_rmse_cents": float(np.sqrt(np.mean(cents[fine] ** 2))) if fine.any() else float("nan"),
         "voicing_error_pct": 100.0 * float(np.mean(v_ref != v_test)),
         "frames": float(t),
     }
@@ -318,7 +323,7 @@ def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: s
         s: dict[str, float] = {"wer_pct": 100.0 * word_error_rate(texts, [r[f"{name}_asr"] for r in per_line])}
         if render_s[name] > 0:
             s["rtf"] = render_s[name] / max(audio_s[name], 1e-9)
-        for key in ("mcd_db", "f0_rmse_cents", "voicing_error_pct"):
+        for key in ("mcd_db", "f0_rmse_cents", "f0_gross_error_pct", "f0_fine_rmse_cents", "voicing_error_pct"):
             vals = [m[key] for m in closeness.get(name, []) if np.isfinite(m[key])]
             if vals:
                 s[key] = float(np.mean(vals))
@@ -338,10 +343,11 @@ def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: s
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    cols = ("wer_pct", "mcd_db", "f0_rmse_cents", "voicing_error_pct", "rtf")
-    lines = [f"{'system':10s} " + " ".join(f"{c:>18s}" for c in cols)]
+    cols = ("wer_pct", "mcd_db", "f0_rmse_cents", "f0_gross_error_pct", "f0_fine_rmse_cents", "voicing_error_pct",
+            "rtf")
+    lines = [f"{'system':8s} " + " ".join(f"{c:>18s}" for c in cols)]
     for name, s in report["summary"].items():
-        lines.append(f"{name:10s} " + " ".join(f"{s[c]:18.3f}" if c in s else f"{'-':>18s}" for c in cols))
+        lines.append(f"{name:8s} " + " ".join(f"{s[c]:18.2f}" if c in s else f"{'-':>18s}" for c in cols))
     return "\n".join(lines)
 
 
