@@ -235,6 +235,7 @@ def run(data_dir: Path, workers: int = 2, watch: bool = False, idle_s: float = 6
                 if done:
                     write_stats(data_dir)
                 failed_last = len(pending(data_dir))
+                last_new = time.monotonic()  # idle counts from the end of a pass, not its start
             if not watch or time.monotonic() - last_new > idle_s:
                 break
             time.sleep(poll_s)
