@@ -359,12 +359,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--limit", type=int, help="only the first N lines")
     p.add_argument("--beam", type=int, default=5, help="Whisper beam size")
-    p.add_argument("--postfilter", type=float, help="render the student with this vocoder postfilter (0 = off)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="npc-voice eval", description=__doc__.split("\n")[0])
     add_arguments(p)
+    p.add_argument("--postfilter", type=float, help="render the student with this vocoder postfilter (0 = off)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit, args.beam,
