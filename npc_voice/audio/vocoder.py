@@ -96,7 +96,7 @@ class Vocoder(torch.nn.Module):
     _log_spec: torch.Tensor
     _plain_mag: torch.Tensor
     _ap_interp: torch.Tensor
-    _lowcut: torch.Tensor
+    _lowcut_spec: torch.Tensor
     _noise: torch.Tensor
     _tap_offsets: torch.Tensor
     _neutral: torch.Tensor
@@ -113,12 +113,15 @@ class Vocoder(torch.nn.Module):
         log_spec = torch.cat([interp, interp @ _min_phase_matrix().double()], dim=1)
         self.register_buffer("_plain_mag", interp.float(), persistent=False)
         self.register_buffer("_log_spec", (_lifter(postfilter) @ log_spec).float(), persistent=False)
+        # No DC and little below 40 Hz (a pulse train through an envelope with a DC value drifts). Part of
+        # the minimum-phase filter, so it stays causal: a zero-phase notch rings both ways, and its
+        # pre-ringing wrapped around the FFT buffer into an echo three frames later.
+        freqs = np.linspace(0.0, F.NYQUIST, N_BINS)
+        log_cut = torch.tensor(np.log(np.maximum((freqs / 40.0) ** 2, 1e-4)).clip(max=0.0))[None, :]
+        self.register_buffer("_lowcut_spec", torch.cat([log_cut, log_cut @ _min_phase_matrix().double()]).float(),
+                             persistent=False)  # [2, N_BINS] added to (log|H|, phase)
         self.register_buffer("_ap_interp", torch.tensor(F.interp_matrix(F.ap_centres_hz(), N_BINS),
                                                         dtype=torch.float32), persistent=False)  # [N_AP, N_BINS]
-        # No DC and almost nothing below 40 Hz: a pulse train through an envelope with a DC value drifts.
-        freqs = np.linspace(0.0, F.NYQUIST, N_BINS)
-        self.register_buffer("_lowcut", torch.tensor(np.clip(freqs / 40.0, 0.0, 1.0) ** 2, dtype=torch.float32),
-                             persistent=False)
         # A fixed table of unit-variance noise; each frame reads HOP samples at a hashed offset.
         gen = torch.Generator().manual_seed(20261129)
         self.register_buffer("_noise", torch.randn(NOISE_TABLE + HOP, generator=gen), persistent=False)
@@ -148,13 +151,14 @@ class Vocoder(torch.nn.Module):
             before = torch.logsumexp(2.0 * (env @ self._plain_mag), dim=1)
             after = torch.logsumexp(2.0 * log_spec[:, 0], dim=1)
             log_spec = log_spec - torch.stack([0.5 * (after - before), torch.zeros_like(after)], dim=1)[:, :, None]
+        log_spec = log_spec + self._lowcut_spec
         pos = (torch.arange(N_BINS, device=env.device, dtype=torch.float32) / formant[:, None]).clamp(max=N_BINS - 1)
         i0 = pos.floor().long().clamp(max=N_BINS - 2)  # [R, N_BINS]
         w = (pos - i0)[:, None, :]
         idx = i0[:, None, :].expand(-1, 2, -1)
         lo = torch.gather(log_spec, 2, idx)
         warped = lo + (torch.gather(log_spec, 2, idx + 1) - lo) * w
-        return torch.polar(torch.exp(warped[:, 0]) * self._lowcut, warped[:, 1])
+        return torch.polar(torch.exp(warped[:, 0]), warped[:, 1])
 
     def _frame_responses(self, feats: torch.Tensor, controls: torch.Tensor, pulse_pos: torch.Tensor,
                          pulse_amp: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
