@@ -10,18 +10,24 @@ npc-voice characters [--config F | --server ADDR]
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import sys
-import time
-import wave
-from pathlib import Path
+import os
 
-import grpc
-import numpy as np
+# Before torch loads: OpenMP's spinning barrier made a 2-thread voice step ~10x slower on a
+# shared 2-core machine (bench/README.md, "Threads"); passive waiting costs nothing when idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from npc_voice.config import SAMPLE_RATES, ConfigError, load_config
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import wave  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+
+from npc_voice.config import SAMPLE_RATES, ConfigError, load_config  # noqa: E402
 
 log = logging.getLogger("npc_voice.cli")
 
