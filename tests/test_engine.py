@@ -524,3 +524,18 @@ def test_close_ends_open_streams_cancelled_with_a_fade(voice: VoiceModel) -> Non
     assert isinstance(end, EndEvent) and end.reason == "cancelled"
     pcm = np.concatenate([e.pcm for e in got if isinstance(e, AudioEvent)])
     assert len(pcm) == end.total_samples and pcm[-1] == 0.0  # faded, not cut
+
+
+def test_add_voices_while_running_speaks_with_the_new_voice(make_engine) -> None:  # type: ignore[no-untyped-def]
+    """Hot reload can bring a new voice: it joins between ticks and renders exactly like the model."""
+    engine = make_engine()
+    other = tiny_voice(1)
+    engine.add_voices({"tiny": tiny_voice(2), "other": other})  # "tiny" exists: left alone
+    assert set(engine.voices) == {"tiny", "other"}
+    req = LineRequest("hero", "other", "Good morning.", VoiceControls(), {}, 22050, "req-added")
+    _, pcm, end = collect(engine.speak(req))
+    assert end.reason == "completed"
+    assert_same_audio(pcm, direct_render(other, ["Good morning."]))
+    _, pcm_old, _ = collect(speak(engine, "guard", "Good morning."))
+    assert_same_audio(pcm_old, direct_render(engine.voices["tiny"], ["Good morning."]))
+    assert engine.stats().slots_in_use == 0

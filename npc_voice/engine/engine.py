@@ -58,21 +58,39 @@ class Engine:
             raise ValueError("the engine needs at least one voice")
         self.config = config
         self.device = resolve_device(config.device)
-        runtimes: dict[str, VoiceRuntime] = {}
-        for name, model in voices.items():
-            if torch.device(model.device).type != self.device.type:
-                raise ValueError(f"voice {name!r} is on {model.device} but the engine runs on {self.device}; "
-                                 f"load voices with device={self.device.type!r}")
-            pool = StatePool(model.state_spec(), config.slots, self.device, config.host_cache_characters)
-            silence = model.silence_cond().to(self.device, torch.float32)
-            step = make_step(model, pool.tensors, self.device, config.max_batch or config.slots - 1)
-            arena = CondArena(config.frames_per_tick, model.d_cond, self.device)
-            runtimes[name] = VoiceRuntime(name, model, pool, silence, step, arena)
+        runtimes = {name: self._runtime(name, model) for name, model in voices.items()}
         self.voices = dict(voices)
         self.scheduler = Scheduler(runtimes, config, self.device)
         self._thread: threading.Thread | None = None
         self._running = False
         self._ready = threading.Event()
+
+    def _runtime(self, name: str, model: VoiceModel) -> VoiceRuntime:
+        """A voice's pool, step and conditioning arena on this engine's device."""
+        if torch.device(model.device).type != self.device.type:
+            raise ValueError(f"voice {name!r} is on {model.device} but the engine runs on {self.device}; "
+                             f"load voices with device={self.device.type!r}")
+        config = self.config
+        pool = StatePool(model.state_spec(), config.slots, self.device, config.host_cache_characters)
+        silence = model.silence_cond().to(self.device, torch.float32)
+        step = make_step(model, pool.tensors, self.device, config.max_batch or config.slots - 1)
+        arena = CondArena(config.frames_per_tick, model.d_cond, self.device)
+        return VoiceRuntime(name, model, pool, silence, step, arena)
+
+    def add_voices(self, voices: Mapping[str, VoiceModel]) -> None:
+        """Add voices while running (configuration hot reload). A name the engine already has
+        is left alone: its characters' states stay valid. Pools are built on the caller's
+        thread; the voices join the scheduler between ticks."""
+        new = {name: self._runtime(name, model) for name, model in voices.items() if name not in self.voices}
+        if not new:
+            return
+
+        def join() -> None:
+            self.scheduler.voices.update(new)
+
+        self._call(join)
+        self.voices.update({name: voices[name] for name in new})
+        log.info("engine: added voice(s) %s", ", ".join(sorted(new)))
 
     # ---- lifecycle ----------------------------------------------------------------------
 

@@ -149,10 +149,7 @@ class Daemon:
 
     def _add_voices(self, voices: dict[str, VoiceModel]) -> None:
         assert self.engine is not None
-        add = getattr(self.engine, "add_voices", None)  # not every engine can grow at run time
-        if add is None:
-            raise RuntimeError(f"new voice(s) {', '.join(sorted(voices))} need a daemon restart")
-        add(voices)
+        self.engine.add_voices(voices)
 
     def _reload_soon(self) -> None:
         assert self.store is not None
