@@ -73,7 +73,8 @@ def _print_hint(host: str, port: int, tls: bool, token: bool) -> None:
     if tls:
         extra += " --tls-ca CERT.pem"
     print(f"npc-voice is serving on {shown}:{port}. Speak a line with:", flush=True)
-    print(f'  npc-voice say --server {shown}:{port}{extra} --character guard -o hello.wav "Hello there"', flush=True)
+    exe = sys.argv[0] if Path(sys.argv[0]).name == "npc-voice" else "npc-voice"  # e.g. .venv/bin/npc-voice
+    print(f'  {exe} say --server {shown}:{port}{extra} --character guard -o hello.wav "Hello there"', flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
