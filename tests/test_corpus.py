@@ -110,3 +110,20 @@ def test_teacher_synthesis_end_to_end() -> None:
     assert np.abs(utt.audio).max() > 3000  # not silence
     vowel = p.symbols.index("ɔ")
     assert utt.durations[vowel] > 0
+
+
+def test_word_mix_lines_widen_the_vocabulary_and_keep_older_lines() -> None:
+    from npc_voice.train.corpus import TEMPLATE_ONLY_LINES, corpus_line, vocabulary
+
+    words = vocabulary()
+    assert len(words) >= 10000 and words[0] == "the" and len(set(words)) == len(words)
+    later = [corpus_line(0, i) for i in range(TEMPLATE_ONLY_LINES, TEMPLATE_ONLY_LINES + 400)]
+    early = build_corpus(400, seed=0)
+    vocab_late = {w.strip(".,!?;:").lower() for line in later for w in line.split()}
+    vocab_early = {w.strip(".,!?;:").lower() for line in early for w in line.split()}
+    assert len(vocab_late) > 1.5 * len(vocab_early)  # the point of the word-mix lines
+    in_list = sum(line.rstrip(".?!").replace(",", "").lower().split() == [w for w in line.rstrip(".?!").replace(
+        ",", "").lower().split() if w in set(words)] for line in later)
+    assert 120 < in_list < 280  # about half the later lines are word-mix lines
+    for line in later[:100]:
+        assert 2 <= len(line.split()) <= MAX_WORDS and line[0].isupper() and text_to_phonemes(line).symbols

@@ -154,3 +154,51 @@ def test_octave_errors_count_as_gross_not_fine() -> None:
     assert got["f0_gross_error_pct"] == pytest.approx(25.0)
     assert got["f0_fine_rmse_cents"] == pytest.approx(50.0, abs=0.01)
     assert got["f0_rmse_cents"] > 500.0
+
+
+# -- pitch tracker (npc_voice.train.pitch) ---------------------------------------------------------
+
+def _pulses(f0: np.ndarray, jitter: float, seed: int = 0) -> np.ndarray:
+    """A glottal-like pulse train through a two-formant filter, with per-period jitter (creak)."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    x = np.zeros(len(f0))
+    t = 0.0
+    while t < len(f0) - 1:
+        x[int(t)] = 1.0
+        t += SR / f0[int(t)] * (1.0 + jitter * rng.standard_normal())
+    for fc, bw in ((500.0, 80.0), (1500.0, 120.0)):
+        r = math.exp(-math.pi * bw / SR)
+        x = lfilter([1.0], [1.0, -2 * r * math.cos(2 * math.pi * fc / SR), r * r], x)
+    return 0.3 * x / np.abs(x).max()
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.02])
+def test_pitch_tracker_follows_a_low_creaky_glide_without_octave_errors(jitter: float) -> None:
+    from npc_voice.train import pitch
+
+    n = SR  # 1 s, 86 frames: 75 Hz (creak) rising to 190 Hz
+    f0_true = np.geomspace(75.0, 190.0, n)
+    f0 = pitch.track(_pulses(f0_true, jitter))
+    centres = f0_true[np.arange(len(f0)) * F.HOP + F.HOP // 2]
+    mid = slice(3, len(f0) - 3)
+    assert (f0[mid] > 0).mean() > 0.95  # voiced throughout, creak included
+    cents = 1200 * np.log2(np.maximum(f0[mid], 1e-3) / centres[mid])
+    assert np.mean(np.abs(cents) < 100) > 0.9 and np.median(np.abs(cents)) < 30
+
+
+def test_pitch_tracker_calls_noise_and_silence_unvoiced_and_finds_voicing_onsets() -> None:
+    from npc_voice.train import pitch
+
+    rng = np.random.default_rng(1)
+    noise = 0.1 * rng.standard_normal(SR // 2)
+    voiced = _pulses(np.full(SR // 2, 120.0), 0.0)
+    x = np.concatenate([np.zeros(SR // 4), noise, voiced, np.zeros(SR // 4)])
+    f0 = pitch.track(x)
+    q, n = SR // 4 // F.HOP, SR // 2 // F.HOP
+    assert (f0[: q - 1] == 0).all() and (f0[-(q - 1):] == 0).all()  # silence
+    assert (f0[q + 2: q + n - 2] > 0).mean() < 0.15  # noise
+    v = f0[q + n + 2: q + 2 * n - 2]
+    assert (v > 0).mean() > 0.95 and np.abs(v[v > 0] - 120.0).max() < 6.0
+    assert len(pitch.track(np.zeros(100))) == 0

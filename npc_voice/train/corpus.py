@@ -4,12 +4,22 @@
 givers, taverns, battle barks), everyday speech, questions, exclamations, numbers,
 money, times, ordinals and names, plus hand-written lines. Line ``i`` depends only on
 ``(seed, i)``, so a longer corpus extends a shorter one (teacher data can grow in place).
+
+The templates know about 900 words, too few for a voice that must read any line: a model
+trained on them alone misheard twice as often on unseen lines (WER 30 %) as on its training
+lines (15 %). From line ``TEMPLATE_ONLY_LINES`` on, half the lines are therefore *word-mix*
+lines: function words and words drawn evenly from the 20,000 most frequent English words
+(``words_en.txt``), shaped as statements, questions and exclamations. They need not make
+sense; they cover the sounds and transitions of English. The first ``TEMPLATE_ONLY_LINES``
+lines are unchanged so that teacher data made before stays valid.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 from npc_voice.train import corpus_words as W
 
@@ -130,6 +140,39 @@ def _handwritten(rng: random.Random) -> str:
     return _pick(rng, W.HANDWRITTEN)
 
 
+TEMPLATE_ONLY_LINES = 3000
+WORD_MIX_SHARE = 0.5  # of the lines from TEMPLATE_ONLY_LINES on
+_FUNCTION_RANKS = 150  # the most frequent words are mostly function words
+
+
+@functools.cache
+def vocabulary() -> tuple[str, ...]:
+    """The word list, most frequent first (comment lines skipped)."""
+    path = Path(__file__).with_name("words_en.txt")
+    words = tuple(w for w in (ln.strip() for ln in path.read_text(encoding="utf-8").splitlines())
+                  if w and not w.startswith("#"))
+    if len(words) < 1000:
+        raise ValueError(f"{path}: only {len(words)} words")
+    return words
+
+
+def _word_mix(rng: random.Random) -> str:
+    """A line of 4-14 words: function words between words drawn evenly from the whole list."""
+    words = vocabulary()
+    n = rng.randint(4, 14)
+    out: list[str] = []
+    for _ in range(n):
+        if rng.random() < 0.4:
+            out.append(words[rng.randrange(_FUNCTION_RANKS)])
+        else:
+            out.append(words[rng.randrange(_FUNCTION_RANKS, len(words))])
+        if len(out) < n and len(out) > 1 and rng.random() < 0.08:
+            out[-1] += ","
+    end = rng.choices((".", "?", "!"), weights=(0.7, 0.2, 0.1))[0]
+    line = " ".join(out).rstrip(",") + end
+    return line
+
+
 _MAKERS: tuple[tuple[Maker, float], ...] = (
     (_template_line, 0.70),
     (_long_line, 0.18),
@@ -142,6 +185,9 @@ MAX_WORDS = 30
 def corpus_line(seed: int, index: int) -> str:
     """Line ``index`` of the corpus for ``seed`` (independent of the corpus size)."""
     rng = random.Random(f"npc-voice-corpus:{seed}:{index}")
+    if index >= TEMPLATE_ONLY_LINES and random.Random(f"npc-voice-mix:{seed}:{index}").random() < WORD_MIX_SHARE:
+        line = _word_mix(rng)
+        return line[0].upper() + line[1:]
     makers, weights = zip(*_MAKERS, strict=True)
     for _ in range(20):  # redraw lines over MAX_WORDS (rare: long joined sentences)
         maker = rng.choices(makers, weights=weights)[0]

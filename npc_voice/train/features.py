@@ -6,8 +6,10 @@ writes ``feat_XXXXX.npy`` ([n_frames, FEATURE_DIM] float32) beside every ``utt_X
 the ones already done (resumable), and ``stats.npz`` (per-dimension mean/std over the corpus).
 With ``--watch`` it keeps polling for new utterances until none arrived for ``--idle`` seconds.
 
-Analysis is WORLD (pyworld): harvest for f0 (60-400 Hz), cheaptrick for the envelope
-(fft 1024), d4c for aperiodicity, at the centre of every 256-sample frame.
+Pitch and voicing come from ``npc_voice.train.pitch`` (short-window NCCF + Viterbi, 60-400 Hz:
+WORLD's harvest/d4c labelled the teacher's creaky vowels unvoiced); the envelope from WORLD's
+cheaptrick (fft 1024) and aperiodicity from d4c (its own voicing veto off), at the centre of
+every 256-sample frame.
 """
 from __future__ import annotations
 
@@ -30,8 +32,6 @@ from npc_voice.audio.features import (
     AP_MIN_DB,
     ENV,
     ENV_FLOOR,
-    F0_MAX_HZ,
-    F0_MIN_HZ,
     FEATURE_DIM,
     HOP,
     LF0,
@@ -40,6 +40,7 @@ from npc_voice.audio.features import (
     VUV,
     env_filterbank,
 )
+from npc_voice.train.pitch import track
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,12 @@ def world_analyse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(x) // HOP
     if n == 0:
         raise ValueError(f"audio of {len(x)} samples is shorter than one {HOP}-sample frame")
-    frame_ms = 1000.0 * HOP / SAMPLE_RATE
-    # harvest puts frame j at sample j*HOP; analysing x[HOP/2:] puts it at the frame centre instead.
-    # harvest, not dio: on the teacher dio made octave jumps and dropped voiced stretches (4x slower, worth it).
-    f0, t = pw.harvest(x[HOP // 2:], SAMPLE_RATE, f0_floor=F0_MIN_HZ, f0_ceil=F0_MAX_HZ, frame_period=frame_ms)
-    f0, t = f0[:n], t[:n] + (HOP // 2) / SAMPLE_RATE
-    if len(f0) < n:  # cannot happen for len(x) % HOP == 0; pad defensively for odd lengths
-        t = (np.arange(n) + 0.5) * HOP / SAMPLE_RATE
-        f0 = np.pad(f0, (0, n - len(f0)))
+    f0 = track(x)
+    t = (np.arange(n) + 0.5) * HOP / SAMPLE_RATE
     sp = pw.cheaptrick(x, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE)
-    ap = pw.d4c(x, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE)
+    # threshold 0: d4c's own voicing test (LoveTrain) would mark the creaky vowels fully aperiodic
+    ap = pw.d4c(x, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE, threshold=0.0)
     return f0, sp, ap
-
-
-APERIODIC_DB = -0.01  # every ap band above this = d4c found no periodicity (its own voicing test)
 
 
 def _interp_lf0(lf0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
@@ -113,19 +106,6 @@ def _interp_lf0(lf0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
         return np.full(len(lf0), LF0_DEFAULT)
     idx = np.arange(len(lf0))
     return np.interp(idx, idx[voiced], lf0[voiced])
-
-
-def apply_voicing(feats: np.ndarray) -> np.ndarray:
-    """Unvoice frames d4c found fully aperiodic and re-interpolate lf0 through them (idempotent).
-
-    harvest over-voices (white noise came out 23% voiced; 15% of the teacher's harvest-voiced
-    frames have no periodic component per d4c): such frames are noise in synthesis anyway, so
-    the voicing flag says so too, and lf0 is interpolated there instead of a guessed f0."""
-    out = feats.copy()
-    voiced = (feats[:, VUV] > 0.5) & ~(feats[:, AP].min(axis=1) > APERIODIC_DB)
-    out[:, VUV] = voiced.astype(feats.dtype)
-    out[:, LF0] = _interp_lf0(feats[:, LF0].astype(np.float64), voiced)
-    return out
 
 
 def world_to_features(f0: np.ndarray, sp: np.ndarray, ap: np.ndarray) -> np.ndarray:
@@ -139,7 +119,8 @@ def world_to_features(f0: np.ndarray, sp: np.ndarray, ap: np.ndarray) -> np.ndar
     ap_db = 10.0 * np.log10(np.clip(ap, 1e-12, 1.0))  # [n, 513]
     bands = np.stack([ap_db[:, _AP_BIN_BANDS == b].mean(axis=1) for b in range(AP.stop - AP.start)], axis=1)
     feats[:, AP] = np.clip(bands, AP_MIN_DB, 0.0)
-    return apply_voicing(feats).astype(np.float32)
+    feats[:, LF0] = _interp_lf0(feats[:, LF0], feats[:, VUV] > 0.5)
+    return feats.astype(np.float32)
 
 
 def analyse(audio: np.ndarray) -> np.ndarray:
@@ -176,22 +157,6 @@ def pending(data_dir: Path) -> list[str]:
     utts = sorted(glob.glob(str(data_dir / "utt_*.npz")))
     settled = time.time() - 2.0  # leave files that are still being written for the next poll
     return [u for u in utts if not _feat_path(Path(u)).exists() and os.path.getmtime(u) < settled]
-
-
-def refresh_voicing(data_dir: Path) -> int:
-    """Apply ``apply_voicing`` to every feat_*.npy already written (older analyses). Returns files changed."""
-    changed = 0
-    for f in sorted(data_dir.glob("feat_*.npy")):
-        if f.name.endswith(".tmp.npy"):
-            continue
-        feats = np.load(f)
-        new = apply_voicing(feats).astype(np.float32)
-        if not np.array_equal(new, feats):
-            tmp = f.with_suffix(".tmp.npy")
-            np.save(tmp, new)
-            os.replace(tmp, f)
-            changed += 1
-    return changed
 
 
 def write_stats(data_dir: Path) -> Path:
@@ -255,16 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--watch", action="store_true", help="keep polling for new utterances")
     p.add_argument("--idle", type=float, default=600.0, help="with --watch: stop after this many seconds idle")
-    p.add_argument("--refresh-voicing", action="store_true",
-                   help="only re-apply the voicing rule to existing feat_*.npy (features from before it)")
+    p.add_argument("--redo", action="store_true", help="re-analyse every utterance (features from an older analysis)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.data.is_dir():
         p.error(f"--data {str(args.data)!r} is not a folder")
-    if args.refresh_voicing:
-        print(f"{refresh_voicing(args.data)} feature files updated in {args.data}")
-        write_stats(args.data)
-        return 0
+    if args.redo:
+        for f in args.data.glob("feat_*.npy"):
+            f.unlink()
     n = run(args.data, workers=args.workers, watch=args.watch, idle_s=args.idle)
     print(f"{n} utterances analysed in {args.data}")
     return 0
