@@ -11,6 +11,7 @@ import torch
 
 from npc_voice.model import load_voice
 from npc_voice.model.api import PhonemeInput
+from npc_voice.model.checkpoint import load_voice_net
 from npc_voice.model.config import ModelConfig
 from npc_voice.train.dataset import UtteranceSet, collate, feature_stats
 from npc_voice.train.pipeline import export
@@ -126,3 +127,22 @@ def test_cli_registers_train_and_eval() -> None:
     args = parser.parse_args(["train", "--out", "x", "--steps", "5"])
     assert args.out == "x" and args.steps == 5 and args.hours is None and callable(args.func)
     assert callable(parser.parse_args(["eval"]).func)
+
+
+def test_warm_start_from_a_voice_continues_from_its_weights(data: Path, tmp_path: Path) -> None:
+    first = Trainer(tiny_cfg(data, tmp_path / "first", 12), SYMBOLS)
+    first.train()
+    cold = Trainer(tiny_cfg(data, tmp_path / "cold", 4), SYMBOLS)
+    cold.train()
+    warm = Trainer(replace(tiny_cfg(data, tmp_path / "warm", 4), init=str(tmp_path / "first" / "voice")), SYMBOLS)
+    assert warm.step == 0  # a new schedule and optimizer, not a resume
+    exported, _ = load_voice_net(tmp_path / "first" / "voice")
+    for a, b in zip(warm.net.parameters(), exported.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(warm.net.feat_mean, exported.feat_mean)
+    warm.train()
+    assert np.mean(warm.losses) < np.mean(cold.losses)  # it starts where the first run ended
+    other = replace(tiny_cfg(data, tmp_path / "bad", 2), init=str(tmp_path / "first" / "voice"),
+                    model=replace(ModelConfig.tiny(), d_state=4))
+    with pytest.raises(ValueError, match="differs"):
+        Trainer(other, SYMBOLS)

@@ -52,6 +52,7 @@ class TrainConfig:
     val_every: int = 250  # steps
     log_every: int = 20
     name: str = "default"  # voice name in the export
+    init: str | None = None  # voice folder to start from (weights + feature normalisation); fresh optimizer
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -105,7 +106,9 @@ class Trainer:
         self.best = math.inf
         self.history: list[dict[str, float]] = []  # validation metrics
         self.losses: list[float] = []  # training loss per step of this process
-        if not self._resume():
+        if not self._resume() and cfg.init:
+            self._init_from(cfg.init)
+        elif self.step == 0 and not self.state_path.is_file():
             mean, std = feature_stats(self.data.train)
             self.net.set_stats(mean.to(self.device), std.to(self.device))
             self.ema.set_stats(mean.to(self.device), std.to(self.device))
@@ -134,6 +137,20 @@ class Trainer:
         log.info("resumed %s at step %d (%.0f s trained)", self.state_path, self.step, self.elapsed)
         return True
 
+    def _init_from(self, voice_dir: str) -> None:
+        """Warm start: weights and feature normalisation of an exported voice (same model shape)."""
+        from npc_voice.model.checkpoint import load_voice_net  # noqa: PLC0415
+
+        net, meta = load_voice_net(voice_dir, self.device)
+        if net.cfg != self.net.cfg:
+            raise ValueError(f"--init {voice_dir}: model {net.cfg} differs from the one being trained {self.net.cfg}")
+        if tuple(meta.symbols) != self.symbols:
+            raise ValueError(f"--init {voice_dir}: its symbol set differs from the one being trained")
+        for target in (self.net, self.ema):
+            target.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
+            target.set_stats(net.feat_mean, net.feat_std)
+        log.info("initialised from %s (voice version %s)", voice_dir, meta.version)
+
     def save(self) -> None:
         st = {
             "net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
@@ -151,7 +168,8 @@ class Trainer:
             "steps": self.step, "train_seconds": round(self.elapsed), "device": str(self.device),
             "threads": self.cfg.threads, "train_utterances": len(self.data.train),
             "train_hours": round(self.data.train_frames * 256 / 22050 / 3600, 3),
-            "data_dir": self.cfg.data_dir, "seed": self.cfg.seed, "last_validation": self.history[-1:] or None,
+            "data_dir": self.cfg.data_dir, "seed": self.cfg.seed, "init": self.cfg.init,
+            "last_validation": self.history[-1:] or None,
         }
 
     # -- loop --------------------------------------------------------------------------------------
@@ -255,6 +273,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rows", type=int, default=8, help="packed rows per batch")
     p.add_argument("--name", default="default", help="voice name in the export")
+    p.add_argument("--init", help="voice folder to start from (warm start: same model shape, fresh optimizer)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = TrainConfig(data_dir=a.data, run_dir=a.run, steps=a.steps, hours=a.hours, n_utts=a.n_utts,
-                      threads=a.threads, seed=a.seed, lr=a.lr, rows=a.rows, name=a.name)
+                      threads=a.threads, seed=a.seed, lr=a.lr, rows=a.rows, name=a.name, init=a.init)
     train(cfg)
 
 
