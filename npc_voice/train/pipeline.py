@@ -54,7 +54,7 @@ def run_pipeline(out_dir: str | Path, *, n_utts: int = DEFAULT_N_UTTS, hours: fl
     teacher.synthesize(lines, teacher_dir, workers=workers)
 
     log.info("3/5 features -> %s/feat_*.npy", teacher_dir)
-    features.run(teacher_dir, workers=workers)
+    features.run(teacher_dir, workers=workers, settle_s=0.0)  # the teacher is done: every file is whole
 
     log.info("4/5 train -> %s", out / "run")
     cfg = TrainConfig(data_dir=str(teacher_dir), run_dir=str(out / "run"), steps=steps, hours=hours,
