@@ -13,6 +13,9 @@ LICENCES = """\
   Piper is used only to make training data; it is not part of the runtime.
 - The joe voice's card says its dataset is **CC0**, but the voice was **fine-tuned from the
   lessac voice, whose data carries a research-only licence**.
+- Training text: template lines and hand-written lines written for this project, plus word-mix
+  lines drawn from `npc_voice/train/words_en.txt`, the 20,000 most frequent English words from
+  **wordfreq** 3.1.1 (its word data is **CC BY-SA 4.0**, Robyn Speer et al.).
 - Therefore this default voice is for **evaluation and prototyping**. Studios shipping a game
   should train their own voice (`npc-voice train`) on recordings or a teacher they hold the
   rights to.
