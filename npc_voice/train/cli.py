@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 
 TRAIN_EXTRA = "pip install -e '.[train]'"
@@ -20,15 +21,24 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+def default_threads() -> int:
+    """Training threads when the machine is ours: every core, capped (more threads stop paying off)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     missing = _missing(TRAIN_NEEDS)
     if missing:
         raise SystemExit(f"npc-voice train needs {', '.join(missing)}: {TRAIN_EXTRA}")
+    from npc_voice.model.checkpoint import CheckpointError  # noqa: PLC0415
     from npc_voice.train.pipeline import DEFAULT_HOURS, run_pipeline  # noqa: PLC0415
 
     hours = DEFAULT_HOURS if args.hours is None and args.steps is None else args.hours
-    voice = run_pipeline(args.out, n_utts=args.n_utts, hours=hours, steps=args.steps, seed=args.seed,
-                         workers=args.workers, threads=args.threads, name=args.name)
+    try:
+        voice = run_pipeline(args.out, n_utts=args.n_utts, hours=hours, steps=args.steps, seed=args.seed,
+                             workers=args.workers, threads=args.threads, name=args.name, init=args.init)
+    except CheckpointError as e:
+        raise SystemExit(f"npc-voice train: {e}") from e
     print(f"voice: {voice}")
     return 0
 
@@ -55,8 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-utts", type=int, default=9000, help="corpus lines to synthesize (default 9000, ~8.5 h)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for teacher synthesis and analysis")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
+    p.add_argument("--threads", type=int, default=default_threads(),
+                   help="torch threads for training (default: this machine's cores, at most 8; "
+                        "use 1 on a machine busy with other work)")
     p.add_argument("--name", default="default", help="voice name")
+    p.add_argument("--init", metavar="VOICE",
+                   help="warm start: begin training from this voice folder (same model shape) instead of from scratch")
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("eval", help="WER (Whisper) and closeness to the teacher on held-out lines",
