@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="work directory (corpus, teacher data, checkpoints, voice/)")
     p.add_argument("--hours", type=float, help="training budget in hours (default 3.5 unless --steps)")
     p.add_argument("--steps", type=int, help="training length in optimizer steps (reproducible)")
-    p.add_argument("--n-utts", type=int, default=9000, help="corpus lines to synthesize (default 9000, ~8.5 h)")
+    p.add_argument("--n-utts", type=int, default=9000, help="corpus lines to synthesize (default 9000, ~9 h of audio)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for teacher synthesis and analysis")
     p.add_argument("--threads", type=int, default=default_threads(),

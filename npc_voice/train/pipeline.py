@@ -16,7 +16,7 @@ from pathlib import Path
 
 from npc_voice.model.checkpoint import read_meta
 from npc_voice.train.model_card import write_model_card
-from npc_voice.train.train import TrainConfig, train
+from npc_voice.train.train import TrainConfig, default_symbols, load_init, model_config, train
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,14 @@ def run_pipeline(out_dir: str | Path, *, n_utts: int = DEFAULT_N_UTTS, hours: fl
                  steps: int | None = None, seed: int = 0, workers: int = 2, threads: int = 1,
                  name: str = "default", init: str | None = None) -> Path:
     """Run (or resume) every stage; returns DIR/voice."""
-    if init is not None:  # a bad --init should fail now, not after an hour of synthesis
-        from npc_voice.model.checkpoint import load_voice_net  # noqa: PLC0415
-
-        load_voice_net(init, "cpu")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     teacher_dir = out / "teacher"
+    cfg = TrainConfig(data_dir=str(teacher_dir), run_dir=str(out / "run"), steps=steps, hours=hours,
+                      seed=seed, threads=threads, name=name, init=init)
+    if init is not None:  # an unusable --init fails now, not after an hour of synthesis
+        symbols = default_symbols()
+        load_init(init, model_config(cfg, symbols), symbols)
+    out.mkdir(parents=True, exist_ok=True)
 
     log.info("1/5 corpus: %d lines (seed %d)", n_utts, seed)
     lines = build_corpus_file(out, n_utts, seed)
@@ -62,8 +63,6 @@ def run_pipeline(out_dir: str | Path, *, n_utts: int = DEFAULT_N_UTTS, hours: fl
     features.run(teacher_dir, workers=workers, settle_s=0.0)  # the teacher is done: every file is whole
 
     log.info("4/5 train -> %s", out / "run")
-    cfg = TrainConfig(data_dir=str(teacher_dir), run_dir=str(out / "run"), steps=steps, hours=hours,
-                      seed=seed, threads=threads, name=name, init=init)
     trained = train(cfg)
 
     log.info("5/5 export -> %s", out / "voice")

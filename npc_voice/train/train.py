@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from npc_voice.model.checkpoint import save_voice
+from npc_voice.model.checkpoint import CheckpointError, VoiceMeta, load_voice_net, save_voice
 from npc_voice.model.config import ModelConfig
 from npc_voice.model.net import VoiceNet
 from npc_voice.train.dataset import UtteranceSet, collate, feature_stats, sample_utterances
@@ -82,6 +82,31 @@ def _progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
     return p
 
 
+def default_symbols() -> tuple[str, ...]:
+    """The symbol inventory a voice is trained on unless told otherwise (Piper's)."""
+    from npc_voice.frontend.symbols import PHONEME_SYMBOLS  # noqa: PLC0415
+
+    return tuple(PHONEME_SYMBOLS)
+
+
+def model_config(cfg: TrainConfig, symbols: tuple[str, ...]) -> ModelConfig:
+    """The model a run trains: ``cfg.model``, widened to hold every symbol."""
+    if cfg.model.n_symbols >= len(symbols):
+        return cfg.model
+    return ModelConfig.from_dict({**cfg.model.to_dict(), "n_symbols": len(symbols)})
+
+
+def load_init(voice_dir: str, model_cfg: ModelConfig, symbols: tuple[str, ...],
+              device: str | torch.device = "cpu") -> tuple[VoiceNet, VoiceMeta]:
+    """The voice a warm start begins from, checked against the model being trained (CheckpointError if unusable)."""
+    net, meta = load_voice_net(voice_dir, device)
+    if net.cfg != model_cfg:
+        raise CheckpointError(f"--init {voice_dir}: model {net.cfg} differs from the one being trained {model_cfg}")
+    if tuple(meta.symbols) != tuple(symbols):
+        raise CheckpointError(f"--init {voice_dir}: its symbol set differs from the one being trained")
+    return net, meta
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, symbols: tuple[str, ...]) -> None:
         self.cfg = cfg
@@ -91,9 +116,7 @@ class Trainer:
         torch.set_num_threads(cfg.threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         log.info("device %s, %d CPU threads", self.device, torch.get_num_threads())
-        model_cfg = cfg.model
-        if model_cfg.n_symbols < len(symbols):
-            model_cfg = ModelConfig.from_dict({**model_cfg.to_dict(), "n_symbols": len(symbols)})
+        model_cfg = model_config(cfg, symbols)
         self.data = UtteranceSet(cfg.data_dir, symbols, cfg.n_utts)
         self.data.refresh()
         torch.manual_seed(cfg.seed)
@@ -139,13 +162,7 @@ class Trainer:
 
     def _init_from(self, voice_dir: str) -> None:
         """Warm start: weights and feature normalisation of an exported voice (same model shape)."""
-        from npc_voice.model.checkpoint import load_voice_net  # noqa: PLC0415
-
-        net, meta = load_voice_net(voice_dir, self.device)
-        if net.cfg != self.net.cfg:
-            raise ValueError(f"--init {voice_dir}: model {net.cfg} differs from the one being trained {self.net.cfg}")
-        if tuple(meta.symbols) != self.symbols:
-            raise ValueError(f"--init {voice_dir}: its symbol set differs from the one being trained")
+        net, meta = load_init(voice_dir, self.net.cfg, self.symbols, self.device)
         for target in (self.net, self.ema):
             target.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
             target.set_stats(net.feat_mean, net.feat_std)
@@ -253,11 +270,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, symbols: tuple[str, ...] | None = None) -> Path:
     """Train (or resume) and return the exported voice directory."""
-    if symbols is None:
-        from npc_voice.frontend.symbols import PHONEME_SYMBOLS  # noqa: PLC0415
-
-        symbols = tuple(PHONEME_SYMBOLS)
-    trainer = Trainer(cfg, symbols)
+    trainer = Trainer(cfg, default_symbols() if symbols is None else symbols)
     if not trainer.data.train:
         raise ValueError(f"no usable utterances (utt_*.npz with feat_*.npy) in {cfg.data_dir}")
     trainer.train()
