@@ -151,9 +151,11 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class EngineStats:
-    active_streams: int  # streams holding a slot and not yet ended
+    """A snapshot the engine thread publishes after every tick (readers never touch engine state)."""
+
+    active_streams: int  # streams holding a slot and not yet ended (running)
     slots_in_use: int  # slots held by active streams (idle resident states are not counted)
-    slots_total: int  # usable slots (config.slots - 1)
+    slots_total: int  # usable slots (config.slots - 1), all voices
     ticks: int  # engine ticks that stepped at least one stream
     tick_ms_mean: float  # mean wall time of those ticks (recent window)
     tick_ms_p99: float  # 99th percentile of the same window
@@ -163,9 +165,24 @@ class EngineStats:
     device: str  # "cpu" or "cuda:0"
     lines_completed: int
     lines_cancelled: int
-    lines_rejected: int  # streams refused with CapacityError
-    streams_waiting: int = 0  # streams waiting for a slot or for their character's previous stream
-    per_voice: Mapping[str, int] = field(default_factory=dict)  # active streams per voice
+    lines_rejected: int  # streams refused with CapacityError / BusyError
+    streams_waiting: int = 0  # opened, not yet admitted (capacity, or the character is busy)
+    per_voice: Mapping[str, int] = field(default_factory=dict)  # running streams per voice
+    lines_opened: int = 0  # once idle: completed + cancelled + interrupted + rejected + failed
+    lines_failed: int = 0  # ended by an error (a failed step or preparation, unspeakable text)
+    lines_interrupted: int = 0  # ended by a barge-in (BusyPolicy.INTERRUPT)
+    batch_fill: float = 1.0  # recent mean of stepped rows / running streams per step
+    step_failures: int = 0  # model steps that raised
+    characters_forgotten: int = 0  # idle states dropped by the host-memory bound
+    serving: bool = True  # False while steps keep failing (health NOT_SERVING)
+    load: float = 0.0  # fitted step time of the running batch / its real-time budget
+    slots_per_voice: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # voice -> (in use, total)
+    # cumulative histogram of tick wall time: (upper bound in seconds, count of ticks <= bound), +inf last
+    tick_seconds_buckets: tuple[tuple[float, int], ...] = ()
+    tick_seconds_sum: float = 0.0
+    # cumulative histogram of first audio (stream opened -> first audio queued), same shape
+    first_audio_seconds_buckets: tuple[tuple[float, int], ...] = ()
+    first_audio_seconds_sum: float = 0.0
 
 
 def __getattr__(name: str) -> Any:

@@ -13,17 +13,30 @@ class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PCM_S16LE: _ClassVar[Encoding]
     PCM_F32LE: _ClassVar[Encoding]
 
+class BusyPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUSY_POLICY_UNSPECIFIED: _ClassVar[BusyPolicy]
+    BUSY_POLICY_QUEUE: _ClassVar[BusyPolicy]
+    BUSY_POLICY_INTERRUPT: _ClassVar[BusyPolicy]
+    BUSY_POLICY_REJECT: _ClassVar[BusyPolicy]
+
 class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     END_REASON_UNSPECIFIED: _ClassVar[EndReason]
     END_REASON_COMPLETED: _ClassVar[EndReason]
     END_REASON_CANCELLED: _ClassVar[EndReason]
+    END_REASON_INTERRUPTED: _ClassVar[EndReason]
 ENCODING_UNSPECIFIED: Encoding
 PCM_S16LE: Encoding
 PCM_F32LE: Encoding
+BUSY_POLICY_UNSPECIFIED: BusyPolicy
+BUSY_POLICY_QUEUE: BusyPolicy
+BUSY_POLICY_INTERRUPT: BusyPolicy
+BUSY_POLICY_REJECT: BusyPolicy
 END_REASON_UNSPECIFIED: EndReason
 END_REASON_COMPLETED: EndReason
 END_REASON_CANCELLED: EndReason
+END_REASON_INTERRUPTED: EndReason
 
 class AudioFormat(_message.Message):
     __slots__ = ("encoding", "sample_rate_hz")
@@ -34,32 +47,36 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., sample_rate_hz: _Optional[int] = ...) -> None: ...
 
 class VoiceOverrides(_message.Message):
-    __slots__ = ("speed", "pitch_semitones", "volume", "formant", "breathiness")
+    __slots__ = ("speed", "pitch_semitones", "volume", "formant", "breathiness", "style")
     SPEED_FIELD_NUMBER: _ClassVar[int]
     PITCH_SEMITONES_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     FORMANT_FIELD_NUMBER: _ClassVar[int]
     BREATHINESS_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
     speed: float
     pitch_semitones: float
     volume: float
     formant: float
     breathiness: float
-    def __init__(self, speed: _Optional[float] = ..., pitch_semitones: _Optional[float] = ..., volume: _Optional[float] = ..., formant: _Optional[float] = ..., breathiness: _Optional[float] = ...) -> None: ...
+    style: str
+    def __init__(self, speed: _Optional[float] = ..., pitch_semitones: _Optional[float] = ..., volume: _Optional[float] = ..., formant: _Optional[float] = ..., breathiness: _Optional[float] = ..., style: _Optional[str] = ...) -> None: ...
 
 class SpeakRequest(_message.Message):
-    __slots__ = ("character", "text", "format", "request_id", "overrides")
+    __slots__ = ("character", "text", "format", "request_id", "overrides", "busy_policy")
     CHARACTER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_POLICY_FIELD_NUMBER: _ClassVar[int]
     character: str
     text: str
     format: AudioFormat
     request_id: str
     overrides: VoiceOverrides
-    def __init__(self, character: _Optional[str] = ..., text: _Optional[str] = ..., format: _Optional[_Union[AudioFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., overrides: _Optional[_Union[VoiceOverrides, _Mapping]] = ...) -> None: ...
+    busy_policy: BusyPolicy
+    def __init__(self, character: _Optional[str] = ..., text: _Optional[str] = ..., format: _Optional[_Union[AudioFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., overrides: _Optional[_Union[VoiceOverrides, _Mapping]] = ..., busy_policy: _Optional[_Union[BusyPolicy, str]] = ...) -> None: ...
 
 class SpeakResponse(_message.Message):
     __slots__ = ("context_id", "start", "audio", "marks", "end")
@@ -284,7 +301,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("active_streams", "slots_in_use", "slots_total", "ticks", "tick_ms_mean", "tick_ms_p99", "underruns", "characters_known", "characters_evicted", "device", "lines_completed", "lines_cancelled", "lines_rejected")
+    __slots__ = ("active_streams", "slots_in_use", "slots_total", "ticks", "tick_ms_mean", "tick_ms_p99", "underruns", "characters_known", "characters_evicted", "device", "lines_completed", "lines_cancelled", "lines_rejected", "streams_waiting", "lines_failed", "lines_interrupted", "lines_opened", "batch_fill", "step_failures", "characters_forgotten", "serving", "load")
     ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_IN_USE_FIELD_NUMBER: _ClassVar[int]
     SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +315,15 @@ class GetStatsResponse(_message.Message):
     LINES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     LINES_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     LINES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    LINES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    LINES_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
+    LINES_OPENED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FILL_FIELD_NUMBER: _ClassVar[int]
+    STEP_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     active_streams: int
     slots_in_use: int
     slots_total: int
@@ -311,4 +337,13 @@ class GetStatsResponse(_message.Message):
     lines_completed: int
     lines_cancelled: int
     lines_rejected: int
-    def __init__(self, active_streams: _Optional[int] = ..., slots_in_use: _Optional[int] = ..., slots_total: _Optional[int] = ..., ticks: _Optional[int] = ..., tick_ms_mean: _Optional[float] = ..., tick_ms_p99: _Optional[float] = ..., underruns: _Optional[int] = ..., characters_known: _Optional[int] = ..., characters_evicted: _Optional[int] = ..., device: _Optional[str] = ..., lines_completed: _Optional[int] = ..., lines_cancelled: _Optional[int] = ..., lines_rejected: _Optional[int] = ...) -> None: ...
+    streams_waiting: int
+    lines_failed: int
+    lines_interrupted: int
+    lines_opened: int
+    batch_fill: float
+    step_failures: int
+    characters_forgotten: int
+    serving: bool
+    load: float
+    def __init__(self, active_streams: _Optional[int] = ..., slots_in_use: _Optional[int] = ..., slots_total: _Optional[int] = ..., ticks: _Optional[int] = ..., tick_ms_mean: _Optional[float] = ..., tick_ms_p99: _Optional[float] = ..., underruns: _Optional[int] = ..., characters_known: _Optional[int] = ..., characters_evicted: _Optional[int] = ..., device: _Optional[str] = ..., lines_completed: _Optional[int] = ..., lines_cancelled: _Optional[int] = ..., lines_rejected: _Optional[int] = ..., streams_waiting: _Optional[int] = ..., lines_failed: _Optional[int] = ..., lines_interrupted: _Optional[int] = ..., lines_opened: _Optional[int] = ..., batch_fill: _Optional[float] = ..., step_failures: _Optional[int] = ..., characters_forgotten: _Optional[int] = ..., serving: _Optional[bool] = ..., load: _Optional[float] = ...) -> None: ...
