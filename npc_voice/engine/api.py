@@ -72,6 +72,12 @@ class VoiceControls:
     volume: float = 1.0  # linear gain
 
 
+def controls_row(c: VoiceControls) -> tuple[float, ...]:
+    """The model's per-row control vector for ``c`` (columns as npc_voice.model.api.CONTROL_*).
+    The one place the engine turns VoiceControls into numbers for a step."""
+    return (2.0 ** (c.pitch_semitones / 12.0), c.formant, c.breathiness, c.volume)
+
+
 @dataclass(frozen=True)
 class LineRequest:
     character: str  # full id: "guard" or "guard/42" (instance = own state); opaque to the engine

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent
+from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent, controls_row
 from npc_voice.engine.resampler import BlockResampler
 from npc_voice.engine.stream import Event, Stream
 from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
@@ -46,7 +46,7 @@ class Speaker:
         self.voice = voice
         self.slot = slot
         # columns as npc_voice.model.api.CONTROL_*: pitch factor, formant, breathiness, volume
-        self.controls = (2.0 ** (c.pitch_semitones / 12.0), c.formant, c.breathiness, c.volume)
+        self.controls = controls_row(c)
         self.resampler = resampler
         self.prepared: deque[PreparedLine] = deque()  # lines ready to start, in order
         self.line: PreparedLine | None = None  # the line being spoken
