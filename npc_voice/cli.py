@@ -1,6 +1,6 @@
 """`npc-voice` command line: serve, say, voices, characters (+ train/eval/loadtest when installed).
 
-npc-voice serve [--config F] [--host H] [--port P] [--device auto|cpu|cuda]
+npc-voice serve [--config F] [--host H] [--port P] [--metrics-port P] [--device auto|cpu|cuda]
                 [--tls-cert F --tls-key F] [--token-file F | --token-env VAR]
 npc-voice say [--character NAME] [--server ADDR] [--config F] (TEXT | --lines FILE)
               (-o OUT.wav | --out-dir DIR) [--rate R]
@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config_path=args.config,
         host=args.host,
         port=args.port,
+        metrics_port=args.metrics_port,
         device=args.device,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -248,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="F", help="voices.yaml (default: the embedded one)")
     p.add_argument("--host", help="bind address (default 127.0.0.1, from the config)")
     p.add_argument("--port", type=int, help="port (default 50051; 0 = any free port)")
+    p.add_argument(
+        "--metrics-port", type=int, metavar="P", help="HTTP /metrics, /healthz, /readyz on this port (0 = off, default)"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--tls-cert", metavar="F", help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", metavar="F", help="PEM private key (with --tls-cert)")

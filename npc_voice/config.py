@@ -102,6 +102,7 @@ class CharacterSpec:
 class ServerSettings:
     host: str = "127.0.0.1"  # loopback by default: exposing the daemon is a deliberate choice
     port: int = 50051
+    metrics_port: int = 0  # HTTP /metrics, /healthz, /readyz on `host`; 0 = off (README "Operating it")
     slots: int = 256  # engine pool rows (slot 0 is scratch)
     frames_per_tick: int = 4
     max_queue_wait_s: float = 2.0  # bounded wait for a slot before RESOURCE_EXHAUSTED
@@ -299,6 +300,7 @@ class _Parser:
                 out[k] = self.string(s[k], f"server.{k}")
         ints = (
             ("port", 0, 65535),
+            ("metrics_port", 0, 65535),
             ("slots", 2, 1_000_000),
             ("frames_per_tick", 1, 64),
             ("max_batch", 0, 1_000_000),
@@ -320,6 +322,8 @@ class _Parser:
             raise self.fail("server.device", f"{out['device']!r} is not one of auto, cpu, cuda")
         if ("tls_cert" in out) != ("tls_key" in out):
             raise self.fail("server", "give both tls_cert and tls_key, or neither")
+        if out.get("metrics_port") and out["metrics_port"] == out.get("port", ServerSettings.port):
+            raise self.fail("server.metrics_port", f"{out['metrics_port']} is server.port too: use another port")
         for k in ("tls_cert", "tls_key", "token_file"):
             if k in out and self.base_dir is not None and not Path(out[k]).is_absolute():
                 out[k] = str(self.base_dir / out[k])

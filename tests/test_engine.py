@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -16,16 +17,19 @@ import torch
 
 from npc_voice.engine import (
     AudioEvent,
+    BusyPolicy,
     CapacityError,
     EndEvent,
     Engine,
     EngineConfig,
+    EngineStats,
     LineRequest,
     MarkEvent,
     Stream,
     UnknownVoiceError,
     VoiceControls,
 )
+from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.frontend import text_to_phonemes
 from npc_voice.model import tiny_voice
 from npc_voice.model.api import TextError, VoiceModel
@@ -63,6 +67,15 @@ def make_engine(voice: VoiceModel) -> Iterator:  # type: ignore[type-arg]
 def speak(engine: Engine, character: str, text: str, rate: int = 22050, **controls: float) -> Stream:
     req = LineRequest(character, "tiny", text, VoiceControls(**controls), {}, rate, f"req-{next(_ids)}")
     return engine.speak(req)
+
+
+def settled(engine: Engine, done: Callable[[EngineStats], bool], timeout: float = 5.0) -> EngineStats:
+    """The engine's stats once ``done`` holds for them (they are published after each round)."""
+    deadline = time.monotonic() + timeout
+    while not done(stats := engine.stats()):
+        assert time.monotonic() < deadline, f"engine did not settle: {stats}"
+        time.sleep(0.005)
+    return stats
 
 
 def collect(stream: Stream) -> tuple[list[MarkEvent | AudioEvent | EndEvent], np.ndarray, EndEvent]:
@@ -229,9 +242,9 @@ def test_close_frees_the_slot_at_once(make_engine) -> None:  # type: ignore[no-u
     events = stream.events_sync(timeout=60)
     next(events)
     assert engine.stats().slots_in_use == 1
-    stream.close()
-    stats = engine.stats()
-    assert stats.slots_in_use == 0 and stats.active_streams == 0
+    stream.close()  # posts to the engine thread: applied within one round (a tick at most)
+    stats = settled(engine, lambda s: s.active_streams == 0)
+    assert stats.slots_in_use == 0 and stats.active_streams == 0 and stats.lines_cancelled == 1
     assert stats.characters_known == 1  # the state stays, resident and evictable
     assert list(stream.events_sync(timeout=60)) == []  # no more events after close
 
@@ -355,27 +368,52 @@ def test_underruns_are_counted_when_generation_falls_behind(voice: VoiceModel) -
         assert engine.stats().underruns >= 1
 
 
-def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine) -> None:  # type: ignore[no-untyped-def]
+def fake_running(engine: Engine, rows: list[tuple[float, int]], now: float) -> list[Request]:
+    """Running requests with a line and the given (playback anchor, generated samples)."""
     from npc_voice.engine.speaker import Speaker
 
-    engine = make_engine(max_batch=2, lookahead_ms=150.0)
-    sched = engine.scheduler
-    now = 1000.0
-    speakers = []
-    for i, (anchor, gen) in enumerate([(990.0, 222705), (999.9, 1000), (999.0, 23153), (998.0, 55125)]):
-        stream = Stream(sched, character=f"c{i}", voice="tiny", controls=VoiceControls(), lexicon={},
+    out = []
+    for i, (anchor, gen) in enumerate(rows):
+        stream = Stream(character=f"c{i}", voice="tiny", controls=VoiceControls(), lexicon={},
                         sample_rate=22050, request_id=f"r{i}")
-        sp = Speaker(stream, "tiny", i + 1, 256, now, None)
+        req = Request(stream, f"c{i}", "tiny", VoiceControls(), {}, 22050, f"r{i}", BusyPolicy.QUEUE, now, 1.0,
+                      status=RequestStatus.RUNNING)
+        sp = Speaker(VoiceControls(), 22050, now, i + 1, 256, now, None)
         sp.line, sp.n_frames, sp.anchor_t, sp.anchor_gen, sp.gen = object(), 100, anchor, 0, gen  # type: ignore[assignment]
-        speakers.append(sp)
+        req.speaker = sp
+        out.append(req)
+    return out
+
+
+def test_lockstep_steps_every_stream_under_the_lead_cap_once_one_is_due(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(lookahead_ms=150.0, lead_slack_ms=300.0)
+    core = engine.core
+    now = 1000.0
+    # leads: c0 +0.1 s (due), c1 +0.3 s (not due, under the cap), c2 +0.6 s (over the 0.45 s cap)
+    reqs = fake_running(engine, [(1000.0 - 0.9, int(22050 * 1.0)), (999.7, int(22050 * 0.6)),
+                                 (999.4, int(22050 * 1.2))], now)
+    saved, core.running = core.running, dict.fromkeys(reqs)
+    try:
+        chosen = core._choose(now)["tiny"]
+        core.running = dict.fromkeys(reqs[1:])  # nobody due: no step at all
+        assert core._choose(now) == {}
+    finally:
+        core.running = saved
+    assert chosen == reqs[:2]
+
+
+def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(max_batch=2, lookahead_ms=150.0, lead_slack_ms=0.0)
+    core = engine.core
+    now = 1000.0
+    reqs = fake_running(engine, [(990.0, 222705), (999.9, 1000), (999.0, 23153), (998.0, 55125)], now)
     # deadlines: c0 1000.1 (due), c1 999.945 (behind: due), c2 1000.05 (due), c3 1000.5 (ahead 0.5 s: not due)
-    with sched.lock:
-        saved, sched.active = sched.active, {sp.stream: sp for sp in speakers}
-        try:
-            chosen = sched._choose(now)["tiny"]
-        finally:
-            sched.active = saved
-    assert chosen == [speakers[1], speakers[2]]
+    saved, core.running = core.running, dict.fromkeys(reqs)
+    try:
+        chosen = core._choose(now)["tiny"]
+    finally:
+        core.running = saved
+    assert chosen == [reqs[1], reqs[2]]
 
 
 def test_padded_batches_as_on_cuda_change_nothing(voice: VoiceModel) -> None:
@@ -384,7 +422,7 @@ def test_padded_batches_as_on_cuda_change_nothing(voice: VoiceModel) -> None:
     from npc_voice_kernels.cuda_graphs import GraphedStep
 
     engine = Engine({"tiny": voice}, EngineConfig(slots=8, frames_per_tick=K, threads=1, lookahead_ms=FREE_RUN))
-    vr = engine.scheduler.voices["tiny"]
+    vr = engine.core.voices["tiny"]
     vr.step = GraphedStep(lambda s, c, x: voice.step(vr.pool.tensors, s, c, x), "cpu", mode="padded")
     with engine:
         streams = [speak(engine, f"c{i}", text) for i, text in enumerate([LINE, LINE2, "Hello."])]
@@ -443,27 +481,26 @@ class FlakyVoice(SlowVoice):
 
 
 def test_a_failing_step_fails_its_streams_and_the_engine_goes_on(voice: VoiceModel) -> None:
-    from npc_voice.engine import EngineError
+    from npc_voice.engine import StepError
 
     config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=FREE_RUN)
     flaky = FlakyVoice(voice)
     with Engine({"tiny": flaky}, config) as engine:  # type: ignore[dict-item]
         flaky.armed = True
-        with pytest.raises(EngineError, match="internal"):
+        with pytest.raises(StepError, match="model step failed"):
             collect(speak(engine, "guard", LINE))
-        assert engine.stats().slots_in_use == 0
+        stats = engine.stats()
+        assert stats.slots_in_use == 0 and stats.step_failures == 1 and stats.lines_failed == 1
         assert collect(speak(engine, "guard", LINE2))[2].reason == "completed"
+        assert engine.stats().serving
 
 
-def test_playback_clock_restarts_after_a_pause_for_text(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+def test_playback_clock_restarts_after_a_pause_for_text(voice: VoiceModel) -> None:
     """A Converse stream idle between phrases ran dry for lack of text, not by underrun."""
     from npc_voice.engine.speaker import Speaker
 
-    engine = make_engine()
-    stream = Stream(engine.scheduler, character="c", voice="tiny", controls=VoiceControls(), lexicon={},
-                    sample_rate=22050, request_id="r")
     line = voice.prepare(text_to_phonemes("Hi.", {}))
-    sp = Speaker(stream, "tiny", 1, voice.hop, 100.0, None)
+    sp = Speaker(VoiceControls(), 22050, 100.0, 1, voice.hop, 100.0, None)
     sp.begin_line(line, [0], 100.0)
     sp.emit(np.zeros(1024, np.float32), 4, 100.0)  # first chunk at t=100: the clock starts
     assert sp.ahead_s(100.0) == pytest.approx(1024 / 22050)
@@ -506,7 +543,7 @@ def test_admission_from_measured_cost(voice: VoiceModel) -> None:
             try:
                 done += collect(s)[2].reason == "completed"
             except CapacityError as e:
-                assert "measured capacity" in str(e)
+                assert "real time" in str(e)
                 rejected += 1
         assert 1 <= done <= 3 and done + rejected == 6
         assert engine.stats().slots_in_use == 0

@@ -31,6 +31,7 @@ Converse context); once its input has ended it finishes by itself.
 """
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ __all__ = [
     "SAMPLE_RATES",
     "STATE_FORMAT_VERSION",
     "AudioEvent",
+    "BusyError",
+    "BusyPolicy",
     "CapacityError",
     "EndEvent",
     "Engine",
@@ -55,6 +58,7 @@ __all__ = [
     "MarkEvent",
     "Stream",
     "StateFormatError",
+    "StepError",
     "UnknownVoiceError",
     "VoiceControls",
 ]
@@ -78,6 +82,14 @@ def controls_row(c: VoiceControls) -> tuple[float, ...]:
     return (2.0 ** (c.pitch_semitones / 12.0), c.formant, c.breathiness, c.volume)
 
 
+class BusyPolicy(enum.Enum):
+    """What a new stream does when its character is already speaking (or has streams waiting)."""
+
+    QUEUE = "queue"  # wait behind them (bounded count per character and bounded time)
+    INTERRUPT = "interrupt"  # the current line fades out (~10 ms), ends "interrupted"; this one starts
+    REJECT = "reject"  # BusyError at once
+
+
 @dataclass(frozen=True)
 class LineRequest:
     character: str  # full id: "guard" or "guard/42" (instance = own state); opaque to the engine
@@ -87,6 +99,7 @@ class LineRequest:
     lexicon: Mapping[str, str]  # lowercase word -> IPA
     sample_rate: int  # output rate: one of SAMPLE_RATES
     request_id: str
+    busy: BusyPolicy = BusyPolicy.QUEUE
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class AudioEvent:
 
 @dataclass(frozen=True)
 class EndEvent:
-    reason: str  # "completed" | "cancelled"
+    reason: str  # "completed" | "cancelled" | "interrupted"
     total_samples: int  # samples sent on this stream (fade included), output rate
     queued_ms: float  # stream opened -> first engine tick that served it
     first_audio_ms: float  # stream opened -> first audio event queued (0 if none)
@@ -132,6 +145,15 @@ class CapacityError(EngineError):
     """No slot became free within max_queue_wait_s (-> RESOURCE_EXHAUSTED)."""
 
 
+class BusyError(CapacityError):
+    """The character is busy and the stream's BusyPolicy (or the per-character queue bound)
+    refuses to wait (-> RESOURCE_EXHAUSTED)."""
+
+
+class StepError(EngineError):
+    """The model step (or a line's preparation) raised: the affected streams fail (-> INTERNAL)."""
+
+
 class StateFormatError(EngineError):
     """Bytes given to import_character are not a valid state for this voice (-> INVALID_ARGUMENT)."""
 
@@ -142,17 +164,24 @@ class StateFormatError(EngineError):
 @dataclass(frozen=True)
 class EngineConfig:
     slots: int = 256  # pool rows (slot 0 is scratch, so slots-1 usable)
-    frames_per_tick: int = 4  # K: frames each stepped stream advances per tick (4 = 46 ms)
-    max_queue_wait_s: float = 2.0  # bounded wait for a slot before CapacityError
+    frames_per_tick: int = 4  # K: frames every running stream advances per tick (4 = 46 ms)
+    max_queue_wait_s: float = 2.0  # bounded wait (capacity, or a busy character) before CapacityError
+    max_waiting_per_character: int = 4  # streams queued behind a busy character; more: BusyError at once
     host_cache_characters: int = 100_000  # idle states kept in host memory (LRU); older ones are forgotten
     device: str = "auto"  # auto|cpu|cuda; auto = cuda if available, chosen once at start
-    lookahead_ms: float = 150.0  # keep each stream's generated audio this far ahead of its playback clock
+    # Pacing. A tick runs when some stream's generated audio is less than lookahead_ms ahead of its
+    # playback clock (or has no audio yet); it then steps every running stream that is less than
+    # lookahead_ms + lead_slack_ms ahead — in practice all of them (lockstep), since the slack is
+    # larger than the lead a catch-up tick adds. The lead stays bounded by that sum.
+    lookahead_ms: float = 150.0
+    lead_slack_ms: float = 300.0
     threads: int = 0  # torch threads on CPU; 0 = os.cpu_count()
     max_batch: int = 0  # most streams stepped per tick and voice (earliest deadline first); 0 = slots - 1
-    # Admission from measured cost: admit a new stream only while the fitted step time of one more
-    # stream fits in this fraction of the audio a tick makes (0.8 keeps 20% headroom); beyond it a
-    # stream waits (max_queue_wait_s) like for a slot. 0 = off: slots are the only limit.
-    max_load: float = 0.0
+    # Admission from measured cost (on by default): a new stream is admitted only while the fitted
+    # tick time with one more stream fits in this fraction of the audio a tick makes; otherwise it
+    # waits (max_queue_wait_s) and is then refused, so streams already speaking keep real time.
+    # 0 = off: slots are the only limit.
+    max_load: float = 0.85
 
 
 @dataclass(frozen=True)

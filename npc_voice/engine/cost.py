@@ -36,6 +36,14 @@ class StepCost:
             return st / n, 0.0
         return max(0.0, a), b
 
+    def predict(self, batch: int) -> float:
+        """Fitted seconds for a step of ``batch`` streams (0 before any sample)."""
+        fitted = self.fit()
+        if fitted is None:
+            return 0.0
+        a, b = fitted
+        return a + b * batch
+
     def capacity(self, budget_s: float) -> float:
         """Streams whose step fits in ``budget_s`` (inf when unknown or free)."""
         fitted = self.fit()

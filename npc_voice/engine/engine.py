@@ -1,4 +1,4 @@
-"""Engine: owns the device, one state pool per voice, and the engine thread running the scheduler.
+"""Engine: the device, one state pool per voice, and the one engine thread that owns them.
 
 Usage (in-process)::
 
@@ -8,16 +8,19 @@ Usage (in-process)::
     for event in stream.events_sync(): ...
     engine.close()
 
+Threading: every piece of mutable engine state (requests, pools, arenas) belongs to the engine
+thread (``EngineCore``). The methods here run on any thread; they post commands to it and wait
+for an answer where they need one (export, import, reset: at most COMMAND_TIMEOUT_S), and
+``stats()`` reads the snapshot the engine thread publishes after every round.
+
 Character ids are opaque ("guard/42" is just a string here); the server resolves templates to a
-voice, controls and lexicon. A character has at most one active stream: a second stream for it
-waits behind the first (bounded by ``max_queue_wait_s`` only while the first is still taking
-input, since a finished line ends by itself).
+voice, controls and lexicon. A character speaks one stream at a time; what a second stream for
+it does is its ``BusyPolicy`` (queue with bounds, interrupt, reject).
 """
 from __future__ import annotations
 
 import logging
 import os
-import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +31,7 @@ import torch
 
 from npc_voice.engine.api import (
     SAMPLE_RATES,
+    BusyPolicy,
     EngineConfig,
     EngineError,
     EngineStats,
@@ -37,9 +41,10 @@ from npc_voice.engine.api import (
     VoiceControls,
 )
 from npc_voice.engine.arena import CondArena
+from npc_voice.engine.core import EngineCore, VoiceRuntime
 from npc_voice.engine.device import make_step, resolve_device
 from npc_voice.engine.pool import StatePool
-from npc_voice.engine.scheduler import Scheduler, VoiceRuntime
+from npc_voice.engine.request import Request
 from npc_voice.engine.statefile import decode_state, encode_state
 from npc_voice.engine.stream import Stream
 from npc_voice.model.api import VoiceModel
@@ -49,6 +54,7 @@ T = TypeVar("T")
 
 COMMAND_TIMEOUT_S = 30.0  # export/import/reset wait at most this long for the engine thread
 CLOSE_FADE_WAIT_S = 2.0  # close() lets open streams fade out for at most this long
+FAILED_TICKS_BEFORE_GIVING_UP = 3  # unexpected tick errors in a row before running streams fail
 
 
 class Engine:
@@ -60,7 +66,7 @@ class Engine:
         self.device = resolve_device(config.device)
         runtimes = {name: self._runtime(name, model) for name, model in voices.items()}
         self.voices = dict(voices)
-        self.scheduler = Scheduler(runtimes, config, self.device)
+        self.core = EngineCore(runtimes, config, self.device)
         self._thread: threading.Thread | None = None
         self._running = False
         self._ready = threading.Event()
@@ -80,13 +86,13 @@ class Engine:
     def add_voices(self, voices: Mapping[str, VoiceModel]) -> None:
         """Add voices while running (configuration hot reload). A name the engine already has
         is left alone: its characters' states stay valid. Pools are built on the caller's
-        thread; the voices join the scheduler between ticks."""
+        thread; the voices join the engine between ticks."""
         new = {name: self._runtime(name, model) for name, model in voices.items() if name not in self.voices}
         if not new:
             return
 
         def join() -> None:
-            self.scheduler.voices.update(new)
+            self.core.voices.update(new)
 
         self._call(join)
         self.voices.update({name: voices[name] for name in new})
@@ -95,13 +101,13 @@ class Engine:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the engine thread; returns once it has warmed up (one prepare + step per voice)."""
+        """Start the engine thread; returns once it has warmed up (prepare + steps per voice)."""
         if self._thread is not None:
             return
         if self.device.type == "cpu":
             torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
         state_bytes = sum(
-            t[0].numel() * t.element_size() for vr in self.scheduler.voices.values() for t in vr.pool.tensors.values()
+            t[0].numel() * t.element_size() for vr in self.core.voices.values() for t in vr.pool.tensors.values()
         )
         log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads; "
                  "idle states in host memory: up to %d characters (%.1f GB)",
@@ -114,22 +120,22 @@ class Engine:
         self._ready.wait()  # warm-up done: the first request pays no lazy initialisation
 
     def close(self) -> None:
-        """Stop the engine thread; open streams end "cancelled" (faded out, if the thread still
-        runs, within CLOSE_FADE_WAIT_S)."""
+        """Stop the engine thread; open streams end "cancelled" (faded out within CLOSE_FADE_WAIT_S)."""
         if self._thread is not None and self._running:
-            with self.scheduler.lock:
-                streams = [*self.scheduler.active, *self.scheduler.waiting]
-            for stream in streams:
-                stream.cancel()
+            try:
+                self._call(self.core.stop_all)
+            except Exception:  # noqa: BLE001  (closing anyway)
+                log.exception("engine close: stopping streams failed")
             deadline = time.monotonic() + CLOSE_FADE_WAIT_S
-            for stream in streams:
-                stream.wait_ended(max(0.0, deadline - time.monotonic()))
+            while time.monotonic() < deadline and (self.core.snapshot.active_streams or
+                                                   self.core.snapshot.streams_waiting):
+                time.sleep(0.005)
         self._running = False
         if self._thread is not None:
-            self.scheduler.wake()
+            self.core.wake()
             self._thread.join()
             self._thread = None
-        self.scheduler.shutdown()
+        self.core.shutdown()  # the thread is gone: this thread owns what is left
 
     def __enter__(self) -> Engine:
         self.start()
@@ -139,22 +145,30 @@ class Engine:
         self.close()
 
     def _run(self) -> None:
+        core = self.core
         try:
-            self.scheduler.warm_up()
+            core.warm_up()
         except Exception:  # not fatal: the first request pays for initialisation instead
             log.exception("engine warm-up failed")
+        core.publish()
         self._ready.set()
         delay: float | None = 0.0
+        failed_ticks = 0
         while self._running:
-            self.scheduler.wait(delay)
+            core.wait(delay)
+            core.run_commands()
             if not self._running:
                 break
             try:
-                delay = self.scheduler.tick()
-            except Exception:  # a bug must not leave streams hanging: fail them and keep serving
-                log.exception("engine tick failed; failing the active streams")
-                self.scheduler.fail_active(EngineError("internal engine error (see the daemon log)"))
-                delay = 0.0
+                delay = core.tick()
+                failed_ticks = 0
+            except Exception:  # a bug, not a fault of one request (those are handled in the tick)
+                failed_ticks += 1
+                log.exception("engine tick failed (%d in a row)", failed_ticks)
+                if failed_ticks >= FAILED_TICKS_BEFORE_GIVING_UP:
+                    core.fail_running(EngineError("internal engine error (see the daemon log)"))
+                delay = min(1.0, 0.01 * 2**failed_ticks)
+            core.publish()
 
     # ---- streams ------------------------------------------------------------------------
 
@@ -166,10 +180,13 @@ class Engine:
         lexicon: Mapping[str, str],
         sample_rate: int,
         request_id: str,
+        busy: BusyPolicy = BusyPolicy.QUEUE,
+        wait_s: float | None = None,
     ) -> Stream:
         """A stream for ``character``; lines come with ``say``. Raises UnknownVoiceError, or
-        ValueError for a bad rate or control value. Waiting for a slot happens on the engine
-        thread: ``events()`` raises CapacityError if none came within max_queue_wait_s."""
+        ValueError for a bad rate or control value. Admission happens on the engine thread:
+        ``events()`` raises CapacityError (BusyError for a busy character) if the stream was
+        refused. ``wait_s`` bounds the wait for admission (default max_queue_wait_s)."""
         if self._thread is None or not self._running:
             raise EngineError("the engine is not running")
         if voice not in self.voices:
@@ -177,14 +194,19 @@ class Engine:
         if sample_rate not in SAMPLE_RATES:
             raise ValueError(f"sample rate {sample_rate} Hz is not supported; use one of {list(SAMPLE_RATES)}")
         _check_controls(controls)
-        stream = Stream(self.scheduler, character=character, voice=voice, controls=controls,
-                        lexicon=lexicon, sample_rate=sample_rate, request_id=request_id)
-        self.scheduler.enqueue(stream)
+        stream = Stream(character=character, voice=voice, controls=controls, lexicon=lexicon,
+                        sample_rate=sample_rate, request_id=request_id)
+        wait = self.config.max_queue_wait_s if wait_s is None else wait_s
+        req = Request(stream, character, voice, controls, dict(lexicon), sample_rate, request_id, busy,
+                      time.monotonic(), wait)
+        stream.bind(self.core, req)
+        self.core.post(self.core.cmd_open, req)
         return stream
 
     def speak(self, req: LineRequest) -> Stream:
         """One line: open_stream + say + end_input. TextError is raised here, before any audio."""
-        stream = self.open_stream(req.character, req.voice, req.controls, req.lexicon, req.sample_rate, req.request_id)
+        stream = self.open_stream(req.character, req.voice, req.controls, req.lexicon, req.sample_rate,
+                                  req.request_id, req.busy)
         try:
             stream.say(req.text)
         except BaseException:
@@ -196,18 +218,10 @@ class Engine:
     def cancel_character(self, character: str, request_id: str = "") -> tuple[bool, int]:
         """Cancel the character's stream(s) (only ``request_id``'s if given): (was speaking,
         samples the cancelled stream produced, fade included). Waits for the fade frame."""
-        sched = self.scheduler
-        with sched.lock:
-            targets = [s for s in sched.waiting if s.character == character]
-            sp = sched.speaking.get(character)
-            if sp is not None:
-                targets.insert(0, sp.stream)
-        targets = [s for s in targets if not request_id or s.request_id == request_id]
-        for stream in targets:
-            stream.cancel()
+        targets = self._call(lambda: self.core.cancel_character(character, request_id))
         if not targets:
             return False, 0
-        end = targets[0].wait_ended(COMMAND_TIMEOUT_S)
+        end = targets[0].stream.wait_ended(COMMAND_TIMEOUT_S)
         return True, end.total_samples if end is not None else 0
 
     # ---- character state (runs on the engine thread, between ticks) -----------------------
@@ -215,7 +229,7 @@ class Engine:
     def reset_character(self, character: str) -> None:
         """Forget the character's state: its next line starts from a fresh state."""
         def run() -> None:
-            for vr in self.scheduler.voices.values():
+            for vr in self.core.voices.values():
                 vr.pool.forget(character)
         self._call(run)
 
@@ -223,15 +237,15 @@ class Engine:
         """The character's state as versioned bytes. A character that has no state yet gets the
         fresh state of ``voice`` (EngineError if no voice is given then)."""
         def run() -> bytes:
-            for vr in self.scheduler.voices.values():
+            for vr in self.core.voices.values():
                 state = vr.pool.read(character)
                 if state is not None:
                     return encode_state(vr.model.version, state)
             if not voice:
                 raise EngineError(f"character {character!r} has no voice state yet (it has not spoken)")
-            if voice not in self.scheduler.voices:
+            if voice not in self.core.voices:
                 raise UnknownVoiceError(f"unknown voice {voice!r}; this daemon has {sorted(self.voices)}")
-            vr = self.scheduler.voices[voice]
+            vr = self.core.voices[voice]
             fresh = {name: torch.zeros(s.shape, dtype=s.dtype) for name, s in vr.pool.spec.items()}
             return encode_state(vr.model.version, fresh)
         return self._call(run)
@@ -240,57 +254,33 @@ class Engine:
         """Replace the character's state with exported bytes (StateFormatError if they do not
         fit any voice of this daemon). Takes effect from the next frame it speaks."""
         version, state = decode_state(data)
-        matches = [vr for vr in self.scheduler.voices.values() if vr.model.version == version]
-        if not matches:
-            known = sorted({vr.model.version for vr in self.scheduler.voices.values()})
-            raise StateFormatError(f"the state belongs to voice version {version!r}; this daemon runs {known}")
-        target = matches[0]
-        try:
-            target.pool.check(state)
-        except ValueError as e:
-            raise StateFormatError(f"the state does not fit voice {target.name!r}: {e}") from e
 
         def run() -> None:
-            for vr in self.scheduler.voices.values():
+            matches = [vr for vr in self.core.voices.values() if vr.model.version == version]
+            if not matches:
+                known = sorted({vr.model.version for vr in self.core.voices.values()})
+                raise StateFormatError(f"the state belongs to voice version {version!r}; this daemon runs {known}")
+            target = matches[0]
+            try:
+                target.pool.check(state)
+            except ValueError as e:
+                raise StateFormatError(f"the state does not fit voice {target.name!r}: {e}") from e
+            for vr in self.core.voices.values():
                 if vr is not target:
                     vr.pool.forget(character)
             target.pool.write(character, state)
         self._call(run)
 
     def stats(self) -> EngineStats:
-        sched = self.scheduler
-        with sched.lock:
-            times = list(sched.tick_ms)
-            c = sched.counters
-            per_voice: dict[str, int] = {}
-            # a character's state lives in one voice's pool only (it moves when its voice changes)
-            known = sum(vr.pool.known_count() for vr in sched.voices.values())
-            evicted = sum(vr.pool.host_count() for vr in sched.voices.values())
-            for sp in sched.active.values():
-                per_voice[sp.voice] = per_voice.get(sp.voice, 0) + 1
-            return EngineStats(
-                active_streams=len(sched.active),
-                slots_in_use=sum(vr.pool.active_count for vr in sched.voices.values()),
-                slots_total=sum(vr.pool.usable_slots for vr in sched.voices.values()),
-                ticks=c.ticks,
-                tick_ms_mean=statistics.fmean(times) if times else 0.0,
-                tick_ms_p99=sorted(times)[min(len(times) - 1, int(0.99 * len(times)))] if times else 0.0,
-                underruns=c.underruns,
-                characters_known=known,
-                characters_evicted=evicted,
-                device=str(self.device),
-                lines_completed=c.lines_completed,
-                lines_cancelled=c.lines_cancelled,
-                lines_rejected=c.lines_rejected,
-                streams_waiting=len(sched.waiting),
-                per_voice=per_voice,
-            )
+        """The snapshot the engine thread published after its last round (never blocks)."""
+        return self.core.snapshot
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine thread between ticks (inline when the thread is not running)."""
         if self._thread is None or not self._running or threading.current_thread() is self._thread:
-            with self.scheduler.lock:
-                return fn()
+            result = fn()
+            self.core.publish()
+            return result
         future: Future[T] = Future()
 
         def run() -> None:
@@ -298,7 +288,7 @@ class Engine:
                 future.set_result(fn())
             except BaseException as e:  # handed to the caller
                 future.set_exception(e)
-        self.scheduler.submit(run)
+        self.core.post(run)
         return future.result(COMMAND_TIMEOUT_S)
 
 

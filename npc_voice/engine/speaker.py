@@ -1,7 +1,6 @@
 """Speaker: the engine-side bookkeeping of one admitted stream (slot, line position, clocks).
 
-Only the engine thread touches a Speaker (under the scheduler's lock, except ``render`` which
-runs between the step and the lock). Positions are counted in native samples (22050 Hz) for
+Only the engine thread touches a Speaker (it belongs to a running Request). Positions are counted in native samples (22050 Hz) for
 scheduling and in output samples for events.
 
 Playback clock: the client is assumed to start playing at the first chunk and to play at
@@ -17,9 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent, controls_row
+from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent, VoiceControls, controls_row
 from npc_voice.engine.resampler import BlockResampler
-from npc_voice.engine.stream import Event, Stream
 from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
 
 
@@ -38,12 +36,13 @@ def make_resampler(out_rate: int) -> Resampler | None:
 
 class Speaker:
     def __init__(
-        self, stream: Stream, voice: str, slot: int, hop: int, now: float, resampler: Resampler | None
+        self, controls: VoiceControls, sample_rate: int, opened_at: float, slot: int, hop: int, now: float,
+        resampler: Resampler | None,
     ) -> None:
-        c = stream.controls
+        c = controls
         self.hop = hop  # native samples per frame
-        self.stream = stream
-        self.voice = voice
+        self.sample_rate = sample_rate  # output rate
+        self.opened_at = opened_at  # when the stream was opened (monotonic)
         self.slot = slot
         # columns as npc_voice.model.api.CONTROL_*: pitch factor, formant, breathiness, volume
         self.controls = controls_row(c)
@@ -89,7 +88,7 @@ class Speaker:
     def deadline(self) -> float:
         """When playback reaches the end of the generated audio (monotonic seconds)."""
         if self.anchor_t is None:
-            return self.stream.opened_at
+            return self.opened_at
         return self.anchor_t + (self.gen - self.anchor_gen) / SAMPLE_RATE
 
     def marks_event(self) -> MarkEvent:
@@ -101,10 +100,10 @@ class Speaker:
             words=self._marks(self.line.words),
         )
 
-    def render(self, row: np.ndarray, k: int, now: float) -> list[Event]:
+    def render(self, row: np.ndarray, k: int, now: float) -> list[MarkEvent | AudioEvent]:
         """The events for one stepped row [K * hop]: the line's marks first (at its first
         chunk), then the audio of its real frames (or, when cancelled, one frame faded to 0)."""
-        events: list[Event] = []
+        events: list[MarkEvent | AudioEvent] = []
         if self.marks_due:
             events.append(self.marks_event())
         if self.fading:
@@ -135,7 +134,7 @@ class Speaker:
         return self._audio(np.clip(self.resampler.flush(), -1.0, 1.0))
 
     def end_event(self, reason: str, now: float) -> EndEvent:
-        opened = self.stream.opened_at
+        opened = self.opened_at
         first = (self.first_audio_at - opened) * 1000.0 if self.first_audio_at is not None else 0.0
         return EndEvent(
             reason=reason,
@@ -154,7 +153,7 @@ class Speaker:
         return event
 
     def _marks(self, marks: tuple[Mark, ...]) -> tuple[tuple[str, int, int], ...]:
-        rate = self.stream.sample_rate
+        rate = self.sample_rate
 
         def to_out(frame: int) -> int:
             native = self.line_start + min(frame, self.n_frames) * self.hop

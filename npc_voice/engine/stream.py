@@ -1,18 +1,18 @@
 """Stream: the caller's handle on one character speaking one or more lines on one sample clock.
 
-Input (``say``, ``end_input``, ``cancel``, ``close``) may come from any thread; output events
-are produced by the engine thread and consumed either from asyncio (``events``, woken with
-``loop.call_soon_threadsafe``) or from a plain thread (``events_sync``). The engine-side
-bookkeeping (slot, line position, clocks) lives in the scheduler, not here.
+A handle owns nothing of the engine. ``say``, ``end_input``, ``cancel`` and ``close`` may be
+called from any thread: they post a command to the engine thread, which applies it to the
+stream's Request between ticks. Output events are produced by the engine thread into the
+handle's queue and consumed either from asyncio (``events``, woken with
+``loop.call_soon_threadsafe``) or from a plain thread (``events_sync``).
 """
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, VoiceControls
 from npc_voice.model.api import PhonemeInput
@@ -20,12 +20,18 @@ from npc_voice.model.api import PhonemeInput
 Event = MarkEvent | AudioEvent | EndEvent
 
 
-class _EngineSide(Protocol):
-    """What a stream needs from the engine (implemented by the Scheduler)."""
+class Commands(Protocol):
+    """The engine's side of a handle: commands applied on the engine thread between ticks."""
 
-    def wake(self) -> None: ...
+    def post(self, fn: Callable[..., None], *args: Any) -> None: ...
 
-    def stream_closed(self, stream: Stream) -> None: ...
+    def cmd_say(self, token: object, phonemes: PhonemeInput) -> None: ...
+
+    def cmd_end_input(self, token: object) -> None: ...
+
+    def cmd_cancel(self, token: object) -> None: ...
+
+    def cmd_close(self, token: object) -> None: ...
 
 
 def phonemize(text: str, lexicon: Mapping[str, str]) -> PhonemeInput:
@@ -36,13 +42,13 @@ def phonemize(text: str, lexicon: Mapping[str, str]) -> PhonemeInput:
 
 
 class Stream:
-    """Thread-safe. ``events()`` / ``events_sync()`` yield MarkEvent (before the audio of its
-    line), AudioEvent and finally one EndEvent; they raise CapacityError when no slot was
-    free within ``max_queue_wait_s`` (or TextError for a line the voice cannot speak) instead."""
+    """Thread-safe handle. ``events()`` / ``events_sync()`` yield MarkEvent (before the audio of
+    its line), AudioEvent and finally one EndEvent; they raise CapacityError when the stream was
+    refused (no capacity within ``max_queue_wait_s``, or a busy character by policy), TextError
+    for a line the voice cannot speak, or StepError when the daemon failed rendering it."""
 
     def __init__(
         self,
-        engine: _EngineSide,
         *,
         character: str,
         voice: str,
@@ -57,13 +63,12 @@ class Stream:
         self.sample_rate = sample_rate
         self.controls = controls
         self.lexicon = dict(lexicon)
-        self.opened_at = time.monotonic()
-        self._engine = engine
+        self._engine: Commands | None = None
+        self._token: object = None  # the engine's Request; opaque here
         self._cond = threading.Condition()
-        # input side
-        self._lines: deque[PhonemeInput] = deque()
+        # caller side: only to answer say() sensibly; the engine keeps its own record
         self._input_ended = False
-        self._cancelled = False
+        self._stopped = False  # cancel() or close() called
         self._closed = False
         # output side
         self._events: deque[Event] = deque()
@@ -73,6 +78,14 @@ class Stream:
         self._end: EndEvent | None = None
         self._waiters: list[Waiter] = []  # (loop, event) of each events() consumer
 
+    def bind(self, engine: Commands, token: object) -> None:
+        """Called once by the engine that opened the stream."""
+        self._engine, self._token = engine, token
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._engine is not None, "stream not opened by an engine"
+        self._engine.post(fn, self._token, *args)
+
     # ---- caller side -------------------------------------------------------------------
 
     def say(self, text: str) -> None:
@@ -80,41 +93,45 @@ class Stream:
         be spoken; ignored once the stream was cancelled or closed."""
         phonemes = phonemize(text, self.lexicon)
         with self._cond:
-            if self._cancelled or self._closed or self._finished:
+            if self._stopped or self._finished:
                 return
             if self._input_ended:
                 raise EngineError(f"stream {self.request_id!r}: say() after end_input()")
-            self._lines.append(phonemes)
-        self._engine.wake()
+        assert self._engine is not None
+        self._post(self._engine.cmd_say, phonemes)
 
     def end_input(self) -> None:
         """No more lines: the stream ends "completed" after the last queued line."""
         with self._cond:
+            if self._input_ended:
+                return
             self._input_ended = True
-        self._engine.wake()
+        assert self._engine is not None
+        self._post(self._engine.cmd_end_input)
 
     def cancel(self) -> None:
         """Fade out (~10 ms) at the next frame and end "cancelled"; queued lines are dropped."""
         with self._cond:
-            if self._finished:
+            if self._finished or self._stopped:
                 return
-            self._cancelled = True
-            self._lines.clear()
-        self._engine.wake()
+            self._stopped = True
+        assert self._engine is not None
+        self._post(self._engine.cmd_cancel)
 
     def close(self) -> None:
-        """The consumer is gone: free the slot now; no more events. Idempotent."""
+        """The consumer is gone: the engine frees the slot at its next command round; no more
+        events. Idempotent; never blocks on the engine."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-            self._lines.clear()
+            self._stopped = True
             self._events.clear()
             self._cond.notify_all()
             waiters = list(self._waiters)
         wake_loops(group_waiters(waiters))  # a consumer waiting in events() sees the end
-        self._engine.stream_closed(self)
-        self._engine.wake()
+        if self._engine is not None:
+            self._post(self._engine.cmd_close)
 
     @property
     def done(self) -> bool:
@@ -164,18 +181,7 @@ class Stream:
             if isinstance(item, EndEvent):
                 return
 
-    # ---- engine side (called by the scheduler) -------------------------------------------
-
-    def take_lines(self) -> list[PhonemeInput]:
-        with self._cond:
-            lines = list(self._lines)
-            self._lines.clear()
-            return lines
-
-    def input_state(self) -> tuple[bool, bool, bool, bool]:
-        """(has queued lines, input ended, cancel requested, closed)."""
-        with self._cond:
-            return bool(self._lines), self._input_ended, self._cancelled, self._closed
+    # ---- engine side (called on the engine thread) ------------------------------------------
 
     def push(self, events: list[Event], wakeups: Wakeups | None = None) -> None:
         """Queue events for the consumer. Asyncio consumers are woken at once, or, when
@@ -183,25 +189,27 @@ class Stream:
         each event loop once (one self-pipe write per loop instead of one per stream)."""
         if not events:
             return
+        last = events[-1]
+        is_end = isinstance(last, EndEvent)
         with self._cond:
-            if self._closed or self._finished:
+            if self._finished:
                 return
-            self._events.extend(events)
-            last = events[-1]
-            if isinstance(last, EndEvent):
+            if is_end:
+                assert isinstance(last, EndEvent)
                 self._finished = True
                 self._end = last
-            self._cond.notify_all()
-            if wakeups is None:
-                wakeups = group_waiters(self._waiters)
-                now = True
+            if self._closed:  # nobody reads: keep only the outcome (wait_ended)
+                waiters: list[Waiter] = []
             else:
-                for loop, wake in self._waiters:
-                    wakeups.setdefault(loop, []).append(wake)
-                now = False
-        if now:
-            wake_loops(wakeups)
-        if isinstance(events[-1], EndEvent):
+                self._events.extend(events)
+                self._cond.notify_all()
+                waiters = list(self._waiters)
+        if wakeups is None:
+            wake_loops(group_waiters(waiters))
+        else:
+            for loop, wake in waiters:
+                wakeups.setdefault(loop, []).append(wake)
+        if is_end:
             self._ended.set()
 
     def fail(self, error: BaseException) -> None:

@@ -26,6 +26,7 @@ from npc_voice.config import Config, ServerSettings, load_config
 from npc_voice.engine.api import Engine, EngineConfig
 from npc_voice.model.api import VoiceModel
 from npc_voice.server.auth import BearerTokenInterceptor, read_token
+from npc_voice.server.metrics import MetricsServer, grpc_health_reader
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.servicer import NpcVoiceServicer
 from npc_voice.server.voices import build_voices, resolve_device
@@ -43,6 +44,7 @@ class DaemonOptions:
     config_path: str | None = None  # None = the embedded voices.yaml
     host: str | None = None
     port: int | None = None  # 0 = any free port
+    metrics_port: int | None = None  # HTTP metrics/health port; 0 = off
     device: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -56,7 +58,7 @@ def effective_settings(config: Config, options: DaemonOptions) -> ServerSettings
     """The config's server settings with command-line overrides applied."""
     overrides = {
         k: getattr(options, k)
-        for k in ("host", "port", "device", "tls_cert", "tls_key", "token_file", "token_env")
+        for k in ("host", "port", "metrics_port", "device", "tls_cert", "tls_key", "token_file", "token_env")
         if getattr(options, k) is not None
     }
     if ("tls_cert" in overrides) != ("tls_key" in overrides):
@@ -78,12 +80,16 @@ class Daemon:
         self.auth = False  # whether a token is required
         self._tasks: list[asyncio.Task[None]] = []
         self.health: health.aio.HealthServicer | None = None
+        self.metrics: MetricsServer | None = None  # server.metrics_port > 0
 
     async def start(self) -> None:
         config = load_config(self.options.config_path)
         settings = effective_settings(config, self.options)
         token = read_token(settings.token_file, settings.token_env)
         self.settings, self.auth = settings, token is not None
+        if settings.metrics_port:  # up before the voices load: /healthz answers, /readyz says "starting"
+            self.metrics = MetricsServer(settings.host, settings.metrics_port)
+            self.metrics.start()
         device = resolve_device(settings.device)
         voices: dict[str, VoiceModel] = await asyncio.to_thread(build_voices, config.voices.values(), device)
         engine_config = EngineConfig(
@@ -105,6 +111,8 @@ class Daemon:
         except BaseException:  # e.g. the port is taken: do not leave the engine thread behind
             await self.stop(0)
             raise
+        if self.metrics is not None:
+            self.metrics.attach(self.engine, self.store, grpc_health_reader(self.health, SERVICE_NAME))
         log.info(
             "npc-voice listening on %s:%d (%s, %s, auth %s), device %s, %d characters, default %r",
             settings.host,
@@ -125,7 +133,9 @@ class Daemon:
     async def _serve(self, settings: ServerSettings, token: str | None) -> None:
         """Build the gRPC server (NpcVoice, health, reflection, auth), bind and start it."""
         assert self.engine is not None and self.store is not None
-        interceptors = [BearerTokenInterceptor(token)] if token else []
+        interceptors: list[grpc.aio.ServerInterceptor] = [BearerTokenInterceptor(token)] if token else []
+        if self.metrics is not None:  # first: it also counts the calls the token check rejects
+            interceptors.insert(0, self.metrics.interceptor)
         # No SO_REUSEPORT: a second daemon on a taken port must fail, not silently share it.
         self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         npc_voice_pb2_grpc.add_NpcVoiceServicer_to_server(NpcVoiceServicer(self.engine, self.store), self.server)
@@ -161,6 +171,8 @@ class Daemon:
         await self.server.wait_for_termination()
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self.metrics is not None:  # /readyz 503 first: balancers stop routing here
+            self.metrics.set_draining()
         for t in self._tasks:
             t.cancel()
         if self.health is not None:  # tell load balancers first: every service NOT_SERVING
@@ -169,6 +181,8 @@ class Daemon:
             await self.server.stop(grace_s)
         if self.engine is not None:
             await asyncio.to_thread(self.engine.close)
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("npc-voice stopped")
 
 

@@ -39,6 +39,7 @@ class ConfigStore:
         self.device = device
         self.on_new_voices = on_new_voices  # hands new voices to the engine
         self.generation = 0  # bumped on every successful reload
+        self.rejected = 0  # reloads refused (invalid file, voice failed to load); the old config kept
         self._mtime = self._stat()
         self._lock = threading.Lock()
 
@@ -66,9 +67,11 @@ class ConfigStore:
             loaded = build_voices(missing, self.device)
         except ConfigError as e:
             log.error("configuration reload rejected, keeping the running configuration: %s", e)
+            self.rejected += 1
             return False
         except Exception as e:  # a checkpoint that fails to load must not take the daemon down
             log.error("configuration reload rejected (voice failed to load), keeping the running one: %s", e)
+            self.rejected += 1
             return False
         if new.server != self.config.server:
             log.warning("server settings changed in %s; they take effect after a restart", self.path)
@@ -77,6 +80,7 @@ class ConfigStore:
                 self.on_new_voices(loaded)
             except Exception as e:
                 log.error("configuration reload rejected, keeping the running configuration: %s", e)
+                self.rejected += 1
                 return False
         self.voices.update(loaded)
         self.config = new

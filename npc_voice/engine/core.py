@@ -1,0 +1,648 @@
+"""EngineCore: everything the engine thread owns — requests, pools, arenas — and the tick.
+
+Ownership: one thread (the engine thread) calls every method here except ``post``. Other
+threads never read or write a Request, a pool or an arena: they ``post`` commands, which the
+engine thread applies between ticks, and they read the ``snapshot`` (EngineStats) it publishes.
+Events leave through each stream's handle only after the round's bookkeeping is done and the
+snapshot is published, so a consumer that sees a stream end also sees it counted.
+
+A tick (``tick``), on the engine thread:
+
+1. admit waiting requests (busy character, slot, measured cost; bounded wait, then rejected);
+2. prepare every new line (encoder + durations), one ``prepare_batch`` per voice;
+3. advance every running request between frames: fade a cancelled one, start its next line,
+   complete it;
+4. lockstep: when any stream needs audio (no audio yet, or less than ``lookahead_ms`` ahead of
+   its playback clock), step EVERY running stream of a voice that is less than ``lookahead_ms +
+   lead_slack_ms`` ahead — in steady state all of them — by K frames in one model step;
+5. per batch: clip, then per row marks, trim/fade and resample; queue events; finish lines.
+
+Faults stay where they happen: a line that fails to prepare fails its request; a failing step
+fails its batch (and forgets those characters' states, which the step may have half-written);
+repeated step failures back off exponentially and report ``serving=False`` until a step works.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from npc_voice.engine.api import (
+    BusyError,
+    BusyPolicy,
+    CapacityError,
+    EndEvent,
+    EngineConfig,
+    EngineStats,
+    StepError,
+    VoiceControls,
+    controls_row,
+)
+from npc_voice.engine.arena import CondArena
+from npc_voice.engine.cost import StepCost
+from npc_voice.engine.device import StepFn
+from npc_voice.engine.pool import StatePool
+from npc_voice.engine.request import Request, RequestStatus
+from npc_voice.engine.speaker import Speaker, make_resampler
+from npc_voice.engine.stream import Event, Wakeups, phonemize, wake_loops
+from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 0.05  # after a failed step; doubles per consecutive failure
+BACKOFF_MAX_S = 2.0
+TICK_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+REASONS = {RequestStatus.COMPLETED: "completed", RequestStatus.CANCELLED: "cancelled",
+           RequestStatus.INTERRUPTED: "interrupted"}
+
+
+@dataclass
+class VoiceRuntime:
+    """One voice: its model, its state pool and its silence frame."""
+
+    name: str
+    model: VoiceModel
+    pool: StatePool
+    silence: torch.Tensor  # [d_cond] on the model's device
+    step: StepFn  # the model's step over this pool (CUDA graphs per batch bucket on GPU)
+    arena: CondArena  # conditioning frames of every speaking line, K-frame pages
+    cost: StepCost = field(default_factory=StepCost)  # tick time of this voice vs batch size
+
+
+@dataclass
+class Counters:
+    opened: int = 0
+    completed: int = 0  # lines, counted per stream outcome below
+    cancelled: int = 0
+    interrupted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    ticks: int = 0
+    underruns: int = 0
+    step_failures: int = 0
+
+
+class Histogram:
+    """Cumulative counts per upper bound (seconds), Prometheus style."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        for i, b in enumerate(self.bounds):
+            if seconds <= b:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> tuple[tuple[float, int], ...]:
+        out, total = [], 0
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return tuple(out)
+
+
+class EngineCore:
+    def __init__(self, voices: dict[str, VoiceRuntime], config: EngineConfig, device: torch.device) -> None:
+        self.voices = voices
+        self.config = config
+        self.device = device
+        self.k = config.frames_per_tick
+        self.max_batch = config.max_batch or (config.slots - 1)
+        self.waiting: dict[Request, None] = {}  # FIFO (insertion order)
+        self.running: dict[Request, None] = {}
+        self.speaking: dict[str, Request] = {}  # character -> its running request (at most one)
+        self.queued: dict[str, int] = {}  # character -> its waiting requests
+        self.counters = Counters()
+        self.tick_ms: deque[float] = deque(maxlen=2048)
+        self.fill: deque[float] = deque(maxlen=512)
+        self.tick_hist = Histogram(TICK_BUCKETS_S)
+        self.first_audio_hist = Histogram(FIRST_AUDIO_BUCKETS_S)
+        self.fail_streak = 0
+        self.backoff_until = 0.0
+        self.snapshot = self._build_snapshot()
+        self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._cv = threading.Condition()
+        self._out: list[tuple[Request, list[Event] | BaseException]] = []
+
+    # ---- any thread --------------------------------------------------------------------------
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Queue a command for the engine thread (applied before its next tick)."""
+        with self._cv:
+            self._inbox.append((fn, args))
+            self._cv.notify()
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    # ---- the engine thread: command round ----------------------------------------------------
+
+    def wait(self, delay: float | None) -> None:
+        """Sleep until a command arrives or ``delay`` seconds pass (None: until a command)."""
+        with self._cv:
+            if not self._inbox and (delay is None or delay > 0):
+                self._cv.wait(delay)
+
+    def run_commands(self) -> None:
+        with self._cv:
+            commands, self._inbox = self._inbox, deque()
+        for fn, args in commands:
+            try:
+                fn(*args)
+            except Exception:  # a command's own error handling failed: log, keep the engine up
+                log.exception("engine command %s failed", getattr(fn, "__name__", fn))
+
+    def publish(self) -> None:
+        """End of a round: publish the snapshot, then hand out the round's events."""
+        self.snapshot = self._build_snapshot()
+        out, self._out = self._out, []
+        wakeups: Wakeups = {}
+        for req, item in out:
+            if isinstance(item, BaseException):
+                req.stream.fail(item)
+            else:
+                req.stream.push(item, wakeups)
+        wake_loops(wakeups)
+
+    def cmd_open(self, req: Request) -> None:
+        self.counters.opened += 1
+        holder = self.speaking.get(req.character)
+        waiting = self.queued.get(req.character, 0)
+        if holder is not None or waiting:
+            if req.busy is BusyPolicy.REJECT:
+                self.finish(req, RequestStatus.REJECTED, BusyError(
+                    f"character {req.character!r} is busy (busy_policy REJECT)"))
+                return
+            if req.busy is BusyPolicy.INTERRUPT:
+                for other in [w for w in self.waiting if w.character == req.character]:
+                    self.finish(other, RequestStatus.REJECTED, BusyError(
+                        f"character {req.character!r}: a newer line interrupted it before it started"))
+                if holder is not None:
+                    self._stop(holder, RequestStatus.INTERRUPTED)
+            elif waiting >= self.config.max_waiting_per_character:
+                self.finish(req, RequestStatus.REJECTED, BusyError(
+                    f"character {req.character!r} is busy with {waiting} more line(s) waiting "
+                    f"(max_waiting_per_character={self.config.max_waiting_per_character})"))
+                return
+        self.waiting[req] = None
+        self.queued[req.character] = waiting + 1
+
+    def cmd_say(self, req: Request, phonemes: PhonemeInput) -> None:
+        if req.status.finished or req.stopping or req.input_ended:
+            return
+        req.lines.append(phonemes)
+        req.said += 1
+
+    def cmd_end_input(self, req: Request) -> None:
+        req.input_ended = True
+
+    def cmd_cancel(self, req: Request) -> None:
+        if req.status is RequestStatus.WAITING:
+            self.finish(req, RequestStatus.CANCELLED)
+        elif req.status is RequestStatus.RUNNING:
+            self._stop(req, RequestStatus.CANCELLED)
+
+    def cmd_close(self, req: Request) -> None:
+        """The consumer is gone: end now, no fade (nobody hears it)."""
+        if not req.status.finished:
+            self.finish(req, RequestStatus.CANCELLED)
+
+    def cancel_character(self, character: str, request_id: str) -> list[Request]:
+        """Cancel the character's running and waiting requests (only ``request_id``'s if given)."""
+        targets = [w for w in self.waiting if w.character == character]
+        holder = self.speaking.get(character)
+        if holder is not None:
+            targets.insert(0, holder)
+        targets = [r for r in targets if not request_id or r.request_id == request_id]
+        for req in targets:
+            self.cmd_cancel(req)
+        return targets
+
+    def stop_all(self) -> None:
+        """Engine closing: waiting requests end now, running ones fade out and end "cancelled"."""
+        for req in list(self.waiting):
+            self.finish(req, RequestStatus.CANCELLED)
+        for req in list(self.running):
+            self._stop(req, RequestStatus.CANCELLED)
+
+    def _stop(self, req: Request, status: RequestStatus) -> None:
+        if req.stopping:
+            return
+        if status is RequestStatus.INTERRUPTED:
+            req.interrupt_requested = True
+        else:
+            req.cancel_requested = True
+        req.lines.clear()
+        req.prepared.clear()
+
+    # ---- the one finish path -------------------------------------------------------------
+
+    def finish(self, req: Request, status: RequestStatus, error: BaseException | None = None) -> None:
+        """Release what ``req`` holds, count its outcome, end its stream (events out at publish)."""
+        assert status.finished and not req.status.finished, (req.status, status)
+        if req.status is RequestStatus.WAITING:
+            del self.waiting[req]
+            left = self.queued[req.character] - 1
+            if left:
+                self.queued[req.character] = left
+            else:
+                del self.queued[req.character]
+        elif req.status is RequestStatus.RUNNING:
+            del self.running[req]
+            self._release(req, forget=status is RequestStatus.FAILED)
+        req.status = status
+        self._count(status)
+        sp = req.speaker
+        if sp is not None and sp.first_audio_at is not None:
+            self.first_audio_hist.observe(sp.first_audio_at - req.opened_at)
+        if error is not None:
+            self._out.append((req, error))
+            return
+        events: list[Event] = []
+        if sp is not None:
+            tail = sp.flush()
+            if tail is not None:
+                events.append(tail)
+            events.append(sp.end_event(REASONS[status], time.monotonic()))
+        else:
+            total = (time.monotonic() - req.opened_at) * 1000.0
+            events.append(EndEvent(REASONS[status], 0, total, 0.0, total))
+        self._out.append((req, events))
+
+    def _count(self, status: RequestStatus) -> None:
+        c = self.counters
+        if status is RequestStatus.COMPLETED:
+            c.completed += 1
+        elif status is RequestStatus.CANCELLED:
+            c.cancelled += 1
+        elif status is RequestStatus.INTERRUPTED:
+            c.interrupted += 1
+        elif status is RequestStatus.REJECTED:
+            c.rejected += 1
+        else:
+            c.failed += 1
+
+    def _release(self, req: Request, forget: bool) -> None:
+        sp = req.speaker
+        assert sp is not None
+        vr = self.voices[req.voice]
+        vr.arena.release(sp.pages)
+        sp.pages, sp.line = [], None
+        if self.speaking.get(req.character) is req:
+            del self.speaking[req.character]
+        vr.pool.release(req.character)
+        if forget:  # a failed step may have half-written the state: start that character afresh
+            vr.pool.forget(req.character)
+
+    def fail_running(self, error: BaseException) -> None:
+        """Last resort after repeated unexpected tick errors: fail everything running."""
+        for req in list(self.running):
+            self.finish(req, RequestStatus.FAILED, error)
+
+    def shutdown(self) -> None:
+        """The engine thread has stopped: end whatever is left "cancelled" (caller's thread)."""
+        for req in [*self.waiting, *self.running]:
+            self.finish(req, RequestStatus.CANCELLED)
+        self.publish()
+
+    # ---- the tick --------------------------------------------------------------------------
+
+    def tick(self) -> float | None:
+        """One round. Returns 0 if it stepped (run again), else seconds until something is
+        due, or None when only a command can bring work."""
+        start = time.monotonic()
+        self._admit(start)
+        self._prepare_new_lines()
+        self._advance()
+        if start < self.backoff_until:
+            return self.backoff_until - start
+        now = time.monotonic()
+        batches = self._choose(now)
+        if not batches:
+            return self._next_due(time.monotonic())
+        for voice, rows in batches.items():
+            self._step(self.voices[voice], rows)
+        self.counters.ticks += 1
+        elapsed = time.monotonic() - start
+        self.tick_ms.append(elapsed * 1000.0)
+        self.tick_hist.observe(elapsed)
+        return 0.0
+
+    def _admit(self, now: float) -> None:
+        per_voice: dict[str, int] = {}
+        for req in self.running:
+            per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
+        for req in list(self.waiting):
+            waited = now - req.opened_at
+            expired = waited >= req.wait_s
+            holder = self.speaking.get(req.character)
+            if holder is not None or self._earlier_waiter(req):
+                if expired:
+                    self.finish(req, RequestStatus.REJECTED, BusyError(
+                        f"character {req.character!r} stayed busy for {waited:.2f} s "
+                        f"(max_queue_wait_s={req.wait_s})"))
+                continue
+            vr = self.voices[req.voice]
+            full = self._over_load(vr, per_voice)
+            slot = None if full else self._acquire(vr, req.character)
+            if slot is None:
+                if expired:
+                    why = full or f"all {vr.pool.usable_slots} voice slots of {vr.name!r} are busy"
+                    self.finish(req, RequestStatus.REJECTED, CapacityError(
+                        f"{why}; waited {waited:.2f} s (max_queue_wait_s={req.wait_s})"))
+                continue
+            del self.waiting[req]
+            left = self.queued[req.character] - 1
+            if left:
+                self.queued[req.character] = left
+            else:
+                del self.queued[req.character]
+            req.status = RequestStatus.RUNNING
+            req.speaker = Speaker(req.controls, req.sample_rate, req.opened_at, slot, vr.model.hop, now,
+                                  make_resampler(req.sample_rate))
+            self.running[req] = None
+            self.speaking[req.character] = req
+            per_voice[vr.name] = per_voice.get(vr.name, 0) + 1
+
+    def _earlier_waiter(self, req: Request) -> bool:
+        """Whether an earlier waiting request has the same character (it goes first)."""
+        if self.queued.get(req.character, 0) <= 1:
+            return False
+        for other in self.waiting:
+            if other is req:
+                return False
+            if other.character == req.character:
+                return True
+        return False
+
+    def _acquire(self, vr: VoiceRuntime, character: str) -> int | None:
+        for other in self.voices.values():
+            if other is not vr:  # a character's state belongs to the voice it last spoke with
+                other.pool.forget(character)
+        return vr.pool.acquire(character)
+
+    def _over_load(self, vr: VoiceRuntime, per_voice: dict[str, int]) -> str:
+        """Why one more running stream of ``vr`` would not fit max_load of real time ("" if it would)."""
+        if self.config.max_load <= 0:
+            return ""
+        budget = self.config.max_load * self.k * vr.model.hop / vr.model.sample_rate
+        total = 0.0
+        for name, other in self.voices.items():
+            n = per_voice.get(name, 0) + (1 if other is vr else 0)
+            if n:
+                total += other.cost.predict(n)
+        if total <= budget or per_voice.get(vr.name, 0) == 0:
+            return ""
+        return (f"one more stream would need {total * 1000:.1f} ms per {self.k}-frame tick, over "
+                f"{self.config.max_load:.0%} of real time ({budget * 1000:.1f} ms) on {self.device}")
+
+    def _prepare_new_lines(self) -> None:
+        """Encoder + durations for every new line, one batch per voice; faults stay per request."""
+        work: dict[str, list[tuple[Request, PhonemeInput]]] = {}
+        for req in self.running:
+            while req.lines:
+                work.setdefault(req.voice, []).append((req, req.lines.popleft()))
+        for voice, items in work.items():
+            for (req, _), line in zip(items, self._prepare_voice(voice, items), strict=True):
+                if req.status is not RequestStatus.RUNNING:
+                    continue  # failed by an earlier line of this round
+                if isinstance(line, PreparedLine):
+                    req.prepared.append(line)
+                elif isinstance(line, TextError) and req.has_audio:
+                    log.warning("stream %r: skipped a line the voice cannot speak: %s", req.request_id, line)
+                else:
+                    self.finish(req, RequestStatus.FAILED, line)
+
+    def _prepare_voice(
+        self, voice: str, items: list[tuple[Request, PhonemeInput]]
+    ) -> list[PreparedLine | TextError | StepError]:
+        model = self.voices[voice].model
+        speeds = [req.controls.speed for req, _ in items]
+        with torch.inference_mode():
+            try:
+                return list(model.prepare_batch([p for _, p in items], speeds=speeds))
+            except Exception:  # one bad line: find it, keep the others
+                pass
+            out: list[PreparedLine | TextError | StepError] = []
+            for (req, p), speed in zip(items, speeds, strict=True):
+                try:
+                    out.append(model.prepare(p, speed=speed))
+                except TextError as e:
+                    out.append(e)
+                except Exception as e:
+                    log.exception("stream %r: preparing a line failed", req.request_id)
+                    out.append(StepError(f"the daemon failed to prepare this line ({type(e).__name__}; see its log)"))
+            return out
+
+    def _advance(self) -> None:
+        """Between frames: fade a stopping stream, start its next line, or complete it."""
+        for req in list(self.running):
+            sp = req.speaker
+            assert sp is not None
+            if req.stopping:
+                if sp.line is not None and sp.gen > 0:
+                    sp.fading = True  # one more frame, faded to zero, this tick
+                else:
+                    self.finish(req, RequestStatus.INTERRUPTED if req.interrupt_requested else RequestStatus.CANCELLED)
+                continue
+            while sp.line is None and req.prepared:
+                if self._start_line(req, sp):
+                    break
+            if sp.line is None and not req.prepared and not req.lines and req.input_ended:
+                self.finish(req, RequestStatus.COMPLETED)
+
+    def _start_line(self, req: Request, sp: Speaker) -> bool:
+        line = req.prepared.popleft()
+        if line.n_frames == 0:
+            return False
+        vr = self.voices[req.voice]
+        pad = -line.n_frames % self.k  # silence frames so every tick reads exactly K frames
+        cond = line.cond if pad == 0 else torch.cat([line.cond, vr.silence.expand(pad, -1)])
+        sp.begin_line(line, vr.arena.alloc(cond), time.monotonic())
+        return True
+
+    def _choose(self, now: float) -> dict[str, list[Request]]:
+        """Lockstep: if any stream needs audio, every stream under the lead cap steps."""
+        target = self.config.lookahead_ms / 1000.0
+        cap = target + self.config.lead_slack_ms / 1000.0
+        rows: list[Request] = []
+        due = False
+        speaking = 0
+        for req in self.running:
+            sp = req.speaker
+            assert sp is not None
+            if sp.line is None:
+                continue
+            speaking += 1
+            if sp.fading:
+                due = True
+                rows.append(req)
+                continue
+            ahead = sp.ahead_s(now)
+            if ahead is not None:
+                if ahead < 0.0 and not sp.behind:
+                    self.counters.underruns += 1
+                sp.behind = ahead < 0.0
+            if ahead is None or ahead < target:
+                due = True
+            if ahead is None or ahead < cap:
+                rows.append(req)
+        if not due:
+            return {}
+        if len(rows) > self.max_batch:
+            rows.sort(key=lambda r: -math.inf if r.speaker.fading else r.speaker.deadline())  # type: ignore[union-attr]
+            rows = rows[: self.max_batch]
+        self.fill.append(len(rows) / speaking)
+        batches: dict[str, list[Request]] = {}
+        for req in rows:
+            batches.setdefault(req.voice, []).append(req)
+        return batches
+
+    def _step(self, vr: VoiceRuntime, rows: list[Request]) -> None:
+        """One model step for ``rows`` of one voice, then their events; a failure fails this batch."""
+        t0 = time.perf_counter()
+        speakers = [req.speaker for req in rows]
+        try:
+            cond = vr.arena.gather([sp.page(self.k) for sp in speakers])  # type: ignore[union-attr]  # [B, K, d]
+            controls = torch.tensor([sp.controls for sp in speakers], dtype=torch.float32)  # type: ignore[union-attr]
+            slots = torch.tensor([sp.slot for sp in speakers], dtype=torch.int64)  # type: ignore[union-attr]
+            with torch.inference_mode():
+                pcm = vr.step(slots.to(self.device), cond, controls.to(self.device)).float().cpu().numpy()
+        except Exception as e:
+            self._step_failed(vr, rows, e)
+            return
+        self._step_succeeded()
+        np.clip(pcm, -1.0, 1.0, out=pcm)  # [B, K * hop], once for the whole batch
+        now = time.monotonic()
+        for i, req in enumerate(rows):
+            self._deliver(req, pcm[i], now)
+        vr.cost.add(len(rows), time.perf_counter() - t0)
+
+    def _deliver(self, req: Request, row: np.ndarray, now: float) -> None:
+        sp = req.speaker
+        assert sp is not None
+        try:
+            events: list[Event] = list(sp.render(row, self.k, now))
+        except Exception as e:
+            log.exception("stream %r: rendering failed", req.request_id)
+            self.finish(req, RequestStatus.FAILED, StepError(f"the daemon failed rendering this stream "
+                                                            f"({type(e).__name__}; see its log)"))
+            return
+        self._out.append((req, events))
+        if sp.fading:
+            self.finish(req, RequestStatus.INTERRUPTED if req.interrupt_requested else RequestStatus.CANCELLED)
+        elif sp.pos >= sp.n_frames:
+            self._end_line(req, sp)
+
+    def _end_line(self, req: Request, sp: Speaker) -> None:
+        self.voices[req.voice].arena.release(sp.pages)
+        sp.pages, sp.line = [], None
+        if not req.prepared and not req.lines and req.input_ended:
+            self.finish(req, RequestStatus.COMPLETED)
+
+    def _step_failed(self, vr: VoiceRuntime, rows: list[Request], error: Exception) -> None:
+        self.counters.step_failures += 1
+        self.fail_streak += 1
+        backoff = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.fail_streak - 1))
+        self.backoff_until = time.monotonic() + backoff
+        log.exception("voice %r: model step over %d stream(s) failed (%d in a row; next step in %.2f s)",
+                      vr.name, len(rows), self.fail_streak, backoff, exc_info=error)
+        failure = StepError(f"the daemon's model step failed ({type(error).__name__}; see its log)")
+        for req in rows:
+            self.finish(req, RequestStatus.FAILED, failure)
+
+    def _step_succeeded(self) -> None:
+        if self.fail_streak:
+            log.info("model steps work again after %d failure(s)", self.fail_streak)
+        self.fail_streak = 0
+        self.backoff_until = 0.0
+
+    def _next_due(self, now: float) -> float | None:
+        target = self.config.lookahead_ms / 1000.0
+        times = [req.opened_at + req.wait_s for req in self.waiting]
+        for req in self.running:
+            sp = req.speaker
+            if sp is not None and sp.line is not None and sp.anchor_t is not None:
+                times.append(sp.deadline() - target)
+        if not times:
+            return None
+        return max(0.0005, min(times) - now)
+
+    # ---- warm-up and snapshot ----------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """A prepare and steps at a few batch sizes per voice on scratch slot 0: the first
+        request pays no lazy initialisation, and the cost fit (admission) has a first shape."""
+        phonemes = phonemize("Hello there.", {})
+        neutral = controls_row(VoiceControls())
+        for vr in self.voices.values():
+            with torch.inference_mode():
+                line = vr.model.prepare_batch([phonemes], speeds=[1.0])[0]
+                cond = torch.cat([line.cond[: self.k], vr.silence.expand(max(0, self.k - line.n_frames), -1)])
+                for i, batch in enumerate(b for b in (1, 1, 8, 32) if b <= self.max_batch):
+                    slots = torch.zeros(batch, dtype=torch.int64, device=self.device)  # all on scratch slot 0
+                    controls = torch.tensor([neutral], device=self.device).expand(batch, -1)
+                    t0 = time.perf_counter()
+                    vr.step(slots, cond[None].expand(batch, -1, -1), controls).cpu()
+                    if i > 0:  # the first call pays lazy initialisation; the others seed the cost fit
+                        vr.cost.add(batch, time.perf_counter() - t0)
+
+    def _build_snapshot(self) -> EngineStats:
+        c = self.counters
+        times = list(self.tick_ms)
+        per_voice: dict[str, int] = {}
+        for req in self.running:
+            per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
+        pools = [(name, vr.pool) for name, vr in self.voices.items()]
+        load = 0.0
+        for name, vr in self.voices.items():
+            n = per_voice.get(name, 0)
+            if n:
+                load += vr.cost.predict(n) / (self.k * vr.model.hop / vr.model.sample_rate)
+        return EngineStats(
+            active_streams=len(self.running),
+            slots_in_use=sum(p.active_count for _, p in pools),
+            slots_total=sum(p.usable_slots for _, p in pools),
+            ticks=c.ticks,
+            tick_ms_mean=statistics.fmean(times) if times else 0.0,
+            tick_ms_p99=sorted(times)[min(len(times) - 1, int(0.99 * len(times)))] if times else 0.0,
+            underruns=c.underruns,
+            characters_known=sum(p.known_count() for _, p in pools),
+            characters_evicted=sum(p.host_count() for _, p in pools),
+            device=str(self.device),
+            lines_completed=c.completed,
+            lines_cancelled=c.cancelled,
+            lines_rejected=c.rejected,
+            streams_waiting=len(self.waiting),
+            per_voice=per_voice,
+            lines_opened=c.opened,
+            lines_failed=c.failed,
+            lines_interrupted=c.interrupted,
+            batch_fill=statistics.fmean(self.fill) if self.fill else 1.0,
+            step_failures=c.step_failures,
+            characters_forgotten=sum(p.forgotten for _, p in pools),
+            serving=self.fail_streak == 0,
+            load=load,
+            slots_per_voice={name: (p.active_count, p.usable_slots) for name, p in pools},
+            tick_seconds_buckets=self.tick_hist.cumulative(),
+            tick_seconds_sum=self.tick_hist.sum,
+            first_audio_seconds_buckets=self.first_audio_hist.cumulative(),
+            first_audio_seconds_sum=self.first_audio_hist.sum,
+        )
+
