@@ -9,6 +9,11 @@
             ...   # npc_voice.v1.npc_voice_pb2.SpeakResponse: start, audio, marks, end
 
 Errors are ``grpc.RpcError`` (sync) / ``grpc.aio.AioRpcError`` with the daemon's status code.
+
+Every call about one character carries the metadata header ``x-npc-character: <character id>``
+(``CHARACTER_HEADER``), so a proxy in front of several daemons can send all of a character's
+calls to the daemon that holds its voice state (README "Operating it"). A Converse call names
+its one character with ``converse(..., character=...)``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,18 @@ from npc_voice.v1 import npc_voice_pb2 as pb
 from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
 
 ENCODINGS = {"s16le": pb.PCM_S16LE, "f32le": pb.PCM_F32LE, "": pb.ENCODING_UNSPECIFIED}
+CHARACTER_HEADER = "x-npc-character"  # gRPC metadata: the call's character id, for character-affine routing
+Metadata = tuple[tuple[str, str], ...]
+
+
+def routing_metadata(character: str) -> Metadata:
+    """The ``x-npc-character`` entry for a call about ``character``.
+
+    None for "" (the default character: name it explicitly behind a proxy) or for an id that is
+    not printable ASCII (the daemon rejects such ids anyway; gRPC metadata could not carry it)."""
+    if character and all(" " < c <= "~" for c in character):
+        return ((CHARACTER_HEADER, character),)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -124,10 +141,13 @@ class NpcVoiceClient:
         self.channel = _channel(address, tls_ca, asyncio=False)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata: Metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def __enter__(self) -> NpcVoiceClient:
         return self
+
+    def _for(self, character: str) -> Metadata:
+        return self.metadata + routing_metadata(character)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -140,30 +160,32 @@ class NpcVoiceClient:
     ) -> Iterator[pb.SpeakResponse]:
         """Stream a line's events (kw: sample_rate, encoding, request_id, speed, pitch_semitones, ...)."""
         req = speak_request(text, character, **kw)
-        return self.stub.Speak(req, timeout=timeout, metadata=self.metadata)  # an iterator with .cancel()
+        return self.stub.Speak(req, timeout=timeout, metadata=self._for(character))  # an iterator with .cancel()
 
     def speak_to_array(self, text: str, character: str = "", **kw: Any) -> tuple[np.ndarray, int, pb.Marks]:
         line = collect(self.speak(text, character, **kw))
         return line.pcm, line.sample_rate, line.marks
 
     def converse(
-        self, requests: Iterable[pb.ConverseRequest], timeout: float | None = None
+        self, requests: Iterable[pb.ConverseRequest], timeout: float | None = None, character: str = ""
     ) -> Iterator[pb.SpeakResponse]:
-        return self.stub.Converse(iter(requests), timeout=timeout, metadata=self.metadata)  # iterator + .cancel()
+        """``character``: the one character this call's contexts speak as (routes the call; see module doc)."""
+        return self.stub.Converse(iter(requests), timeout=timeout, metadata=self._for(character))  # + .cancel()
 
     def cancel(self, character: str, request_id: str = "") -> pb.CancelResponse:
-        return self.stub.Cancel(pb.CancelRequest(character=character, request_id=request_id), metadata=self.metadata)
+        req = pb.CancelRequest(character=character, request_id=request_id)
+        return self.stub.Cancel(req, metadata=self._for(character))
 
     def reset(self, character: str) -> None:
-        self.stub.ResetCharacter(pb.ResetCharacterRequest(character=character), metadata=self.metadata)
+        self.stub.ResetCharacter(pb.ResetCharacterRequest(character=character), metadata=self._for(character))
 
     def export_state(self, character: str) -> bytes:
         req = pb.ExportCharacterStateRequest(character=character)
-        return bytes(self.stub.ExportCharacterState(req, metadata=self.metadata).state)
+        return bytes(self.stub.ExportCharacterState(req, metadata=self._for(character)).state)
 
     def import_state(self, character: str, state: bytes) -> None:
         req = pb.ImportCharacterStateRequest(character=character, state=state)
-        self.stub.ImportCharacterState(req, metadata=self.metadata)
+        self.stub.ImportCharacterState(req, metadata=self._for(character))
 
     def list_characters(self) -> pb.ListCharactersResponse:
         return self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self.metadata)
@@ -188,10 +210,13 @@ class AsyncNpcVoiceClient:
         self.channel = _channel(address, tls_ca, asyncio=True)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata: Metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     async def __aenter__(self) -> AsyncNpcVoiceClient:
         return self
+
+    def _for(self, character: str) -> Metadata:
+        return self.metadata + routing_metadata(character)
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
@@ -201,7 +226,8 @@ class AsyncNpcVoiceClient:
 
     def speak(self, text: str, character: str = "", *, timeout: float | None = None, **kw: Any) -> Any:
         """The call object: ``async for event in client.speak(...)``; ``.cancel()`` disconnects."""
-        return self.stub.Speak(speak_request(text, character, **kw), timeout=timeout, metadata=self.metadata)
+        req = speak_request(text, character, **kw)
+        return self.stub.Speak(req, timeout=timeout, metadata=self._for(character))
 
     async def speak_to_array(self, text: str, character: str = "", **kw: Any) -> tuple[np.ndarray, int, pb.Marks]:
         events = [ev async for ev in self.speak(text, character, **kw)]
@@ -212,24 +238,27 @@ class AsyncNpcVoiceClient:
         self,
         requests: AsyncIterable[pb.ConverseRequest] | Iterable[pb.ConverseRequest] | None = None,
         timeout: float | None = None,
+        character: str = "",
     ) -> Any:
-        """The bidirectional call; pass an iterator, or None and use ``call.write(...)``/``done_writing()``."""
-        return self.stub.Converse(requests, timeout=timeout, metadata=self.metadata)
+        """The bidirectional call; pass an iterator, or None and use ``call.write(...)``/``done_writing()``.
+        ``character``: the one character this call's contexts speak as (routes the call)."""
+        return self.stub.Converse(requests, timeout=timeout, metadata=self._for(character))
 
     async def cancel(self, character: str, request_id: str = "") -> pb.CancelResponse:
         req = pb.CancelRequest(character=character, request_id=request_id)
-        return await self.stub.Cancel(req, metadata=self.metadata)
+        return await self.stub.Cancel(req, metadata=self._for(character))
 
     async def reset(self, character: str) -> None:
-        await self.stub.ResetCharacter(pb.ResetCharacterRequest(character=character), metadata=self.metadata)
+        req = pb.ResetCharacterRequest(character=character)
+        await self.stub.ResetCharacter(req, metadata=self._for(character))
 
     async def export_state(self, character: str) -> bytes:
         req = pb.ExportCharacterStateRequest(character=character)
-        return bytes((await self.stub.ExportCharacterState(req, metadata=self.metadata)).state)
+        return bytes((await self.stub.ExportCharacterState(req, metadata=self._for(character))).state)
 
     async def import_state(self, character: str, state: bytes) -> None:
         req = pb.ImportCharacterStateRequest(character=character, state=state)
-        await self.stub.ImportCharacterState(req, metadata=self.metadata)
+        await self.stub.ImportCharacterState(req, metadata=self._for(character))
 
     async def list_characters(self) -> pb.ListCharactersResponse:
         return await self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self.metadata)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from npc_voice.client import routing_metadata
 from npc_voice.loadtest.lines import BARKS, CONVERSATIONS, llm_pieces
 from npc_voice.loadtest.playback import JitterBuffer
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -154,6 +155,10 @@ class Simulation:
     def now(self) -> float:
         return time.perf_counter() - self.t0
 
+    def _meta(self, character: str) -> tuple[tuple[str, str], ...]:
+        """Call metadata: the token, and x-npc-character so a proxy routes by character."""
+        return (self._metadata or ()) + routing_metadata(character)
+
     @property
     def stub(self) -> pb_grpc.NpcVoiceStub:
         assert self._stub is not None, "run() opens the channel"
@@ -242,14 +247,15 @@ class Simulation:
             request_id=f"lt-{character}-{len(self.lines)}",
         )
         cancel_after_s = rng.uniform(0.2, 0.8) if cancel else None
-        call = self.stub.Speak(request, metadata=self._metadata, timeout=self.cfg.duration_s + self.cfg.grace_s)
+        call = self.stub.Speak(request, metadata=self._meta(character), timeout=self.cfg.duration_s + self.cfg.grace_s)
         await self._consume(call, rec, cancel_after_s, slow=kind == "slow_reader")
 
     async def _converse(self, character: str, text: str, cancel: bool, rng: random.Random, burst: bool) -> None:
         t = self.now()
         rec = LineRecord(kind="conversation", character=character, t_sent=t, t_ref=t, burst=burst)
         self.lines.append(rec)
-        call = self.stub.Converse(metadata=self._metadata, timeout=self.cfg.duration_s + self.cfg.grace_s)
+        # One character per Converse call: the header routes the whole call.
+        call = self.stub.Converse(metadata=self._meta(character), timeout=self.cfg.duration_s + self.cfg.grace_s)
         writer = asyncio.create_task(self._write_turn(call, rec, character, text, cancel, rng))
         try:
             await self._consume(call, rec, None, slow=False)
@@ -341,7 +347,8 @@ class Simulation:
                 await asyncio.gather(cancel_task, return_exceptions=True)
 
     async def _cancel(self, rec: LineRecord) -> None:
-        await self.stub.Cancel(pb.CancelRequest(character=rec.character), metadata=self._metadata, timeout=10)
+        req = pb.CancelRequest(character=rec.character)
+        await self.stub.Cancel(req, metadata=self._meta(rec.character), timeout=10)
 
     # -- observers ------------------------------------------------------------------------------
 
