@@ -42,6 +42,7 @@ from npc_voice.engine.api import (
     CapacityError,
     EndEvent,
     EngineConfig,
+    EngineError,
     EngineStats,
     StepError,
     VoiceControls,
@@ -165,8 +166,21 @@ class EngineCore:
         for fn, args in commands:
             try:
                 fn(*args)
-            except Exception:  # a command's own error handling failed: log, keep the engine up
+            except Exception as e:  # a bug: log it, end the request it concerned, keep the engine up
                 log.exception("engine command %s failed", getattr(fn, "__name__", fn))
+                req = args[0] if args and isinstance(args[0], Request) else None
+                if req is not None and not req.status.finished:
+                    self._abandon(req, e)
+
+    def _abandon(self, req: Request, error: Exception) -> None:
+        """End ``req`` as failed after an internal error, whatever state it was left in."""
+        failure = EngineError(f"internal engine error ({type(error).__name__}; see the daemon log)")
+        try:
+            self.finish(req, RequestStatus.FAILED, failure)
+        except Exception:  # its bookkeeping is broken: at least its caller must not hang
+            log.exception("engine: could not finish request %r cleanly", req.request_id)
+            req.status = RequestStatus.FAILED
+            self._out.append((req, failure))
 
     def publish(self) -> None:
         """End of a round: publish the snapshot, then hand out the round's events."""
@@ -257,12 +271,8 @@ class EngineCore:
         """Release what ``req`` holds, count its outcome, end its stream (events out at publish)."""
         assert status.finished and not req.status.finished, (req.status, status)
         if req.status is RequestStatus.WAITING:
-            del self.waiting[req]
-            left = self.queued[req.character] - 1
-            if left:
-                self.queued[req.character] = left
-            else:
-                del self.queued[req.character]
+            if req in self.waiting:  # (not yet, when refused as it opens)
+                self._unqueue(req)
         elif req.status is RequestStatus.RUNNING:
             del self.running[req]
             self._release(req, forget=status is RequestStatus.FAILED)
@@ -284,6 +294,14 @@ class EngineCore:
             total = (time.monotonic() - req.opened_at) * 1000.0
             events.append(EndEvent(REASONS[status], 0, total, 0.0, total))
         self._out.append((req, events))
+
+    def _unqueue(self, req: Request) -> None:
+        del self.waiting[req]
+        left = self.queued[req.character] - 1
+        if left:
+            self.queued[req.character] = left
+        else:
+            del self.queued[req.character]
 
     def _count(self, status: RequestStatus) -> None:
         c = self.counters
@@ -367,12 +385,7 @@ class EngineCore:
                     self.finish(req, RequestStatus.REJECTED, CapacityError(
                         f"{why}; waited {waited:.2f} s (max_queue_wait_s={req.wait_s})"))
                 continue
-            del self.waiting[req]
-            left = self.queued[req.character] - 1
-            if left:
-                self.queued[req.character] = left
-            else:
-                del self.queued[req.character]
+            self._unqueue(req)
             req.status = RequestStatus.RUNNING
             req.speaker = Speaker(req.controls, req.sample_rate, req.opened_at, slot, vr.model.hop, now,
                                   make_resampler(req.sample_rate))

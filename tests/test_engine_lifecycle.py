@@ -1,0 +1,269 @@
+"""Engine core v2: ownership, the request lifecycle, fault isolation and busy-character policies.
+
+Real tiny voice, real frontend, real engine thread. Faults are injected by wrapping the voice
+(its step or prepare raises or calls back), never by patching the engine.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from npc_voice.engine import (
+    AudioEvent,
+    BusyError,
+    BusyPolicy,
+    CapacityError,
+    EndEvent,
+    Engine,
+    EngineConfig,
+    EngineStats,
+    LineRequest,
+    StepError,
+    Stream,
+    VoiceControls,
+)
+from npc_voice.model import tiny_voice
+from npc_voice.model.api import TextError, VoiceModel
+from tests.test_engine import LINE, LINE2, LONG, assert_same_audio, collect, direct_render, settled
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def voice() -> VoiceModel:
+    return tiny_voice(0)
+
+
+class WrappedVoice:
+    """The tiny voice with hooks: ``on_step(batch)`` runs inside the step (on the engine thread),
+    ``poison`` makes prepare fail for lines whose text contains it."""
+
+    def __init__(self, inner: VoiceModel) -> None:
+        self.inner = inner
+        self.sample_rate, self.hop, self.d_cond = inner.sample_rate, inner.hop, inner.d_cond
+        self.device, self.name, self.version = inner.device, inner.name, inner.version
+        self.state_spec, self.silence_cond = inner.state_spec, inner.silence_cond
+        self.on_step: Callable[[int], None] | None = None
+        self.poison = "\x00never"
+        self.steps = 0
+
+    def prepare(self, phonemes, speed=1.0):  # type: ignore[no-untyped-def]
+        if self.poison in phonemes.text:
+            raise RuntimeError("injected prepare failure")
+        return self.inner.prepare(phonemes, speed=speed)
+
+    def prepare_batch(self, phonemes, speeds):  # type: ignore[no-untyped-def]
+        if any(self.poison in p.text for p in phonemes):
+            raise RuntimeError("injected prepare failure")
+        return self.inner.prepare_batch(phonemes, speeds=speeds)
+
+    def step(self, state, slots, cond, controls):  # type: ignore[no-untyped-def]
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(len(slots))
+        return self.inner.step(state, slots, cond, controls)
+
+
+@pytest.fixture
+def wrapped(voice: VoiceModel) -> Iterator[tuple[Engine, WrappedVoice]]:
+    w = WrappedVoice(voice)
+    config = EngineConfig(slots=12, frames_per_tick=K, threads=1, lookahead_ms=1e9, max_queue_wait_s=5.0,
+                          max_load=0.0)
+    engine = Engine({"tiny": w}, config)  # type: ignore[dict-item]
+    engine.start()
+    yield engine, w
+    engine.close()
+
+
+def speak(engine: Engine, character: str, text: str, busy: BusyPolicy = BusyPolicy.QUEUE) -> Stream:
+    return engine.speak(LineRequest(character, "tiny", text, VoiceControls(), {}, 22050, f"{character}-{text[:8]}",
+                                    busy))
+
+
+def outcome(stream: Stream) -> str:
+    try:
+        return collect(stream)[2].reason
+    except CapacityError:
+        return "rejected"
+    except (StepError, TextError):
+        return "failed"
+
+
+def assert_counters_add_up(stats: EngineStats) -> None:
+    assert stats.active_streams == 0 and stats.streams_waiting == 0 and stats.slots_in_use == 0
+    assert stats.lines_opened == (stats.lines_completed + stats.lines_cancelled + stats.lines_interrupted
+                                  + stats.lines_rejected + stats.lines_failed), stats
+
+
+def test_a_stream_closed_while_its_first_tick_renders_harms_no_one(
+    wrapped: tuple[Engine, WrappedVoice], voice: VoiceModel
+) -> None:
+    """The old race: a gRPC thread closed a stream while the engine thread rendered it, and the
+    engine then failed every active stream. Now close() only posts a command: reproduce it
+    deterministically (close from another thread inside the first step) and check the others."""
+    engine, w = wrapped
+    texts = [LINE, LINE2, "Hello there.", "Good morning."]
+    streams = [speak(engine, f"npc{i}", t) for i, t in enumerate(texts)]
+    victim = speak(engine, "victim", LONG)
+    closed = threading.Event()
+
+    def close_mid_step(batch: int) -> None:
+        if batch == 5 and not closed.is_set():  # the first step with everyone in it
+            t = threading.Thread(target=victim.close)
+            t.start()
+            t.join(5)
+            assert not t.is_alive(), "close() blocked on the engine thread"
+            closed.set()
+
+    w.on_step = close_mid_step
+    pcms = [collect(s)[1] for s in streams]
+    assert closed.is_set()
+    for pcm, text in zip(pcms, texts, strict=True):
+        assert_same_audio(pcm, direct_render(voice, [text]))  # untouched, sample for sample
+    stats = settled(engine, lambda s: s.active_streams == 0)
+    assert stats.lines_completed == 4 and stats.lines_cancelled == 1 and stats.lines_failed == 0
+    assert victim.wait_ended(1) is not None and victim.wait_ended(1).reason == "cancelled"  # type: ignore[union-attr]
+    assert_counters_add_up(stats)
+
+
+def test_closes_and_cancels_from_many_threads_during_ticks_keep_every_other_stream_whole(
+    wrapped: tuple[Engine, WrappedVoice], voice: VoiceModel
+) -> None:
+    engine, _ = wrapped
+    steady = [speak(engine, f"steady{i}", LINE) for i in range(3)]
+    churn = [speak(engine, f"churn{i}", LONG) for i in range(8)]
+
+    def drop(i: int, s: Stream) -> None:
+        time.sleep(0.003 * i)
+        (s.cancel if i % 2 else s.close)()
+
+    threads = [threading.Thread(target=drop, args=(i, s)) for i, s in enumerate(churn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in steady:
+        assert_same_audio(collect(s)[1], direct_render(voice, [LINE]))
+    stats = settled(engine, lambda s: s.active_streams == 0)
+    assert stats.lines_completed == 3 and stats.lines_cancelled == 8
+    assert_counters_add_up(stats)
+
+
+def test_counters_add_up_over_every_outcome(wrapped: tuple[Engine, WrappedVoice]) -> None:
+    engine, w = wrapped
+    w.poison = "poison"
+    outcomes = {
+        "completed": speak(engine, "a", LINE),
+        "failed": speak(engine, "b", "A poison line."),
+    }
+    holder = speak(engine, "c", LONG)
+    next(iter(holder.events_sync(timeout=30)))  # c is speaking
+    outcomes["rejected"] = speak(engine, "c", LINE2, BusyPolicy.REJECT)
+    outcomes["interrupted"] = holder
+    barge = speak(engine, "c", LINE2, BusyPolicy.INTERRUPT)
+    cancelled = speak(engine, "d", LONG)
+    cancelled.cancel()
+    got = {want: outcome(s) for want, s in outcomes.items()}
+    assert got == {k: k for k in got}
+    assert outcome(barge) == "completed" and outcome(cancelled) == "cancelled"
+    assert_counters_add_up(settled(engine, lambda s: s.active_streams == 0 and s.streams_waiting == 0))
+
+
+def test_a_line_that_fails_to_prepare_fails_only_its_stream(
+    wrapped: tuple[Engine, WrappedVoice], voice: VoiceModel
+) -> None:
+    engine, w = wrapped
+    w.poison = "poison"
+    good = [speak(engine, f"g{i}", LINE) for i in range(3)]
+    bad = speak(engine, "bad", "The poison line.")
+    with pytest.raises(StepError, match="prepare"):
+        collect(bad)
+    for s in good:
+        assert_same_audio(collect(s)[1], direct_render(voice, [LINE]))
+
+
+def test_a_failing_step_fails_its_batch_backs_off_and_reports_not_serving(wrapped: tuple[Engine, WrappedVoice]) -> None:
+    engine, w = wrapped
+    failures = {"left": 3}
+
+    def fail(batch: int) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("injected step failure")
+
+    w.on_step = fail
+    t0 = time.monotonic()
+    for i in range(3):
+        with pytest.raises(StepError):
+            collect(speak(engine, f"f{i}", LINE))
+    stats = engine.stats()
+    assert stats.step_failures == 3 and not stats.serving  # health NOT_SERVING until a step works
+    assert time.monotonic() - t0 >= 0.05 + 0.1  # backed off (0.05 s, then 0.1 s): no hot loop
+    assert collect(speak(engine, "ok", LINE))[2].reason == "completed"
+    stats = settled(engine, lambda s: s.active_streams == 0)
+    assert stats.serving and stats.lines_failed == 3
+    assert_counters_add_up(stats)
+
+
+def test_queue_policy_bounds_how_many_wait_and_for_how_long(voice: VoiceModel) -> None:
+    config = EngineConfig(slots=8, frames_per_tick=K, threads=1, lookahead_ms=100.0, max_queue_wait_s=0.5,
+                          max_waiting_per_character=2, max_load=0.0)
+    with Engine({"tiny": voice}, config) as engine:
+        t0 = time.monotonic()
+        streams = [speak(engine, "king", LONG) for _ in range(6)]  # real time: LONG is ~6 s of audio
+        results = [outcome(s) for s in streams]
+        assert results[0] == "completed"
+        assert results[3:] == ["rejected"] * 3  # beyond 2 waiting: refused at once
+        assert results[1:3] == ["rejected"] * 2  # waited 0.5 s behind a 6 s line: refused
+        assert time.monotonic() - t0 < 15.0
+        with pytest.raises(BusyError, match="max_waiting_per_character"):
+            collect(streams[4])
+        assert_counters_add_up(settled(engine, lambda s: s.active_streams == 0))
+
+
+def test_interrupt_fades_the_current_line_and_continues_the_state(wrapped: tuple[Engine, WrappedVoice]) -> None:
+    engine, _ = wrapped
+    first = speak(engine, "hero", LONG)
+    events = first.events_sync(timeout=30)
+    got = [next(events), next(events), next(events)]
+    second = speak(engine, "hero", LINE2, BusyPolicy.INTERRUPT)
+    got += list(events)
+    end = got[-1]
+    assert isinstance(end, EndEvent) and end.reason == "interrupted"
+    pcm = np.concatenate([e.pcm for e in got if isinstance(e, AudioEvent)])
+    assert len(pcm) == end.total_samples and abs(float(pcm[-1])) < 1e-3  # faded, not cut
+    assert collect(second)[2].reason == "completed"
+    stats = settled(engine, lambda s: s.active_streams == 0)
+    assert stats.lines_interrupted == 1
+    assert stats.characters_known == 1  # one state, carried from the first line into the second
+
+
+def test_reject_policy_refuses_a_busy_character_at_once(wrapped: tuple[Engine, WrappedVoice]) -> None:
+    engine, _ = wrapped
+    first = speak(engine, "smith", LONG)
+    next(iter(first.events_sync(timeout=30)))
+    t0 = time.monotonic()
+    with pytest.raises(BusyError, match="busy"):
+        collect(speak(engine, "smith", LINE, BusyPolicy.REJECT))
+    assert time.monotonic() - t0 < 1.0
+    assert collect(speak(engine, "other", LINE, BusyPolicy.REJECT))[2].reason == "completed"
+    first.cancel()
+    assert collect(first)[2].reason == "cancelled"
+
+
+def test_batches_are_lockstep_under_steady_load(voice: VoiceModel) -> None:
+    """Real-time pacing with staggered starts: every tick steps (nearly) every speaking stream."""
+    config = EngineConfig(slots=12, frames_per_tick=K, threads=1, lookahead_ms=150.0, max_load=0.0)
+    with Engine({"tiny": voice}, config) as engine:
+        streams = []
+        for i in range(6):
+            streams.append(speak(engine, f"s{i}", LONG))
+            time.sleep(0.05)
+        for s in streams:
+            assert collect(s)[2].reason == "completed"
+        stats = engine.stats()
+    assert stats.batch_fill >= 0.9, stats.batch_fill
