@@ -117,6 +117,21 @@ class ServerSettings:
     tls_key: str | None = None
     token_file: str | None = None  # shared secret for `authorization: Bearer <token>`
     token_env: str | None = None  # ... or the name of an environment variable holding it
+    # Limits per client (README "Configuration", "Limits"); each refusal has a status code (errors.py).
+    max_id_bytes: int = 128  # UTF-8 bytes of a character, request or context id; longer: INVALID_ARGUMENT
+    max_contexts_per_call: int = 8  # Converse contexts open (or still speaking) in one call; more: RESOURCE_EXHAUSTED
+    context_idle_timeout_s: float = 60.0  # a Converse context with no message this long is closed; 0 = never
+    max_buffered_text_bytes: int = 65536  # Converse text sent but not yet begun speaking, per context (~10 min)
+    max_output_buffer_bytes: int = 4 << 20  # Converse responses waiting for a client that does not read
+    slow_reader_timeout_s: float = 10.0  # a response write blocked this long: the call ends RESOURCE_EXHAUSTED
+    drain_grace_s: float = 5.0  # on SIGTERM: speaking streams get this long to finish, then fade out
+    max_concurrent_rpcs: int = 1024  # calls in progress at once; more: RESOURCE_EXHAUSTED (grpc); 0 = no limit
+    keepalive_time_s: float = 30.0  # ping an idle connection this often, so dead peers are noticed
+    keepalive_timeout_s: float = 10.0  # ... and close it when a ping is not answered within this
+    max_connection_age_s: float = 3600.0  # GOAWAY after this (clients reconnect; load spreads); 0 = never
+    max_connection_age_grace_s: float = 300.0  # calls still open that long after the GOAWAY are cut
+    max_receive_message_bytes: int = 4 << 20  # one request message (ImportCharacterState carries a state)
+    max_send_message_bytes: int = 16 << 20  # one response message
 
 
 @dataclass(frozen=True)
@@ -318,6 +333,7 @@ class _Parser:
             out["max_load"] = self.number(s["max_load"], "server.max_load", 0.0, 10.0)
         if "lookahead_ms" in s:
             out["lookahead_ms"] = self.number(s["lookahead_ms"], "server.lookahead_ms", 0.0, 1e9)
+        out |= self.limits(s)
         if out.get("device", "auto") not in ("auto", "cpu", "cuda"):
             raise self.fail("server.device", f"{out['device']!r} is not one of auto, cpu, cuda")
         if ("tls_cert" in out) != ("tls_key" in out):
@@ -328,3 +344,27 @@ class _Parser:
             if k in out and self.base_dir is not None and not Path(out[k]).is_absolute():
                 out[k] = str(self.base_dir / out[k])
         return ServerSettings(**out)
+
+    def limits(self, s: dict[str, Any]) -> dict[str, Any]:
+        """The per-client limits of ``server:`` (ranges keep each one meaningful: no 0-byte ids)."""
+        ints = (
+            ("max_id_bytes", 16, 4096),
+            ("max_contexts_per_call", 1, 256),
+            ("max_buffered_text_bytes", 64, 1 << 26),
+            ("max_output_buffer_bytes", 1 << 16, 1 << 30),
+            ("max_concurrent_rpcs", 0, 1_000_000),
+            ("max_receive_message_bytes", 1 << 16, 1 << 30),
+            ("max_send_message_bytes", 1 << 16, 1 << 30),
+        )
+        seconds = (
+            ("context_idle_timeout_s", 0.0, 86400.0),
+            ("slow_reader_timeout_s", 0.1, 3600.0),
+            ("drain_grace_s", 0.0, 600.0),
+            ("keepalive_time_s", 1.0, 86400.0),
+            ("keepalive_timeout_s", 1.0, 3600.0),
+            ("max_connection_age_s", 0.0, 1e7),
+            ("max_connection_age_grace_s", 0.0, 1e7),
+        )
+        out: dict[str, Any] = {k: self.integer(s[k], f"server.{k}", lo, hi) for k, lo, hi in ints if k in s}
+        out |= {k: self.number(s[k], f"server.{k}", lo, hi) for k, lo, hi in seconds if k in s}
+        return out

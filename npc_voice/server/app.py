@@ -5,7 +5,7 @@
     daemon = Daemon(DaemonOptions(config_path="voices.yaml", port=0))
     await daemon.start()          # loads voices, starts the engine, binds; daemon.port is real
     ...
-    await daemon.stop()
+    await daemon.stop()           # drains: NOT_SERVING, no new calls, streams end, then the server stops
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,16 +26,43 @@ from grpc_reflection.v1alpha import reflection
 from npc_voice.config import Config, ServerSettings, load_config
 from npc_voice.engine.api import Engine, EngineConfig
 from npc_voice.model.api import VoiceModel
-from npc_voice.server.auth import BearerTokenInterceptor, read_token
+from npc_voice.server.auth import BearerTokenInterceptor, TokenSource, exposure_warnings
 from npc_voice.server.metrics import MetricsServer, grpc_health_reader
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.servicer import NpcVoiceServicer
+from npc_voice.server.tls import ServerCertificate
 from npc_voice.server.voices import build_voices, resolve_device
 from npc_voice.v1 import npc_voice_pb2, npc_voice_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = npc_voice_pb2.DESCRIPTOR.services_by_name["NpcVoice"].full_name  # "npc_voice.v1.NpcVoice"
+# Shutdown never takes longer than the drain grace plus this: the engine's fade-out
+# (CLOSE_FADE_WAIT_S), the last StreamEnds written, the gRPC server stopped.
+STOP_MARGIN_S = 5.0
+_INT32_MAX = 2**31 - 1
+
+
+def server_options(s: ServerSettings) -> list[tuple[str, int]]:
+    """gRPC channel arguments for the server's limits (README, "Limits")."""
+
+    def ms(seconds: float) -> int:
+        return min(_INT32_MAX, int(seconds * 1000))
+
+    options = [
+        ("grpc.so_reuseport", 0),  # a second daemon on a taken port must fail, not silently share it
+        ("grpc.keepalive_time_ms", ms(s.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(s.keepalive_timeout_s)),
+        ("grpc.keepalive_permit_without_calls", 1),  # find dead peers on idle connections too
+        ("grpc.max_receive_message_length", s.max_receive_message_bytes),
+        ("grpc.max_send_message_length", s.max_send_message_bytes),
+    ]
+    if s.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", ms(s.max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", ms(s.max_connection_age_grace_s)),
+        ]
+    return options
 
 
 @dataclass(frozen=True)
@@ -80,13 +108,20 @@ class Daemon:
         self.auth = False  # whether a token is required
         self._tasks: list[asyncio.Task[None]] = []
         self.health: health.aio.HealthServicer | None = None
+        self.servicer: NpcVoiceServicer | None = None
+        self.token: TokenSource | None = None  # re-read on SIGHUP (reload_credentials)
+        self.certificate: ServerCertificate | None = None  # idem
+        self._stopped = False
         self.metrics: MetricsServer | None = None  # server.metrics_port > 0
 
     async def start(self) -> None:
         config = load_config(self.options.config_path)
         settings = effective_settings(config, self.options)
-        token = read_token(settings.token_file, settings.token_env)
+        self.token = TokenSource(settings.token_file, settings.token_env)
+        token = self.token.token
         self.settings, self.auth = settings, token is not None
+        for warning in exposure_warnings(settings.host, bool(settings.tls_cert), token is not None):
+            log.warning("%s", warning)
         if settings.metrics_port:  # up before the voices load: /healthz answers, /readyz says "starting"
             self.metrics = MetricsServer(settings.host, settings.metrics_port)
             self.metrics.start()
@@ -132,13 +167,17 @@ class Daemon:
 
     async def _serve(self, settings: ServerSettings, token: str | None) -> None:
         """Build the gRPC server (NpcVoice, health, reflection, auth), bind and start it."""
-        assert self.engine is not None and self.store is not None
-        interceptors: list[grpc.aio.ServerInterceptor] = [BearerTokenInterceptor(token)] if token else []
+        assert self.engine is not None and self.store is not None and self.token is not None
+        interceptors: list[grpc.aio.ServerInterceptor] = [BearerTokenInterceptor(self.token)] if token else []
         if self.metrics is not None:  # first: it also counts the calls the token check rejects
             interceptors.insert(0, self.metrics.interceptor)
-        # No SO_REUSEPORT: a second daemon on a taken port must fail, not silently share it.
-        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-        npc_voice_pb2_grpc.add_NpcVoiceServicer_to_server(NpcVoiceServicer(self.engine, self.store), self.server)
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+        )
+        self.servicer = NpcVoiceServicer(self.engine, self.store)
+        npc_voice_pb2_grpc.add_NpcVoiceServicer_to_server(self.servicer, self.server)
         health_servicer = self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -146,8 +185,8 @@ class Daemon:
         address = f"{settings.host}:{settings.port}"
         try:
             if settings.tls_cert and settings.tls_key:
-                key, cert = Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes()
-                self.port = self.server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+                self.certificate = ServerCertificate(settings.tls_cert, settings.tls_key)
+                self.port = self.server.add_secure_port(address, self.certificate.credentials())
             else:
                 self.port = self.server.add_insecure_port(address)
         except RuntimeError as e:  # grpc says "Failed to bind": name the address
@@ -163,27 +202,92 @@ class Daemon:
 
     def _reload_soon(self) -> None:
         assert self.store is not None
-        log.info("SIGHUP: reloading configuration")
+        log.info("SIGHUP: reloading configuration, token and TLS certificate")
+        self.reload_credentials()
         self._tasks.append(asyncio.create_task(asyncio.to_thread(self.store.reload)))  # type: ignore[arg-type]
+
+    def reload_credentials(self) -> None:
+        """Re-read the token file and the TLS certificate (SIGHUP); no connection is dropped."""
+        if self.token is not None and self.auth:
+            self.token.reload()
+        if self.certificate is not None:
+            self.certificate.reload()
 
     async def wait(self) -> None:
         assert self.server is not None
         await self.server.wait_for_termination()
 
-    async def stop(self, grace_s: float = 1.0) -> None:
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain, then stop; bounded by ``grace_s`` (default server.drain_grace_s) + STOP_MARGIN_S.
+
+        1. readiness fails (/readyz, gRPC health NOT_SERVING) and no new call is accepted;
+        2. Converse calls stop reading and close their contexts; streams get ``grace_s`` to finish;
+        3. ``engine.close()`` fades out what still speaks: those clients get StreamEnd "cancelled";
+        4. the gRPC server stops once those last responses are written."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.drain_grace_s if grace_s is None else grace_s
+        try:
+            await asyncio.wait_for(self._drain(grace), grace + STOP_MARGIN_S)
+        except asyncio.TimeoutError:
+            log.error("shutdown: drain took longer than %g s; stopping now", grace + STOP_MARGIN_S)
+        finally:
+            if self.server is not None:
+                await self.server.stop(0)
+            if self.engine is not None:
+                await _close_engine(self.engine, 1.0)  # a no-op when the drain closed it
+            if self.metrics is not None:
+                self.metrics.stop()
+        log.info("npc-voice stopped")
+
+    async def _drain(self, grace_s: float) -> None:
         if self.metrics is not None:  # /readyz 503 first: balancers stop routing here
             self.metrics.set_draining()
         for t in self._tasks:
             t.cancel()
         if self.health is not None:  # tell load balancers first: every service NOT_SERVING
             await self.health.enter_graceful_shutdown()
-        if self.server is not None:
-            await self.server.stop(grace_s)
-        if self.engine is not None:
-            await asyncio.to_thread(self.engine.close)
-        if self.metrics is not None:
-            self.metrics.stop()
-        log.info("npc-voice stopped")
+        stopping = None
+        if self.server is not None:  # from now on new calls are refused; running ones go on
+            stopping = asyncio.create_task(self.server.stop(grace_s + STOP_MARGIN_S))
+        left = 0
+        if self.servicer is not None:
+            left = await self.servicer.drain(grace_s)
+            if left:
+                log.info("shutdown: %d call(s) still speaking after %g s: fading them out", left, grace_s)
+        if self.engine is not None:  # every remaining stream ends "cancelled" (faded)
+            await _close_engine(self.engine, STOP_MARGIN_S / 2)
+        if self.servicer is not None and left:  # their StreamEnd goes out before the server stops
+            await self.servicer.drain(STOP_MARGIN_S / 4)
+        if stopping is not None:
+            await stopping
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _close_engine(engine: Engine, timeout_s: float) -> None:
+    """``engine.close()`` in a daemon thread: a close that hangs cannot keep the process alive
+    (``asyncio.to_thread`` would: ``asyncio.run`` joins its executor on exit)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        try:
+            engine.close()
+        except Exception:
+            log.exception("engine close failed")
+        loop.call_soon_threadsafe(_resolve, done)
+
+    threading.Thread(target=run, name="npc-voice-engine-close", daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        await asyncio.wait_for(done, timeout_s)
+    except asyncio.TimeoutError:
+        log.error("engine close did not finish within %g s", time.monotonic() - t0)
 
 
 async def serve(options: DaemonOptions, on_ready: Callable[[str, int, bool, bool], None] | None = None) -> None:

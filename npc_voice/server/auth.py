@@ -3,14 +3,20 @@
 When a token is configured, EVERY method needs it — NpcVoice, grpc.health.v1.Health and
 server reflection alike (a daemon reachable from elsewhere should not even reveal its API
 to strangers). Without a token configured nothing is checked (loopback use).
-The token is read from a file or an environment variable and never logged.
+The token is read from a file or an environment variable and never logged. ``TokenSource``
+re-reads the file on SIGHUP: calls started after that need the new token, calls already
+running go on (a token is checked once, when a call starts). Rejections are logged at most
+once per ``REJECTION_LOG_INTERVAL_S`` with a count, so a client retrying in a loop cannot flood
+the log.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ import grpc
 log = logging.getLogger(__name__)
 
 _BEARER = "bearer "
+REJECTION_LOG_INTERVAL_S = 10.0
 
 
 class TokenError(ValueError):
@@ -46,11 +53,64 @@ def read_token(token_file: str | None = None, token_env: str | None = None) -> s
     return None
 
 
+class TokenSource:
+    """The token in force; ``reload()`` (SIGHUP) re-reads its file. A token from the environment
+    cannot change while the process runs: rotate with token_file."""
+
+    def __init__(self, token_file: str | None = None, token_env: str | None = None, token: str | None = None) -> None:
+        self.token_file, self.token_env = token_file, token_env
+        self.token = token if token is not None else read_token(token_file, token_env)
+
+    def reload(self) -> bool:
+        """Re-read the token; True when it changed. A missing or empty file keeps the old one."""
+        if not self.token_file:
+            return False
+        try:
+            token = read_token(self.token_file)
+        except TokenError as e:
+            log.error("token not rotated, the current one stays in force: %s", e)
+            return False
+        changed = token != self.token
+        self.token = token
+        if changed:
+            log.info("token rotated: calls from now on need the new one")
+        return changed
+
+
+class RejectionLog:
+    """At most one log line per ``interval_s`` about rejected calls, with how many there were."""
+
+    def __init__(self, interval_s: float = REJECTION_LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self.clock = clock
+        self.count = 0  # rejections not reported yet
+        self.reported = 0  # lines written
+        self._last = -float("inf")
+
+    def rejected(self, method: str) -> None:
+        self.count += 1
+        now = self.clock()
+        if now - self._last >= self.interval_s:
+            log.warning(
+                "rejected %d unauthenticated call(s) since the last report (latest to %s); at most one line per %g s",
+                self.count,
+                method,
+                self.interval_s,
+            )
+            self.count, self._last = 0, now
+            self.reported += 1
+
+
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without the right bearer token with UNAUTHENTICATED (constant-time compare)."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = token.encode("utf-8")
+    def __init__(self, token: str | TokenSource, rejections: RejectionLog | None = None) -> None:
+        self.source = token if isinstance(token, TokenSource) else TokenSource(token=token)
+        self.rejections = rejections or RejectionLog()
+
+    @property
+    def _expected(self) -> bytes:
+        return (self.source.token or "").encode("utf-8")
 
     def _authorized(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> bool:
         for key, value in metadata or ():
@@ -69,8 +129,37 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or self._authorized(handler_call_details.invocation_metadata):  # type: ignore[attr-defined]
             return handler
-        log.info("rejected unauthenticated call to %s", handler_call_details.method)  # type: ignore[attr-defined]
+        self.rejections.rejected(handler_call_details.method)  # type: ignore[attr-defined]
         return _deny(handler)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach ("localhost", 127.0.0.0/8, ::1, unix sockets)."""
+    host = host.strip().strip("[]")
+    if host.startswith("unix:") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "0.0.0.0" is an address; a host name may resolve anywhere
+
+
+def exposure_warnings(host: str, tls: bool, token: bool) -> list[str]:
+    """What an operator should hear about a bind other machines can reach (logged once at start)."""
+    if is_loopback(host):
+        return []
+    out = []
+    if not tls:
+        out.append(
+            f"listening on {host} without TLS: audio, text and any token cross the network in clear "
+            "(set server.tls_cert/tls_key)"
+        )
+    if not token:
+        out.append(
+            f"listening on {host} without a token: anyone who reaches the port can use every method "
+            "(set server.token_file)"
+        )
+    return out
 
 
 _DENIED = "missing or wrong 'authorization: Bearer <token>' metadata"

@@ -43,6 +43,15 @@ def request_id_or_new(request_id: str) -> str:
     return request_id or uuid.uuid4().hex[:16]
 
 
+def check_id(kind: str, value: str, max_bytes: int) -> str:
+    """An id (character, request, context) within ``max_bytes`` of UTF-8: ids are copied into
+    every response and log line, so their length is checked before anything else is done."""
+    n = len(value.encode("utf-8", "surrogatepass"))
+    if n > max_bytes:
+        raise RequestError(f"{kind} is {n} bytes of UTF-8; the limit is {max_bytes} (starts {value[:24]!r})")
+    return value
+
+
 def check_text(text: str, max_bytes: int) -> str:
     if not text.strip():
         raise RequestError("text is empty")

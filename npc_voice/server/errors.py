@@ -7,6 +7,7 @@ reported as INTERNAL without leaking details.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from contextlib import asynccontextmanager
 import grpc
 
 from npc_voice.config import CharacterIdError, UnknownCharacterError
-from npc_voice.engine.api import CapacityError, StateFormatError, UnknownVoiceError
+from npc_voice.engine.api import CapacityError, StateFormatError, StepError, UnknownVoiceError
 from npc_voice.model.api import TextError
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,19 @@ log = logging.getLogger(__name__)
 
 class RequestError(ValueError):
     """A request field the server itself rejects (empty text, bad rate, override out of range)."""
+
+
+class LimitError(Exception):
+    """A per-client limit of the ``server:`` config was reached (contexts, queued text or audio)."""
+
+
+class SlowReaderError(LimitError):
+    """The client stopped reading: a response could not be written within slow_reader_timeout_s."""
+
+
+# How long an abort may wait to queue its status. A status goes out behind the responses the
+# client has not read yet: for a client that stopped reading, awaiting it would never return.
+ABORT_WAIT_S = 1.0
 
 
 # First match wins; order subclasses before their bases.
@@ -33,6 +47,8 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (TextError, grpc.StatusCode.INVALID_ARGUMENT),
     (StateFormatError, grpc.StatusCode.INVALID_ARGUMENT),
     (CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StepError, grpc.StatusCode.INTERNAL),  # a known fault (logged where it happened), only its streams fail
 )
 
 
@@ -60,9 +76,22 @@ async def grpc_errors(context: grpc.aio.ServicerContext, method: str = "") -> As
         code = status_of(e)
         assert code is not None
         log.info("%s rejected: %s %s", method, code.name, message_of(e))
-        await context.abort(code, message_of(e))
+        await abort(context, code, message_of(e))
     except grpc.aio.AbortError:
         raise
     except Exception:
         log.exception("%s failed with an unexpected error", method)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method or 'the daemon'}; see the daemon log")
+        message = f"internal error in {method or 'the daemon'}; see the daemon log"
+        await abort(context, grpc.StatusCode.INTERNAL, message)
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """``context.abort`` that gives up waiting after ABORT_WAIT_S.
+
+    Raises AbortError as ``context.abort`` does; returns only when the status is queued behind
+    responses a client has not read: the handler then simply returns (the client sees the status
+    if it ever reads on; the connection's keepalive or max age ends it otherwise)."""
+    try:
+        await asyncio.wait_for(context.abort(code, message), ABORT_WAIT_S)
+    except asyncio.TimeoutError:
+        log.info("status %s queued behind unread responses: the client is not reading", code.name)

@@ -10,14 +10,20 @@ Semantics worth knowing (see also the proto's comments):
   it speaks waits behind the first (within max_queue_wait_s) and continues its state;
 - StreamStart is sent once the engine has admitted the stream, so RESOURCE_EXHAUSTED (no slot
   within max_queue_wait_s) and INVALID_ARGUMENT for unspeakable text come before any event;
-- a client that cancels, disconnects or runs past its deadline frees its slot at once.
+- a client that cancels, disconnects or runs past its deadline frees its slot at once;
+- a client that stops reading: a response write blocked for ``slow_reader_timeout_s`` ends the
+  call with RESOURCE_EXHAUSTED and closes its engine stream (the status reaches the client if it
+  reads on). Responses are written with ``context.write`` under a timeout for that reason:
+  an ``async def ... yield`` handler cannot see that its ``yield`` is stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import grpc
 
@@ -25,7 +31,7 @@ from npc_voice.engine.api import STATE_FORMAT_VERSION as ENGINE_STATE_VERSION
 from npc_voice.engine.api import EndEvent, Engine
 from npc_voice.server import convert
 from npc_voice.server.converse import ConverseSession
-from npc_voice.server.errors import grpc_errors
+from npc_voice.server.errors import SlowReaderError, grpc_errors
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.voices import checkpoint_of, parameter_count
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -34,23 +40,76 @@ from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 
+class ResponseWriter:
+    """``context.write`` with a bound: a write the client does not take within ``timeout_s``
+    raises SlowReaderError (RESOURCE_EXHAUSTED), so a client that stops reading cannot hold a
+    stream, its slot and its queued audio for ever."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, timeout_s: float) -> None:
+        self.context = context
+        self.timeout_s = timeout_s
+
+    async def write(self, response: pb.SpeakResponse) -> None:
+        try:
+            await asyncio.wait_for(self.context.write(response), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise SlowReaderError(
+                f"the client took no response for {self.timeout_s:g} s (server.slow_reader_timeout_s): "
+                "it stopped reading; the call is ended and its audio dropped"
+            ) from None
+
+
 class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     def __init__(self, engine: Engine, store: ConfigStore) -> None:
         self.engine = engine
         self.store = store
+        self.streaming_calls = 0  # Speak and Converse calls in progress (drain waits for them)
+        self.sessions: set[ConverseSession] = set()
+        self.draining = False
+
+    @contextmanager
+    def _streaming_call(self) -> Iterator[None]:
+        self.streaming_calls += 1
+        try:
+            yield
+        finally:
+            self.streaming_calls -= 1
+
+    async def drain(self, grace_s: float) -> int:
+        """Shutdown, first step: every Converse call stops reading and closes its contexts; then
+        wait up to ``grace_s`` for the streaming calls to finish. Returns how many are left
+        (the engine's close then fades them out with StreamEnd "cancelled")."""
+        self.draining = True
+        for session in list(self.sessions):
+            session.end_input()
+        deadline = time.monotonic() + grace_s
+        while self.streaming_calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.streaming_calls
 
     async def Speak(  # noqa: N802 (gRPC method names)
         self, request: pb.SpeakRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.SpeakResponse]:
+    ) -> None:
+        with self._streaming_call():
+            await self._speak(request, context)
+
+    async def _speak(self, request: pb.SpeakRequest, context: grpc.aio.ServicerContext) -> None:
         stream = None
         async with grpc_errors(context, "Speak"):
             config = self.store.config
+            limits = config.server
+            convert.check_id("character", request.character, limits.max_id_bytes)
+            convert.check_id("request_id", request.request_id, limits.max_id_bytes)
+            out = ResponseWriter(context, limits.slow_reader_timeout_s)
             character, spec = config.resolve(request.character)
             text = convert.check_text(request.text, config.server.max_text_bytes)
             fmt = convert.resolve_format(request.format, spec)
             controls = convert.resolve_controls(spec, request.overrides)
             request_id = convert.request_id_or_new(request.request_id)
-            stream = self.engine.open_stream(character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id)
+            busy = convert.busy_policy(request.busy_policy)
+            stream = self.engine.open_stream(
+                character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id, busy
+            )
             # A client that goes away (cancel, deadline, disconnect) frees the slot at once.
             context.add_done_callback(lambda _ctx: stream.close())  # type: ignore[union-attr]
             try:
@@ -62,28 +121,35 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 # StreamStart goes out with the first event, i.e. once the engine has admitted the
                 # stream: a CapacityError then ends the call with no half-sent stream.
                 first = await anext(events)
-                yield convert.start_response(fmt, request_id, character, spec.voice)
-                yield convert.event_to_response(first, fmt, request_id)
+                await out.write(convert.start_response(fmt, request_id, character, spec.voice))
+                await out.write(convert.event_to_response(first, fmt, request_id))
                 if not isinstance(first, EndEvent):
                     async for event in events:
-                        yield convert.event_to_response(event, fmt, request_id)
+                        await out.write(convert.event_to_response(event, fmt, request_id))
             finally:
-                stream.close()
+                stream.close()  # also when the client stopped reading: the slot is free at once
 
     async def Converse(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.SpeakResponse]:
+    ) -> None:
         session = ConverseSession(self.engine, self.store)
         context.add_done_callback(lambda _ctx: session.close_all_streams())
-        async with grpc_errors(context, "Converse"):
-            try:
-                async for response in session.run(request_iterator):
-                    yield response
-            finally:
-                await session.shutdown()
+        out = ResponseWriter(context, self.store.config.server.slow_reader_timeout_s)
+        with self._streaming_call():
+            self.sessions.add(session)
+            async with grpc_errors(context, "Converse"):
+                try:
+                    if self.draining:  # arrived while the server drains: nothing will be read
+                        session.end_input()
+                    async for response in session.run(request_iterator):
+                        await out.write(response)
+                finally:
+                    self.sessions.discard(session)
+                    await session.shutdown()
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:  # noqa: N802
         async with grpc_errors(context, "Cancel"):
+            self._check_ids(request.character, request.request_id)
             character, _ = self.store.config.resolve(request.character)
             # Waits for the fade frame on the engine thread: keep the event loop free meanwhile.
             cancelled, samples = await asyncio.to_thread(self.engine.cancel_character, character, request.request_id)
@@ -94,6 +160,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self, request: pb.ResetCharacterRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResetCharacterResponse:
         async with grpc_errors(context, "ResetCharacter"):
+            self._check_ids(request.character)
             character, _ = self.store.config.resolve(request.character)
             await asyncio.to_thread(self.engine.reset_character, character)
             return pb.ResetCharacterResponse()
@@ -103,6 +170,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self, request: pb.ExportCharacterStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExportCharacterStateResponse:
         async with grpc_errors(context, "ExportCharacterState"):
+            self._check_ids(request.character)
             character, spec = self.store.config.resolve(request.character)
             # A character that has not spoken yet exports its voice's fresh state.
             data = await asyncio.to_thread(self.engine.export_character, character, spec.voice)
@@ -113,10 +181,16 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self, request: pb.ImportCharacterStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.ImportCharacterStateResponse:
         async with grpc_errors(context, "ImportCharacterState"):
+            self._check_ids(request.character)
             character, _ = self.store.config.resolve(request.character)
             await asyncio.to_thread(self.engine.import_character, character, bytes(request.state))
             return pb.ImportCharacterStateResponse()
         raise AssertionError("unreachable")
+
+    def _check_ids(self, character: str, request_id: str = "") -> None:
+        max_bytes = self.store.config.server.max_id_bytes
+        convert.check_id("character", character, max_bytes)
+        convert.check_id("request_id", request_id, max_bytes)
 
     async def ListCharacters(  # noqa: N802
         self, request: pb.ListCharactersRequest, context: grpc.aio.ServicerContext
@@ -171,4 +245,13 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             lines_completed=s.lines_completed,
             lines_cancelled=s.lines_cancelled,
             lines_rejected=s.lines_rejected,
+            streams_waiting=s.streams_waiting,
+            lines_failed=s.lines_failed,
+            lines_interrupted=s.lines_interrupted,
+            lines_opened=s.lines_opened,
+            batch_fill=s.batch_fill,
+            step_failures=s.step_failures,
+            characters_forgotten=s.characters_forgotten,
+            serving=s.serving,
+            load=s.load,
         )
