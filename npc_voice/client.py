@@ -18,6 +18,8 @@ its one character with ``converse(..., character=...)``.
 
 from __future__ import annotations
 
+import ipaddress
+import warnings
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,35 @@ def collect(events: Iterable[pb.SpeakResponse]) -> SpokenLine:
     return SpokenLine(pcm, start.format.sample_rate_hz, marks, start, end)
 
 
+_WARNED: set[str] = set()  # addresses already warned about (once per process)
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether ``address`` ("host:port", "[::1]:port", "dns:///host:port", "unix:...") stays on this machine."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.split("///")[-1].removeprefix("ipv4:").removeprefix("ipv6:")
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_token_in_clear(address: str, token: str | None, tls_ca: str | bytes | None) -> None:
+    """Warn once per address when a token would cross the network without TLS."""
+    if token and tls_ca is None and address not in _WARNED and not _is_loopback(address):
+        _WARNED.add(address)
+        warnings.warn(
+            f"npc-voice client: sending a bearer token to {address} over a plaintext channel; anyone on the path "
+            "can read it (pass tls_ca= to use TLS)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _channel(address: str, tls_ca: str | bytes | None, asyncio: bool) -> Any:
     if tls_ca is None:
         return (grpc.aio.insecure_channel if asyncio else grpc.insecure_channel)(address)
@@ -138,6 +169,7 @@ class NpcVoiceClient:
     """Blocking client. ``token`` adds `authorization: Bearer <token>`; ``tls_ca`` (PEM path or bytes) enables TLS."""
 
     def __init__(self, address: str, token: str | None = None, tls_ca: str | bytes | None = None) -> None:
+        warn_token_in_clear(address, token, tls_ca)
         self.channel = _channel(address, tls_ca, asyncio=False)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
@@ -207,6 +239,7 @@ class AsyncNpcVoiceClient:
     """asyncio client with the same methods as NpcVoiceClient (awaitable / async iterators)."""
 
     def __init__(self, address: str, token: str | None = None, tls_ca: str | bytes | None = None) -> None:
+        warn_token_in_clear(address, token, tls_ca)
         self.channel = _channel(address, tls_ca, asyncio=True)
         self.stub = pb_grpc.NpcVoiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
