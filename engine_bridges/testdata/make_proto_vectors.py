@@ -36,6 +36,10 @@ def cases() -> dict[str, bytes]:
             request_id="r-1",
             overrides=pb.VoiceOverrides(speed=1.25, pitch_semitones=-2.0, volume=0.0),
         ).SerializeToString(),
+        # SpeakRequest{character "guard/42", text "Hi.", busy_policy INTERRUPT (2)}
+        "speak_request_busy": pb.SpeakRequest(
+            character="guard/42", text="Hi.", busy_policy=pb.BUSY_POLICY_INTERRUPT
+        ).SerializeToString(),
         # SpeakRequest{text "Hi."}: every other field left at its default is not written.
         "speak_request_minimal": pb.SpeakRequest(text="Hi.").SerializeToString(),
         # ConverseRequest{context_id "c1", config {character "merchant", max_buffer_delay_ms 250}}
@@ -83,6 +87,10 @@ def cases() -> dict[str, bytes]:
                 timings=pb.Timings(queued_ms=0.5, first_audio_ms=12.25, total_ms=2000.0, audio_ms=2000.0),
                 request_id="r-1",
             )
+        ).SerializeToString(),
+        # SpeakResponse{end {reason INTERRUPTED (3), total_samples 1000, request_id "r-2"}}
+        "speak_response_end_interrupted": pb.SpeakResponse(
+            end=pb.StreamEnd(reason=pb.END_REASON_INTERRUPTED, total_samples=1000, request_id="r-2")
         ).SerializeToString(),
     }
 

@@ -263,3 +263,30 @@ func test_scripted_silent_server_fails_by_keepalive() -> String:
 		return "status %d %s; client PINGs %d" % [rpc.code, rpc.status_message, peer.of_type(PING).size()]
 	client.close()
 	return "ok"
+
+
+## Calls about a character carry x-npc-character (character-affine proxies); calls without
+## one, or with an id a header cannot carry, do not. busy_policy goes into the SpeakRequest.
+func test_scripted_character_header() -> String:
+	var peer := Peer.new()
+	var client := Client.new(peer.address())
+	client.speak({"character": "guard/1", "text": "a", "busy_policy": Proto.BusyPolicy.INTERRUPT})
+	client.converse("merchant/2")
+	client.cancel("guard/3")
+	client.speak({"text": "the default character"})
+	client.converse()
+	client.speak({"character": "gärd", "text": "x"})
+	if not _until(client, peer, func() -> bool: return not peer.of_type(HEADERS, 11).is_empty() \
+			and not peer.of_type(DATA, 1).is_empty()):
+		return "not all six calls reached the peer: %s" % str(peer.frames.map(func(f: Array) -> int: return f[2]))
+	var want := ["guard/1", "merchant/2", "guard/3", null, null, null]
+	for i in want.size():
+		var headers := peer.request_headers(1 + 2 * i)
+		if headers.get(Client.CHARACTER_HEADER) != want[i]:
+			return "stream %d (%s): %s = %s, want %s" % [1 + 2 * i, headers.get(":path"), Client.CHARACTER_HEADER,
+				headers.get(Client.CHARACTER_HEADER), want[i]]
+	var body: PackedByteArray = peer.of_type(DATA, 1)[0][3]
+	if body.slice(5).hex_encode() != "0a0767756172642f311201613002":
+		return "SpeakRequest{guard/1, a, busy_policy 2} sent as %s" % body.slice(5).hex_encode()
+	client.close()
+	return "ok"

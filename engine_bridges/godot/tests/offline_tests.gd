@@ -92,7 +92,10 @@ func test_proto_encode_matches_reference() -> String:
 			"character": "guard/42", "text": "Halt! Who goes there? é",
 			"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": 48000},
 			"request_id": "r-1", "overrides": {"speed": 1.25, "pitch_semitones": -2.0, "volume": 0.0}}],
-		"speak_request_minimal": [Proto.SPEAK_REQUEST, {"text": "Hi.", "character": "", "request_id": ""}],
+		"speak_request_minimal": [Proto.SPEAK_REQUEST, {"text": "Hi.", "character": "", "request_id": "",
+			"busy_policy": Proto.BusyPolicy.UNSPECIFIED}],
+		"speak_request_busy": [Proto.SPEAK_REQUEST, {
+			"character": "guard/42", "text": "Hi.", "busy_policy": Proto.BusyPolicy.INTERRUPT}],
 		"converse_request_config": [Proto.CONVERSE_REQUEST, {
 			"context_id": "c1", "config": {"character": "merchant", "max_buffer_delay_ms": 250}}],
 		"converse_request_text": [Proto.CONVERSE_REQUEST, {"text": "Well met, "}],
@@ -138,6 +141,10 @@ func test_proto_decode_reference() -> String:
 		"queued_ms": 0.5, "first_audio_ms": 12.25, "total_ms": 2000.0, "audio_ms": 2000.0}, "request_id": "r-1"}}
 	if str(end) != str(want_end):
 		return "end: %s" % str(end)
+	var cut: Variant = Proto.decode((v["speak_response_end_interrupted"] as String).hex_decode(), Proto.SPEAK_RESPONSE)
+	var want_cut := {"end": {"reason": Proto.EndReason.INTERRUPTED, "total_samples": 1000, "request_id": "r-2"}}
+	if str(cut) != str(want_cut) or Proto.EndReason.INTERRUPTED != 3:
+		return "interrupted end: %s" % str(cut)
 	var truncated := (v["speak_response_end"] as String).hex_decode()
 	truncated.resize(truncated.size() - 3)
 	if Proto.decode(truncated, Proto.SPEAK_RESPONSE) != null or Proto.last_error().is_empty():

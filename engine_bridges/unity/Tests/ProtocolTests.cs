@@ -259,6 +259,56 @@ namespace NpcVoice.Tests
             }
         }
 
+        [Test, Timeout(30000)]
+        public void CallsAboutACharacterCarryTheRoutingHeader()
+        {
+            var seen = new List<string>();  // "<method> <x-npc-character or ->"
+            string firstRequest = null;
+            // Trailers-Only OK: :status 200 (static 8), content-type and grpc-status as literals never indexed.
+            byte[] ok = P.Block(P.Indexed(8), new byte[] { 0x00 }, P.Huff("content-type"), P.Huff("application/grpc"),
+                new byte[] { 0x00 }, P.Huff("grpc-status"), P.Huff("0"));
+            using (var peer = new P())
+            using (NpcVoiceClient client = Client(peer))
+            {
+                peer.Run(p =>
+                {
+                    p.Handshake();
+                    for (int stream = 1; stream <= 11; stream += 2)
+                    {
+                        byte[] request;
+                        List<HeaderField> headers = p.ExpectRequest(out request);
+                        string path = GrpcWire.Find(headers, ":path");
+                        lock (seen)
+                        {
+                            seen.Add(path.Substring(path.LastIndexOf('/') + 1) + " " +
+                                (GrpcWire.Find(headers, NpcVoiceClient.CharacterHeader) ?? "-"));
+                            firstRequest = firstRequest ?? TestSupport.ToHex(request);
+                        }
+                        p.Send(new Http2Frame(Http2.Headers, Http2.FlagEndHeaders | Http2.FlagEndStream, stream, ok));
+                    }
+                });
+                client.Speak(new SpeakRequest { Character = "guard/1", Text = "a", BusyPolicy = BusyPolicy.Interrupt })
+                    .ReadAll().ToList();
+                ConverseCall talk = client.Converse("merchant/2");
+                talk.CompleteRequests();
+                Assert.IsTrue(talk.Wait(Bounded));
+                Assert.Throws<RpcException>(() => client.Cancel(new CancelRequest { Character = "guard/3" }),
+                    "no response message");
+                client.Speak(new SpeakRequest { Text = "the default character" }).ReadAll().ToList();
+                ConverseCall unrouted = client.Converse(e => { });
+                unrouted.CompleteRequests();
+                Assert.IsTrue(unrouted.Wait(Bounded));
+                client.Speak(new SpeakRequest { Character = "g\u00e4rd", Text = "x" }).ReadAll().ToList();
+                peer.Join();
+            }
+            CollectionAssert.AreEqual(new[]
+            {
+                "Speak guard/1", "Converse merchant/2", "Cancel guard/3",
+                "Speak -", "Converse -", "Speak -",  // default character, no character given, not ASCII
+            }, seen);
+            Assert.AreEqual("0a0767756172642f311201613002", firstRequest, "SpeakRequest{guard/1, a, busy_policy 2}");
+        }
+
         [Test]
         public void AddressMustBeHostAndPort()
         {

@@ -128,6 +128,21 @@ namespace NpcVoice.Tests
         }
 
         [Test]
+        public void BusyPolicyAndInterruptedMatchTheReferenceProtobuf()
+        {
+            // testdata/proto_vectors.json: speak_request_busy, speak_request_minimal, speak_response_end_interrupted
+            var busy = new SpeakRequest { Character = "guard/42", Text = "Hi.", BusyPolicy = BusyPolicy.Interrupt };
+            Assert.AreEqual("0a0867756172642f3432120348692e3002", TestSupport.ToHex(busy.ToBytes()));
+            Assert.AreEqual("120348692e", TestSupport.ToHex(new SpeakRequest { Text = "Hi." }.ToBytes()),
+                "BusyPolicy.Unspecified (= Queue) is not written");
+            Assert.AreEqual(3, (int)BusyPolicy.Reject);
+            SpeakResponse end = SpeakResponse.Parse(TestSupport.Hex("2a0a080310e8072203722d32"));
+            Assert.AreEqual(EndReason.Interrupted, end.End.Reason);
+            Assert.AreEqual(1000ul, end.End.TotalSamples);
+            Assert.AreEqual("r-2", end.End.RequestId);
+        }
+
+        [Test]
         public void ResponsesDecodeFromTheReferenceProtobuf()
         {
             SpeakResponse start = SpeakResponse.Parse(TestSupport.Hex("12170a06080110a2ac011201721a05677561726422036a6f65"));

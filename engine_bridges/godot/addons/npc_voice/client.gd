@@ -4,6 +4,10 @@
 ## return a grpc_call.gd object; connect to its message_received / finished signals. When
 ## the connection is lost or the server sends GOAWAY, the calls on it finish with
 ## UNAVAILABLE and the next call opens a new connection (reconnect on demand).
+##
+## Every call about one character carries the header x-npc-character (CHARACTER_HEADER), so a
+## proxy in front of several daemons routes all of a character's calls to the daemon holding
+## its voice state. A Converse call speaks as one character: converse(character).
 extends RefCounted
 
 const H2Connection = preload("h2_connection.gd")
@@ -12,6 +16,8 @@ const Proto = preload("proto.gd")
 
 const SERVICE := "/npc_voice.v1.NpcVoice/"
 const USER_AGENT := "npc-voice-godot/0.1"
+## Request metadata naming the call's character, for character-affine proxies.
+const CHARACTER_HEADER := "x-npc-character"
 
 var host := "127.0.0.1"
 var port := 50051
@@ -55,17 +61,19 @@ func set_address(address: String) -> String:
 
 
 ## Speak one line. request: a SpeakRequest Dictionary (see proto.gd), e.g.
-## {"character": "guard", "text": "Halt!", "format": {"encoding": Proto.Encoding.PCM_F32LE}}.
-## Responses are SpeakResponse Dictionaries.
+## {"character": "guard", "text": "Halt!", "format": {"encoding": Proto.Encoding.PCM_F32LE},
+## "busy_policy": Proto.BusyPolicy.INTERRUPT}. Responses are SpeakResponse Dictionaries.
 func speak(request: Dictionary) -> GrpcCall:
-	var grpc_call := start_call("Speak", Proto.SPEAK_RESPONSE, stream_deadline_ms)
+	var who: Variant = request.get("character", "")
+	var grpc_call := start_call("Speak", Proto.SPEAK_RESPONSE, stream_deadline_ms, who if who is String else "")
 	_send_encoded(grpc_call, request, Proto.SPEAK_REQUEST, true)
 	return grpc_call
 
 
 ## Open a Converse stream; send ConverseRequest Dictionaries with converse_send().
-func converse() -> GrpcCall:
-	return start_call("Converse", Proto.SPEAK_RESPONSE, stream_deadline_ms)
+## character: the one character its contexts speak as (routes the call through a proxy).
+func converse(character: String = "") -> GrpcCall:
+	return start_call("Converse", Proto.SPEAK_RESPONSE, stream_deadline_ms, character)
 
 
 func converse_send(grpc_call: GrpcCall, request: Dictionary, last: bool = false) -> void:
@@ -75,13 +83,14 @@ func converse_send(grpc_call: GrpcCall, request: Dictionary, last: bool = false)
 ## Ask the daemon to stop a character's speech (request_id "" = whatever it is saying).
 ## The response is a CancelResponse Dictionary {"cancelled": bool, "samples_produced": int}.
 func cancel(character: String, request_id: String = "") -> GrpcCall:
-	var grpc_call := start_call("Cancel", Proto.CANCEL_RESPONSE, unary_deadline_ms)
+	var grpc_call := start_call("Cancel", Proto.CANCEL_RESPONSE, unary_deadline_ms, character)
 	_send_encoded(grpc_call, {"character": character, "request_id": request_id}, Proto.CANCEL_REQUEST, true)
 	return grpc_call
 
 
-## Start any method of the service; messages are sent with call.send(bytes).
-func start_call(method: String, response_schema: Dictionary, deadline_ms: int) -> GrpcCall:
+## Start any method of the service; messages are sent with call.send(bytes). character: the
+## x-npc-character header ("" = none).
+func start_call(method: String, response_schema: Dictionary, deadline_ms: int, character: String = "") -> GrpcCall:
 	var grpc_call := GrpcCall.new(SERVICE + method, response_schema, deadline_ms)
 	var headers: Array = [
 		[":method", "POST"], [":scheme", "http"], [":path", grpc_call.method],
@@ -92,9 +101,23 @@ func start_call(method: String, response_schema: Dictionary, deadline_ms: int) -
 		headers.append(["grpc-timeout", "%dm" % mini(deadline_ms, 99999999)])
 	for name: String in metadata:
 		headers.append([name.to_lower(), str(metadata[name])])
+	if routable(character):
+		headers.append([CHARACTER_HEADER, character])
 	grpc_call.start(_connection(), headers)
 	_calls.append(grpc_call)
 	return grpc_call
+
+
+## Whether the header can carry this id: not "" (the default character is not routed: name it
+## behind a proxy) and printable ASCII (the daemon rejects other ids anyway).
+static func routable(character: String) -> bool:
+	if character.is_empty():
+		return false
+	for i in character.length():
+		var c := character.unicode_at(i)
+		if c <= 0x20 or c > 0x7e:
+			return false
+	return true
 
 
 ## The connection in use (opened on demand).

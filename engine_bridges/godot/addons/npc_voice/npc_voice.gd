@@ -101,8 +101,9 @@ func speak(text: String, character_id: String = "", interrupt: bool = true) -> G
 ## and end it with converse_end(). Audio plays as phrases complete.
 func converse_begin(character_id: String = "") -> GrpcCall:
 	cancel()
-	var grpc_call := _begin(client().converse())
-	client().converse_send(grpc_call, {"config": {"character": character_id if character_id else character,
+	var who := character_id if character_id else character
+	var grpc_call := _begin(client().converse(who))
+	client().converse_send(grpc_call, {"config": {"character": who,
 		"format": {"encoding": Proto.Encoding.PCM_F32LE, "sample_rate_hz": sample_rate}}})
 	return grpc_call
 

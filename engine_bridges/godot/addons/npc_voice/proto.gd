@@ -12,7 +12,12 @@
 extends RefCounted
 
 enum Encoding { UNSPECIFIED = 0, PCM_S16LE = 1, PCM_F32LE = 2 }
-enum EndReason { UNSPECIFIED = 0, COMPLETED = 1, CANCELLED = 2 }
+## INTERRUPTED: a newer Speak for the same character with BusyPolicy.INTERRUPT cut the line off.
+enum EndReason { UNSPECIFIED = 0, COMPLETED = 1, CANCELLED = 2, INTERRUPTED = 3 }
+## SpeakRequest "busy_policy": what Speak does when the character is already speaking.
+## UNSPECIFIED = QUEUE (wait behind its line); INTERRUPT (end that line, speak now);
+## REJECT (RESOURCE_EXHAUSTED at once).
+enum BusyPolicy { UNSPECIFIED = 0, QUEUE = 1, INTERRUPT = 2, REJECT = 3 }
 
 const AUDIO_FORMAT := {1: ["encoding", "varint"], 2: ["sample_rate_hz", "varint"]}
 const VOICE_OVERRIDES := {
@@ -21,7 +26,7 @@ const VOICE_OVERRIDES := {
 }
 const SPEAK_REQUEST := {
 	1: ["character", "string"], 2: ["text", "string"], 3: ["format", "msg", AUDIO_FORMAT],
-	4: ["request_id", "string"], 5: ["overrides", "msg", VOICE_OVERRIDES],
+	4: ["request_id", "string"], 5: ["overrides", "msg", VOICE_OVERRIDES], 6: ["busy_policy", "varint"],
 }
 const CONVERSE_CONFIG := {
 	1: ["character", "string"], 2: ["format", "msg", AUDIO_FORMAT], 3: ["overrides", "msg", VOICE_OVERRIDES],

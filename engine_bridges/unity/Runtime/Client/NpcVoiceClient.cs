@@ -58,6 +58,8 @@ namespace NpcVoice
 
     /// <summary>
     /// Client for the npc_voice.v1.NpcVoice service over one shared HTTP/2 connection (h2c, prior knowledge).
+    /// Every call about one character carries the header <c>x-npc-character</c> (<see cref="CharacterHeader"/>), so a
+    /// proxy in front of several daemons can route all of a character's calls to the daemon holding its state.
     /// Thread-safe. Calls run concurrently as streams of one connection; a dead connection (or one the server
     /// sent GOAWAY on) is replaced on the next call. Failures surface as <see cref="RpcException"/> or as the
     /// status passed to a call's completion callback, never as a hang: every call has a deadline.
@@ -65,6 +67,9 @@ namespace NpcVoice
     public sealed class NpcVoiceClient : IDisposable
     {
         private const string Service = "/npc_voice.v1.NpcVoice/";
+
+        /// <summary>Request metadata naming the call's character, for character-affine proxies (README "Operating it").</summary>
+        public const string CharacterHeader = "x-npc-character";
         private readonly string _host;
         private readonly int _port;
         private readonly NpcVoiceClientOptions _options;
@@ -118,22 +123,29 @@ namespace NpcVoice
             Action<RpcStatus> onComplete = null, TimeSpan? deadline = null)
         {
             var call = new SpeakCall(onEvent, onComplete);
-            StartCall(call, "Speak", request.ToBytes(), true, deadline ?? _options.StreamDeadline);
+            StartCall(call, "Speak", request.ToBytes(), true, deadline ?? _options.StreamDeadline, request.Character);
             return call;
         }
 
         /// <summary>Opens a Converse stream; send actions with call.Send(...), then call.CompleteRequests().</summary>
         public ConverseCall Converse(Action<SpeakResponse> onEvent = null, Action<RpcStatus> onComplete = null,
-            TimeSpan? deadline = null)
+            TimeSpan? deadline = null) => Converse((string)null, onEvent, onComplete, deadline);
+
+        /// <summary>
+        /// Opens a Converse stream whose contexts all speak as <paramref name="character"/>: the call carries
+        /// x-npc-character, so a character-affine proxy sends it to that character's daemon (one character per call).
+        /// </summary>
+        public ConverseCall Converse(string character, Action<SpeakResponse> onEvent = null,
+            Action<RpcStatus> onComplete = null, TimeSpan? deadline = null)
         {
             var call = new ConverseCall(onEvent, onComplete);
-            StartCall(call, "Converse", null, false, deadline ?? _options.StreamDeadline);
+            StartCall(call, "Converse", null, false, deadline ?? _options.StreamDeadline, character);
             return call;
         }
 
         /// <summary>Stops a character's current line on the daemon (its stream ends with END_REASON_CANCELLED).</summary>
         public CancelResponse Cancel(CancelRequest request, TimeSpan? deadline = null) =>
-            Unary("Cancel", request, CancelResponse.Parse, deadline);
+            Unary("Cancel", request, CancelResponse.Parse, deadline, request.Character);
 
         public ListCharactersResponse ListCharacters(TimeSpan? deadline = null) =>
             Unary("ListCharacters", new EmptyRequest(), ListCharactersResponse.Parse, deadline);
@@ -141,10 +153,11 @@ namespace NpcVoice
         public GetStatsResponse GetStats(TimeSpan? deadline = null) =>
             Unary("GetStats", new EmptyRequest(), GetStatsResponse.Parse, deadline);
 
-        private T Unary<T>(string method, IProtoMessage request, Func<byte[], T> parse, TimeSpan? deadline) where T : class
+        private T Unary<T>(string method, IProtoMessage request, Func<byte[], T> parse, TimeSpan? deadline,
+            string character = null) where T : class
         {
             var call = new GrpcCall<T>(parse, null, null);
-            StartCall(call, method, request.ToBytes(), true, deadline ?? _options.UnaryDeadline);
+            StartCall(call, method, request.ToBytes(), true, deadline ?? _options.UnaryDeadline, character);
             List<T> responses = call.ReadAll().ToList();
             if (responses.Count != 1)
             {
@@ -156,7 +169,7 @@ namespace NpcVoice
 
         /// <summary>Starts a call; a failure to reach the daemon ends the call with its status (never throws).</summary>
         private void StartCall<T>(GrpcCall<T> call, string method, byte[] message, bool endOfRequests,
-            TimeSpan? deadline) where T : class
+            TimeSpan? deadline, string character = null) where T : class
         {
             // One retry: the connection may have died between the check and the first write.
             for (int attempt = 0; ; attempt++)
@@ -164,7 +177,7 @@ namespace NpcVoice
                 try
                 {
                     Http2Connection connection = CurrentConnection();
-                    call.Start(connection, Headers(connection, method), deadline, message, endOfRequests);
+                    call.Start(connection, Headers(connection, method, character), deadline, message, endOfRequests);
                     return;
                 }
                 catch (RpcException e)
@@ -184,7 +197,7 @@ namespace NpcVoice
             }
         }
 
-        private List<HeaderField> Headers(Http2Connection connection, string method)
+        private List<HeaderField> Headers(Http2Connection connection, string method, string character)
         {
             var headers = new List<HeaderField>
             {
@@ -200,7 +213,31 @@ namespace NpcVoice
             {
                 headers.Add(new HeaderField("authorization", "Bearer " + _options.AuthToken));
             }
+            if (IsRoutable(character))
+            {
+                headers.Add(new HeaderField(CharacterHeader, character));
+            }
             return headers;
+        }
+
+        /// <summary>
+        /// A character id the header can carry: not empty (the default character is not routed: name it behind a
+        /// proxy) and printable ASCII (the daemon rejects other ids anyway).
+        /// </summary>
+        internal static bool IsRoutable(string character)
+        {
+            if (string.IsNullOrEmpty(character))
+            {
+                return false;
+            }
+            foreach (char c in character)
+            {
+                if (c <= ' ' || c > '~')
+                {
+                    return false;
+                }
+            }
+            return true;
         }
 
         private Http2Connection CurrentConnection()

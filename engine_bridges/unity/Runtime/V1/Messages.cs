@@ -14,7 +14,17 @@ namespace NpcVoice.V1
     {
         Unspecified = 0,
         Completed = 1,
-        Cancelled = 2,
+        Cancelled = 2,    // Cancel, a Converse cancel, or the daemon shutting down
+        Interrupted = 3,  // a newer Speak for the same character with BusyPolicy.Interrupt
+    }
+
+    /// <summary>What Speak does when the same character is already speaking (SpeakRequest.BusyPolicy).</summary>
+    public enum BusyPolicy
+    {
+        Unspecified = 0,  // = Queue
+        Queue = 1,        // wait behind the current line, then continue the character's state
+        Interrupt = 2,    // end the current line (EndReason.Interrupted, with a fade) and speak now
+        Reject = 3,       // RESOURCE_EXHAUSTED at once if the character is speaking or has lines waiting
     }
 
     public sealed class AudioFormat : IProtoMessage
@@ -71,6 +81,7 @@ namespace NpcVoice.V1
         public AudioFormat Format;
         public string RequestId = "";
         public VoiceOverrides Overrides;
+        public BusyPolicy BusyPolicy;  // when this character is already speaking (Unspecified = Queue)
 
         public byte[] ToBytes()
         {
@@ -80,6 +91,7 @@ namespace NpcVoice.V1
             w.Message(3, Format);
             w.String(4, RequestId);
             w.Message(5, Overrides);
+            w.UInt64(6, (ulong)BusyPolicy);
             return w.ToArray();
         }
     }
