@@ -7,10 +7,20 @@ on CUDA or under TRITON_INTERPRET=1; it never imports npc_voice.
 - ``ssm_step`` / ``ssm_step_ref``: one decoder layer's step over a batch of
   state-pool rows (ssm_step.py); the Triton kernel is ``ssm_step_triton.py``, the
   fused CPU loop ``ssm_step_cpu.py`` (numba, optional: without it, the reference).
+- ``ssm_step_chunk`` / ``ssm_step_chunk_ref``: K consecutive frames of ``ssm_step`` (a
+  tick): on CPU one fused numba pass that reads and writes each state row once.
 - ``GraphedStep``, ``bucket_for``, ``DEFAULT_BUCKETS``: batch-size buckets and
   CUDA-graph replay of a whole batched step (cuda_graphs.py).
 """
 from npc_voice_kernels.cuda_graphs import DEFAULT_BUCKETS, GraphedStep, bucket_for
-from npc_voice_kernels.ssm_step import ssm_step, ssm_step_ref
+from npc_voice_kernels.ssm_step import ssm_step, ssm_step_chunk, ssm_step_chunk_ref, ssm_step_ref
 
-__all__ = ["DEFAULT_BUCKETS", "GraphedStep", "bucket_for", "ssm_step", "ssm_step_ref"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "GraphedStep",
+    "bucket_for",
+    "ssm_step",
+    "ssm_step_chunk",
+    "ssm_step_chunk_ref",
+    "ssm_step_ref",
+]

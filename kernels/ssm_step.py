@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_step_cpu
+from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_chunk_cpu, ssm_step_cpu
 
 
 def ssm_step_ref(
@@ -86,3 +86,47 @@ def ssm_step(*args: object, **kwargs: object) -> torch.Tensor:
         return ssm_step_cpu(*args, **kwargs)  # type: ignore[arg-type]
     return ssm_step_ref(*args, **kwargs)  # type: ignore[arg-type]
 
+
+
+def ssm_step_chunk(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """K consecutive frames of ``ssm_step``: xbc [K, B, conv_dim], dt [K, B, nheads], z [K, B, d_inner]
+    -> [K, B, d_inner]; the states end as after K single steps. On CPU the fused numba chunk kernel
+    (each state row read and written once per call); elsewhere K calls of ``ssm_step``."""
+    args = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
+    tensors = [xbc, dt, z, conv_state, ssm_state, slots, conv_w, conv_b, dt_bias, A_log, D]
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if not xbc.is_cuda and not wants_grad and cpu_step_available(*tensors):
+        return ssm_chunk_cpu(xbc, dt, z, *args)
+    return torch.stack([ssm_step(xbc[k], dt[k], z[k], *args) for k in range(xbc.shape[0])])
+
+
+def ssm_step_chunk_ref(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """The plain definition of ``ssm_step_chunk``: K calls of ``ssm_step_ref``."""
+    return torch.stack([ssm_step_ref(xbc[k], dt[k], z[k], conv_state, ssm_state, slots, layer, conv_w, conv_b,
+                                     dt_bias, A_log, D) for k in range(xbc.shape[0])])

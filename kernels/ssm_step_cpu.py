@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 try:
     import numba
@@ -71,8 +72,38 @@ def _rows_kernel(
                 out[b, i] = (y + dh * xv) * (zv / (one + np.exp(-zv)))
 
 
+def _scan_kernel(
+    x: np.ndarray, bv: np.ndarray, cv: np.ndarray, dts: np.ndarray, decay: np.ndarray, ssm: np.ndarray,
+    slots: np.ndarray, layer: int, out: np.ndarray,
+) -> None:
+    """The state recurrence of K frames, activations already applied: x [K, B, d_inner], bv/cv
+    [K, B, d_state], dts/decay [K, B, nheads] -> out [K, B, d_inner] = h @ C per frame. Each state
+    row is read and written once; the loop is multiply-adds only (no exp), so it vectorizes."""
+    n_frames, n_rows = x.shape[0], x.shape[1]
+    nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
+    for b in range(n_rows):
+        s = slots[b]
+        for h in range(nheads):
+            hs = ssm[s, layer, h]  # [headdim, d_state] view into the pool
+            for p in range(headdim):
+                i = h * headdim + p
+                row = hs[p]
+                for k in range(n_frames):
+                    u = dts[k, b, h] * x[k, b, i]
+                    dk = decay[k, b, h]
+                    bk = bv[k, b]
+                    ck = cv[k, b]
+                    y = np.float32(0.0)
+                    for n in range(d_state):
+                        val = row[n] * dk + u * bk[n]
+                        row[n] = val
+                        y += val * ck[n]
+                    out[k, b, i] = y
+
+
 # fastmath lets LLVM vectorize the state loop (the readout sum is reassociated: rounding-level change).
 _kernel: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_rows_kernel) if numba is not None else None
+_scan: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_scan_kernel) if numba is not None else None
 
 
 def cpu_step_available(*tensors: torch.Tensor) -> bool:
@@ -119,3 +150,49 @@ def ssm_step_cpu(
     weights = [t.detach().numpy() for t in (conv_w, conv_b, dt_bias, A_log, D)]
     _kernel(*arrays, int(layer), *weights, out.numpy())
     return out
+
+
+def ssm_chunk_cpu(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """K frames of ``ssm_step_cpu`` at once: xbc [K, B, conv_dim], dt [K, B, nheads], z [K, B, d_inner]
+    -> [K, B, d_inner] float32; states updated in place as K single steps would.
+
+    The causal conv, softplus, decays and SiLUs have no recurrence: they run vectorized in torch
+    over all K*B rows (one exp per element in SIMD instead of scalar calls in the loop). Only the
+    state recurrence runs in numba (``_scan_kernel``). Falls back to K single steps for other
+    dtypes or when numba is missing."""
+    floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
+    if _scan is None or slots.dtype != torch.int64 or any(t.dtype != torch.float32 for t in floats):
+        return torch.stack([ssm_step_cpu(xbc[k], dt[k], z[k], conv_state, ssm_state, slots, layer, conv_w, conv_b,
+                                         dt_bias, A_log, D) for k in range(xbc.shape[0])])
+    n_frames, n_rows = xbc.shape[0], xbc.shape[1]
+    nheads, headdim, d_state = ssm_state.shape[2], ssm_state.shape[3], ssm_state.shape[4]
+    d_inner = nheads * headdim
+    taps = conv_state.shape[2]
+    conv_l = conv_state[:, layer]  # [slots, taps, conv_dim]
+    win = torch.cat([conv_l.index_select(0, slots).transpose(0, 1), xbc], dim=0)  # [taps + K, B, conv_dim]
+    conv_l.index_copy_(0, slots, win[-taps:].transpose(0, 1))  # the last `taps` inputs become the state
+    pre = conv_b + sum(win[j : j + n_frames] * conv_w[:, j] for j in range(taps + 1))  # [K, B, conv_dim]
+    xc = F.silu(pre)
+    x, bv, cv = xc[..., :d_inner], xc[..., d_inner : d_inner + d_state], xc[..., d_inner + d_state :]
+    dts = F.softplus(dt + dt_bias)  # [K, B, nheads]
+    decay = torch.exp(-torch.exp(A_log) * dts)
+    y = torch.empty((n_frames, n_rows, d_inner), dtype=torch.float32)
+    if n_rows and n_frames:
+        arrays = [t.contiguous().numpy() for t in (x, bv, cv, dts, decay)]
+        _scan(*arrays, ssm_state.detach().numpy(), slots.numpy(), int(layer), y.numpy())
+    xh = x.reshape(n_frames, n_rows, nheads, headdim)
+    y = y.view(n_frames, n_rows, nheads, headdim) + D[:, None] * xh
+    return y.reshape(n_frames, n_rows, d_inner) * F.silu(z)

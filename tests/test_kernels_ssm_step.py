@@ -340,3 +340,34 @@ def test_kernel_cpu_dispatch_falls_back_to_the_reference(monkeypatch: pytest.Mon
     assert both(xbc, dt, z, grad_weights)
     monkeypatch.setenv("NPC_VOICE_CPU_STEP", "ref")
     assert both(xbc, dt, z, weights)
+
+
+@pytest.mark.parametrize("k", [1, 4, 6])
+@pytest.mark.parametrize("pattern", list(SLOT_PATTERNS), ids=list(SLOT_PATTERNS))
+def test_kernel_cpu_chunk_equals_k_reference_steps(pattern: str, k: int) -> None:
+    """The K-frame CPU path (torch conv/activations + numba recurrence) against K single reference
+    steps: outputs and both states in place, over several consecutive chunks."""
+    from npc_voice_kernels.ssm_step import ssm_step_chunk, ssm_step_chunk_ref
+    from npc_voice_kernels.ssm_step_cpu import _scan
+
+    if _scan is None:
+        pytest.skip("numba is not installed: ssm_step_chunk runs single steps on CPU")
+    s = Shapes()
+    gen = torch.Generator().manual_seed(11)
+    w = _weights(s, gen)
+    conv0, ssm0 = _pools(s, gen, torch.float32)
+    conv_a, ssm_a, conv_b, ssm_b = conv0.clone(), ssm0.clone(), conv0.clone(), ssm0.clone()
+    slots = torch.tensor(SLOT_PATTERNS[pattern])
+    real = slots != 0
+    n = len(slots)
+    for chunk in range(5):
+        xbc = torch.randn(k, n, s.conv_dim, generator=gen)
+        dt, z = torch.randn(k, n, s.nheads, generator=gen), torch.randn(k, n, s.d_inner, generator=gen)
+        out_a = ssm_step_chunk(xbc, dt, z, conv_a, ssm_a, slots, chunk % 2, *w.values())
+        out_b = ssm_step_chunk_ref(xbc, dt, z, conv_b, ssm_b, slots, chunk % 2, *w.values())
+        assert out_a.shape == (k, n, s.d_inner)
+        torch.testing.assert_close(out_a[:, real], out_b[:, real], rtol=1e-4, atol=1e-5, msg=f"output, chunk {chunk}")
+    torch.testing.assert_close(conv_a[1:], conv_b[1:], rtol=0, atol=0)
+    torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-4, atol=1e-5)
+    untouched = [i for i in range(1, s.n_slots) if i not in SLOT_PATTERNS[pattern]]
+    assert torch.equal(ssm_a[untouched], ssm0[untouched]) and torch.equal(conv_a[untouched], conv0[untouched])

@@ -75,7 +75,9 @@ def test_k_frame_step_equals_single_steps(voice: SSMVoice) -> None:
     chunked = torch.cat([voice.step(s1, slots, cond[:, t:t + 8], controls) for t in range(0, 24, 8)], dim=1)
     single = torch.cat([voice.step(s2, slots, cond[:, t:t + 1], controls) for t in range(24)], dim=1)
     assert chunked.shape == (1, 24 * 256)
-    torch.testing.assert_close(chunked, single, atol=1e-6, rtol=0)
+    # K frames run layer by layer (one matmul over K rows, a fused recurrence): float rounding only,
+    # -90 dB at most; the engine itself always steps K at a time, like the tests' direct render
+    torch.testing.assert_close(chunked, single, atol=3e-5, rtol=0)
 
 
 def test_batch_composition_does_not_change_a_stream(voice: SSMVoice) -> None:

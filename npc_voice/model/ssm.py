@@ -17,7 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from npc_voice_kernels import ssm_step
+from npc_voice_kernels import ssm_step, ssm_step_chunk
 from torch import nn
 
 from npc_voice.model.config import ModelConfig
@@ -135,6 +135,22 @@ class SSMBlock(nn.Module):
                      self.conv_w, self.conv_b, self.dt_bias, self.A_log, self.D)
         return u + self.out_proj(self.out_norm(y))
 
+    def step_chunk(
+        self,
+        u: torch.Tensor,  # [B, K, d_model]: K consecutive frames
+        conv_state: torch.Tensor,  # [slots, layers, d_conv-1, conv_dim] updated in place
+        ssm_state: torch.Tensor,  # [slots, layers, nheads, headdim, d_state] updated in place
+        slots: torch.Tensor,  # [B] int64
+        layer: int,
+    ) -> torch.Tensor:
+        """K frames of ``step`` at once. The projections see no recurrence, so they run over all
+        B*K rows in one matmul each; only the state update walks the K frames in order."""
+        proj = self.in_proj(self.norm(u)).transpose(0, 1).contiguous()  # [K, B, P]: frame-major rows
+        z, xbc, dt = self._split(proj)
+        y = ssm_step_chunk(xbc, dt, z, conv_state, ssm_state, slots, layer,
+                           self.conv_w, self.conv_b, self.dt_bias, self.A_log, self.D).transpose(0, 1)  # [B, K, d_inner]
+        return u + self.out_proj(self.out_norm(y))
+
 
 class SSMDecoder(nn.Module):
     """Stack of SSM blocks + a head predicting the normalized vocoder features."""
@@ -160,4 +176,13 @@ class SSMDecoder(nn.Module):
         for i, block in enumerate(self.blocks):
             assert isinstance(block, SSMBlock)
             u = block.step(u, conv_state, ssm_state, slots, i)
+        return self.head(self.norm(u))
+
+    def step_chunk(self, cond: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
+                   slots: torch.Tensor) -> torch.Tensor:
+        """cond [B, K, d_model] K frames -> [B, K, n_features]; the same as K calls of ``step``."""
+        u = cond
+        for i, block in enumerate(self.blocks):
+            assert isinstance(block, SSMBlock)
+            u = block.step_chunk(u, conv_state, ssm_state, slots, i)
         return self.head(self.norm(u))

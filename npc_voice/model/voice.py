@@ -137,8 +137,8 @@ class SSMVoice:
     def step_params(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Decoder only: cond [B, K, d] -> vocoder parameters [B, K, 68]; decoder state updated."""
         conv, ssm = state["dec_conv"], state["dec_ssm"]
-        outs = [self.net.decoder.step(cond[:, k], conv, ssm, slots) for k in range(cond.shape[1])]
-        return self.net.denormalize(torch.stack(outs, dim=1))
+        # K frames layer by layer (one projection matmul over B*K rows; only the state walks frames)
+        return self.net.denormalize(self.net.decoder.step_chunk(cond, conv, ssm, slots))
 
     @torch.inference_mode()
     def step(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor,
