@@ -13,6 +13,14 @@ characters) runs one role for the whole test:
 In the mixed scenario, halfway through, every idle barker starts a line in the
 same instant (a crowd reacting to one event: the burst).
 
+- continuous: every character speaks lines back to back (Speak, no pause, no
+  cancels): the steady real-time capacity test;
+- churn: a quarter of the characters (at least one) are steady speakers (lines
+  back to back); the others open a line on a fresh instance of their own and drop
+  it at once — the call cancelled right after StreamStart or after the first
+  chunk, a 50-300 ms deadline, or a Cancel RPC after the first chunk — like a
+  game whose players skip dialogue. Every steady line must complete normally.
+
 Every stream is played against a real-time clock through a ``JitterBuffer``.
 Records are plain dataclasses; ``report.py`` turns them into numbers.
 """
@@ -38,7 +46,8 @@ from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("barks", "conversation", "mixed")
+SCENARIOS = ("barks", "conversation", "mixed", "continuous", "churn")
+CHURN_MODES = ("after_start", "after_first_chunk", "deadline", "cancel_rpc")
 _BYTES_PER_SAMPLE = {pb.PCM_S16LE: 2, pb.PCM_F32LE: 4}
 _PHRASE_END = re.compile(r"[.!?;:,]\s")  # where the daemon's Converse cuts a phrase (see server/converse.py)
 
@@ -98,7 +107,7 @@ class LineRecord:
     t_end: float | None = None
     sample_rate: int = 0
     samples: int = 0
-    outcome: str = "unfinished"  # completed | cancelled | rejected | failed | unfinished
+    outcome: str = "unfinished"  # completed | cancelled | interrupted | dropped | rejected | failed | unfinished
     error: str = ""  # gRPC status code name for rejected/failed
     cancel_requested: bool = False
     burst: bool = False  # started by the burst
@@ -136,6 +145,7 @@ class SimResult:
     wall_s: float  # from start to the last line's end
     final_stats: dict[str, float | int | str]
     client_cpu_s: float = 0.0  # CPU seconds this load generator itself used (it shares the machine)
+    settled_s: float | None = None  # after the last line, until the daemon had no active stream (None: not in 10 s)
 
 
 class Simulation:
@@ -193,11 +203,11 @@ class Simulation:
             client_cpu = time.process_time() - cpu0
             stop.set()
             await asyncio.gather(poller, *([progress] if progress else []), return_exceptions=True)
-            final = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=10)
+            final, settled_s = await self._settled_stats()
         if cfg.progress:
             sys.stderr.write("\n")
         final_stats = {f.name: v for f, v in final.ListFields()}
-        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats, client_cpu)
+        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats, client_cpu, settled_s)
 
     # -- one simulated character -------------------------------------------------------------
 
@@ -208,6 +218,9 @@ class Simulation:
         role = self._role(index, rng)
         await asyncio.sleep(rng.uniform(0.0, min(2.0, cfg.duration_s / 4)))  # staggered arrival
         woke_by_burst = False  # this character was idle at the burst and starts its line in that instant
+        if role in ("continuous", "steady", "churn"):
+            await self._back_to_back(role, character, rng)
+            return
         while self.now() < cfg.duration_s:
             cancel = rng.random() < cfg.cancel_fraction
             if role == "conversation":
@@ -227,6 +240,10 @@ class Simulation:
 
     def _role(self, index: int, rng: random.Random) -> str:
         scenario = self.cfg.scenario
+        if scenario in ("continuous", "churn"):
+            if scenario == "continuous":
+                return "continuous"
+            return "steady" if index < max(1, self.cfg.streams // 4) else "churn"
         if scenario == "barks":
             return "slow_reader" if rng.random() < self.cfg.slow_readers else "bark"
         if scenario == "conversation":
@@ -235,6 +252,57 @@ class Simulation:
         if r < self.cfg.slow_readers:
             return "slow_reader"
         return "conversation" if r < self.cfg.slow_readers + 0.3 else "bark"
+
+    async def _back_to_back(self, role: str, character: str, rng: random.Random) -> None:
+        """Lines with no pause (continuous, steady), or lines dropped at once (churn)."""
+        n = 0
+        while self.now() < self.cfg.duration_s:
+            n += 1
+            if role == "churn":
+                await self._churn(f"{character}-{n}", rng.choice(BARKS), rng)
+                await asyncio.sleep(rng.uniform(0.02, 0.2))
+            else:
+                await self._speak(role, character, rng.choice(BARKS), False, rng, False)
+
+    async def _churn(self, character: str, text: str, rng: random.Random) -> None:
+        mode = rng.choice(CHURN_MODES)
+        t = self.now()
+        rec = LineRecord(kind="churn", character=character, t_sent=t, t_ref=t)
+        self.lines.append(rec)
+        request = pb.SpeakRequest(
+            character=character,
+            text=text,
+            format=pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hz=self.cfg.sample_rate),
+            request_id=f"lt-{character}",
+        )
+        timeout = rng.uniform(0.05, 0.3) if mode == "deadline" else self.cfg.duration_s + self.cfg.grace_s
+        call = self.stub.Speak(request, metadata=self._meta(character), timeout=timeout)
+        try:
+            async for resp in call:
+                event = resp.WhichOneof("event")
+                if event == "audio" and rec.t_first_audio is None:
+                    rec.t_first_audio = self.now()
+                if (event == "start" and mode == "after_start") or (event == "audio" and mode == "after_first_chunk"):
+                    call.cancel()  # the client goes away mid-stream
+                    rec.outcome = "dropped"
+                    break
+                if event == "audio" and mode == "cancel_rpc" and not rec.cancel_requested:
+                    rec.cancel_requested = True
+                    await self.stub.Cancel(pb.CancelRequest(character=character), metadata=self._meta(character),
+                                           timeout=10)
+                elif event == "end":
+                    rec.outcome = _END_OUTCOMES.get(resp.end.reason, "completed")
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
+                rec.outcome = "dropped"
+            else:
+                rec.error = code.name
+                rec.outcome = "rejected" if code == grpc.StatusCode.RESOURCE_EXHAUSTED else "failed"
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        rec.t_end = self.now()
 
     async def _speak(self, kind: str, character: str, text: str, cancel: bool, rng: random.Random, burst: bool) -> None:
         t = self.now()
@@ -327,7 +395,7 @@ class Simulation:
                         await asyncio.sleep(2.0 * n / rec.sample_rate)
                 elif event == "end":
                     rec.t_end = t
-                    rec.outcome = "cancelled" if resp.end.reason == pb.END_REASON_CANCELLED else "completed"
+                    rec.outcome = _END_OUTCOMES.get(resp.end.reason, "completed")
                     if buf is not None:
                         buf.on_end(t)
         except grpc.aio.AioRpcError as e:
@@ -351,6 +419,18 @@ class Simulation:
         await self.stub.Cancel(req, metadata=self._meta(rec.character), timeout=10)
 
     # -- observers ------------------------------------------------------------------------------
+
+    async def _settled_stats(self, bound_s: float = 10.0) -> tuple[pb.GetStatsResponse, float | None]:
+        """The daemon's stats once it has no active or waiting stream (or after ``bound_s``)."""
+        t0 = time.perf_counter()
+        while True:
+            s = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=10)
+            waited = time.perf_counter() - t0
+            if s.active_streams == 0 and s.streams_waiting == 0:
+                return s, waited
+            if waited > bound_s:
+                return s, None
+            await asyncio.sleep(0.05)
 
     async def _poll_stats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -399,6 +479,9 @@ class Simulation:
             f"cancel {by['cancelled']} rej {by['rejected']} fail {by['failed']} | first audio p50 {p50} "
             f"p99 {p99} ms | underruns {underruns} | slots {slots}"
         )
+
+
+_END_OUTCOMES = {pb.END_REASON_CANCELLED: "cancelled", pb.END_REASON_INTERRUPTED: "interrupted"}
 
 
 def _stderr_progress(line: str) -> None:

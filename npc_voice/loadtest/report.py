@@ -16,7 +16,11 @@ Report keys (all latencies in ms, audio in s):
     errors              gRPC status name -> count (rejected + failed)
     slots_timeline      GetStats every ~0.5 s: t, active_streams, slots_in_use, slots_total, ...
     server_stats_end    the daemon's GetStats after the run
-    target              the issue's CPU target: zero underruns and p99 first audio <= 150 ms
+    counts_by_kind      the same counts per kind (bark, conversation, slow_reader, continuous, steady, churn)
+    batch_fill          the daemon's mean stepped rows / speaking streams per model step (GetStats)
+    settled_s           after the run, seconds until the daemon had no active stream (None: not within 10 s)
+    target              the issue's CPU target: zero underruns and p99 first audio <= 150 ms; for churn:
+                        every steady line completed and the daemon back to 0 active streams
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ def build_report(result: SimResult) -> dict[str, Any]:
     kinds = sorted({r.kind for r in lines})
     latencies = [v for r in lines if (v := r.first_audio_ms) is not None]
     by_kind = {k: percentiles([v for r in lines if r.kind == k and (v := r.first_audio_ms) is not None]) for k in kinds}
-    gaps_ms = [g * 1000.0 for r in lines if r.kind != "slow_reader" for g in r.gaps_s]
-    played = [r for r in lines if r.kind != "slow_reader"]
+    unplayed = ("slow_reader", "churn")  # slow on purpose, or dropped on purpose
+    gaps_ms = [g * 1000.0 for r in lines if r.kind not in unplayed for g in r.gaps_s]
+    played = [r for r in lines if r.kind not in unplayed]
     underruns = sum(r.underruns for r in played)
     affected = sum(1 for r in played if r.underruns)
     rtf_per_stream = [
@@ -51,13 +56,13 @@ def build_report(result: SimResult) -> dict[str, Any]:
         if r.outcome == "completed" and r.t_end is not None and r.t_end > r.t_sent and r.samples
     ]
     audio_total = sum(r.audio_s for r in lines)
-    counts = {"started": len(lines)}
-    for k in ("completed", "cancelled", "rejected", "failed", "unfinished"):
-        counts[k] = sum(1 for r in lines if r.outcome == k)
+    counts = _counts(lines)
+    counts_by_kind = {k: _counts([r for r in lines if r.kind == k]) for k in kinds}
     errors: dict[str, int] = {}
     for r in lines:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
+    latencies = [v for r in played if (v := r.first_audio_ms) is not None]  # dropped lines: no playback
     first = percentiles(latencies)
     p99 = first["p99"]
     config = dataclasses.asdict(result.config)
@@ -84,6 +89,9 @@ def build_report(result: SimResult) -> dict[str, Any]:
         },
         "audio_s_total": audio_total,
         "counts": counts,
+        "counts_by_kind": counts_by_kind,
+        "batch_fill": result.final_stats.get("batch_fill"),
+        "settled_s": result.settled_s,
         "errors": errors,
         "slots_timeline": [dataclasses.asdict(s) for s in result.stats],
         "server_stats_end": result.final_stats,
@@ -91,8 +99,20 @@ def build_report(result: SimResult) -> dict[str, Any]:
             "zero_underruns": underruns == 0,
             "p99_first_audio_ms_le_150": p99 is not None and p99 <= P99_TARGET_MS,
             "no_failures": counts["failed"] == 0 and counts["rejected"] == 0,
+            "steady_all_completed": all(r.outcome == "completed" for r in lines if r.kind in ("steady", "continuous")),
+            "settled_to_zero": result.settled_s is not None,
         },
     }
+
+
+OUTCOMES = ("completed", "cancelled", "interrupted", "dropped", "rejected", "failed", "unfinished")
+
+
+def _counts(lines: list[Any]) -> dict[str, int]:
+    counts = {"started": len(lines)}
+    for k in OUTCOMES:
+        counts[k] = sum(1 for r in lines if r.outcome == k)
+    return counts
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:
@@ -119,13 +139,23 @@ def summary_text(report: dict[str, Any]) -> str:
             f"underruns     {u['count']} in {u['streams_affected']} streams, stalled {u['stall_ms_total']:.0f} ms"
             f" (slow readers: {u['slow_reader_underruns']})",
             f"lines         {c['started']} started, {c['completed']} completed, {c['cancelled']} cancelled, "
-            f"{c['rejected']} rejected, {c['failed']} failed, {c['unfinished']} unfinished",
+            f"{c['dropped']} dropped by the client, {c['rejected']} rejected, {c['failed']} failed, "
+            f"{c['unfinished']} unfinished",
+            *[f"  {kind:<12}{k['started']} started, {k['completed']} completed, {k['dropped']} dropped, "
+              f"{k['cancelled']} cancelled, {k['rejected']} rejected, {k['failed']} failed"
+              for kind, k in report["counts_by_kind"].items()],
+            f"daemon        batch fill {_fill(report['batch_fill'])}, back to 0 active streams "
+            f"{'after %.2f s' % report['settled_s'] if report['settled_s'] is not None else 'NOT within 10 s'}",
             f"audio         {report['audio_s_total']:.1f} s in {report['wall_s']:.1f} s wall "
             f"(aggregate {'-' if agg is None else f'{agg:.1f}'}x real time)",
             f"client        {report['client_cpu_s']:.1f} CPU-s used by this load generator",
             f"target        zero underruns: {t['zero_underruns']}, p99 <= 150 ms: {t['p99_first_audio_ms_le_150']}",
         ]
     )
+
+
+def _fill(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def write_plot(report: dict[str, Any], latencies_ms: list[float], path: str | Path) -> None:
