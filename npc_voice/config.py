@@ -108,7 +108,9 @@ class ServerSettings:
     max_queue_wait_s: float = 2.0  # bounded wait for a slot before RESOURCE_EXHAUSTED
     max_text_bytes: int = 4096  # UTF-8 bytes per Speak text / Converse phrase (proto says 4096)
     lookahead_ms: float = 150.0  # how far generation runs ahead of each stream's playback clock
-    max_load: float = 0.0  # admit streams only while the measured step cost fits this share of real time; 0 = off
+    lead_slack_ms: float = 300.0  # a tick steps every stream less than lookahead_ms + this ahead (lockstep)
+    max_load: float = 0.85  # admit streams only while the measured tick cost fits this share of real time; 0 = off
+    max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
     max_batch: int = 0  # most streams stepped per tick and voice; 0 = all usable slots
     threads: int = 0  # torch CPU threads; 0 = all cores
     host_cache_characters: int = 100_000  # idle character states kept in host memory (LRU)
@@ -321,6 +323,7 @@ class _Parser:
             ("max_batch", 0, 1_000_000),
             ("threads", 0, 1024),
             ("host_cache_characters", 0, 100_000_000),
+            ("max_waiting_per_character", 0, 100_000),
         )
         for k, lo, hi in ints:
             if k in s:
@@ -333,6 +336,8 @@ class _Parser:
             out["max_load"] = self.number(s["max_load"], "server.max_load", 0.0, 10.0)
         if "lookahead_ms" in s:
             out["lookahead_ms"] = self.number(s["lookahead_ms"], "server.lookahead_ms", 0.0, 1e9)
+        if "lead_slack_ms" in s:
+            out["lead_slack_ms"] = self.number(s["lead_slack_ms"], "server.lead_slack_ms", 0.0, 1e9)
         out |= self.limits(s)
         if out.get("device", "auto") not in ("auto", "cpu", "cuda"):
             raise self.fail("server.device", f"{out['device']!r} is not one of auto, cpu, cuda")

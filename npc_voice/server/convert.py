@@ -12,13 +12,29 @@ from dataclasses import dataclass
 
 from npc_voice.audio.pcm import encode_pcm
 from npc_voice.config import CHARACTER_RANGES, SAMPLE_RATES, CharacterSpec
-from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent, VoiceControls
+from npc_voice.engine.api import AudioEvent, BusyPolicy, EndEvent, MarkEvent, VoiceControls
 from npc_voice.server.errors import RequestError
 from npc_voice.v1 import npc_voice_pb2 as pb
 
 ENCODING_NAMES = {pb.PCM_S16LE: "s16le", pb.PCM_F32LE: "f32le"}
 ENCODING_ENUMS = {name: enum for enum, name in ENCODING_NAMES.items()}
-END_REASONS = {"completed": pb.END_REASON_COMPLETED, "cancelled": pb.END_REASON_CANCELLED}
+END_REASONS = {
+    "completed": pb.END_REASON_COMPLETED,
+    "cancelled": pb.END_REASON_CANCELLED,
+    "interrupted": pb.END_REASON_INTERRUPTED,
+}
+BUSY_POLICIES = {
+    pb.BUSY_POLICY_UNSPECIFIED: BusyPolicy.QUEUE,
+    pb.BUSY_POLICY_QUEUE: BusyPolicy.QUEUE,
+    pb.BUSY_POLICY_INTERRUPT: BusyPolicy.INTERRUPT,
+    pb.BUSY_POLICY_REJECT: BusyPolicy.REJECT,
+}
+
+
+def busy_policy(value: int) -> BusyPolicy:
+    if value not in BUSY_POLICIES:
+        raise RequestError(f"busy_policy {value} is not one of QUEUE (1), INTERRUPT (2), REJECT (3)")
+    return BUSY_POLICIES[value]
 
 # Per-request override ranges, as documented in the proto (VoiceOverrides).
 OVERRIDE_RANGES = {
