@@ -181,6 +181,12 @@ def test_engine_snapshot_families() -> None:
     assert samples[("npc_voice_tick_seconds_count", ())] == 5
     assert samples[("npc_voice_first_audio_seconds_bucket", (("le", "+Inf"),))] == 2
     assert samples[("npc_voice_first_audio_seconds_sum", ())] == 0.25
+    # An engine without histograms yet: still exposed, one +Inf bucket of 0.
+    empty = EngineStats(**{**stats.__dict__, "tick_seconds_buckets": (), "tick_seconds_sum": 0.0})
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in engine_metrics(empty) for s in f.samples}
+    inf_bucket = ("npc_voice_tick_seconds_bucket", (("le", "+Inf"),))
+    assert [k for k in got if k[0] == "npc_voice_tick_seconds_bucket"] == [inf_bucket]
+    assert got[inf_bucket] == got[("npc_voice_tick_seconds_count", ())] == 0
 
 
 def test_metrics_port_config_and_flag() -> None:
