@@ -101,6 +101,11 @@ def test_values_move_with_real_calls(served: tuple[DaemonThread, int]) -> None:
         for character in ("guard/m1", "merchant/m2"):
             line = client.speak_to_array("Fresh bread, friend.", character)
             assert len(line[0]) > 0
+        call = client.speak("A much longer line, so that the client can walk away in the middle of it.", "goblin/m3")
+        for event in call:  # the player walks away after the first audio: the call is cancelled
+            if event.WhichOneof("event") == "audio":
+                call.cancel()
+                break
         with pytest.raises(grpc.RpcError) as err:
             client.speak_to_array("Hello.", "nobody")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -119,6 +124,8 @@ def test_values_move_with_real_calls(served: tuple[DaemonThread, int]) -> None:
     assert moved("npc_voice_lines_total", outcome="completed") == 2
     assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="OK") == 2
     assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="NOT_FOUND") == 1
+    assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="CANCELLED") == 1
+    assert moved("npc_voice_lines_total", outcome="cancelled") == 1
     assert moved("npc_voice_rpcs_total", service=svc, method="GetStats", code="UNAUTHENTICATED") == 1
     assert moved("npc_voice_auth_failures_total") == 1
     assert moved("npc_voice_rpcs_total", service=svc, method="GetStats", code="OK") >= 1  # the idle poll
