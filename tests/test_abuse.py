@@ -260,3 +260,19 @@ def test_sigterm_mid_speech_every_client_sees_stream_end(tmp_path: Path) -> None
             assert "npc-voice stopped" in live.output
     finally:
         live.kill()
+
+
+@pytest.mark.xfail(reason="engine v2 item: import validation (finite values, sane magnitudes)", strict=False)
+def test_import_of_a_nan_state_is_invalid_argument(stub: pb_grpc.NpcVoiceStub) -> None:
+    import torch
+
+    from npc_voice.engine.statefile import decode_state, encode_state
+
+    data = stub.ExportCharacterState(pb.ExportCharacterStateRequest(character="guard/nan"), timeout=10).state
+    voice, tensors = decode_state(bytes(data))
+    poisoned = encode_state(
+        voice, {name: torch.full_like(t, float("nan")) if t.is_floating_point() else t for name, t in tensors.items()}
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ImportCharacterState(pb.ImportCharacterStateRequest(character="guard/nan", state=poisoned), timeout=10)
+    assert_status(info.value, grpc.StatusCode.INVALID_ARGUMENT)

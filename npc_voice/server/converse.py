@@ -112,7 +112,8 @@ class ConverseSession:
         self.sweeper: asyncio.Task[None] | None = None
 
     async def run(self, requests: AsyncIterator[pb.ConverseRequest]) -> AsyncIterator[pb.SpeakResponse]:
-        self.reader = asyncio.create_task(self._read(requests))
+        if not self.reader_done:  # (a call that arrives while the daemon drains reads nothing)
+            self.reader = asyncio.create_task(self._read(requests))
         if self.limits.context_idle_timeout_s > 0:
             self.sweeper = asyncio.create_task(self._close_idle(self.limits.context_idle_timeout_s))
         while True:

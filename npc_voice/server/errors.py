@@ -33,6 +33,10 @@ class SlowReaderError(LimitError):
     """The client stopped reading: a response could not be written within slow_reader_timeout_s."""
 
 
+class CallEndedError(Exception):
+    """A response could not be written: the client cancelled or went away. Nothing to report to it."""
+
+
 # How long an abort may wait to queue its status. A status goes out behind the responses the
 # client has not read yet: for a client that stopped reading, awaiting it would never return.
 ABORT_WAIT_S = 1.0
@@ -72,6 +76,8 @@ async def grpc_errors(context: grpc.aio.ServicerContext, method: str = "") -> As
     """Turn domain exceptions raised in the body into ``context.abort(code, message)``."""
     try:
         yield
+    except CallEndedError as e:  # the client is gone (cancel, deadline, disconnect): no status to send
+        log.debug("%s ended by the client: %s", method, e)
     except _MAPPED as e:
         code = status_of(e)
         assert code is not None

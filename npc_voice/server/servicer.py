@@ -31,7 +31,7 @@ from npc_voice.engine.api import STATE_FORMAT_VERSION as ENGINE_STATE_VERSION
 from npc_voice.engine.api import EndEvent, Engine
 from npc_voice.server import convert
 from npc_voice.server.converse import ConverseSession
-from npc_voice.server.errors import SlowReaderError, grpc_errors
+from npc_voice.server.errors import CallEndedError, SlowReaderError, grpc_errors
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.voices import checkpoint_of, parameter_count
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -57,6 +57,8 @@ class ResponseWriter:
                 f"the client took no response for {self.timeout_s:g} s (server.slow_reader_timeout_s): "
                 "it stopped reading; the call is ended and its audio dropped"
             ) from None
+        except Exception as e:  # grpc's ExecuteBatchError: the client cancelled or disconnected
+            raise CallEndedError(f"write failed, the call is over: {type(e).__name__}") from e
 
 
 class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
@@ -143,6 +145,10 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                         session.end_input()
                     async for response in session.run(request_iterator):
                         await out.write(response)
+                except SlowReaderError:
+                    if session.failure is not None:  # the output bound was hit first: that is the reason
+                        raise session.failure from None
+                    raise
                 finally:
                     self.sessions.discard(session)
                     await session.shutdown()
