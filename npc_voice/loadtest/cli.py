@@ -5,6 +5,9 @@
     npc-voice loadtest --streams 16,32,64,96 --duration 60 --scenario barks --report sweep.json
         # a sweep: one run per N (sweep-n16.json, ...), a table, and the largest N that holds
         # the target (zero underruns, p99 first audio <= 150 ms, nothing failed)
+    npc-voice loadtest --scenario mixed --duration 600 --daemon-pid $(pgrep -f 'npc-voice serve') \\
+        --report soak.json
+        # a soak: also samples the daemon's RSS, threads and open fds (resources.py)
 
 Prints a live progress line (stderr) and a summary; writes the JSON report and
 the PNG plot when asked. Exit status 0 when the run worked (whatever the
@@ -23,6 +26,7 @@ import grpc
 
 from npc_voice.loadtest.client_sim import SCENARIOS, SimConfig, SimResult, Simulation
 from npc_voice.loadtest.report import build_report, summary_text, write_json, write_plot
+from npc_voice.loadtest.resources import ResourceSampler, resources_report, resources_text
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tls-ca", metavar="PEM", help="connect with TLS, trusting this CA (the daemon's --tls-cert)")
     p.add_argument("--compare-piper", action="store_true", help="also time Piper in-process on the same lines")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument(
+        "--daemon-pid", type=int, metavar="PID", help="sample this daemon's RSS, threads and open fds (/proc/PID)"
+    )
+    p.add_argument("--resources-interval", type=float, default=2.0, metavar="S", help="seconds between samples")
     p.set_defaults(func=cmd_loadtest)
 
 
@@ -87,10 +95,24 @@ def config_from_args(args: argparse.Namespace, streams: int) -> SimConfig:
     )
 
 
-def run_loadtest(cfg: SimConfig, report_path: str | None = None, plot_path: str | None = None) -> dict[str, Any]:
-    """Run one simulation; write the report/plot if paths are given; return the report."""
-    result: SimResult = asyncio.run(Simulation(cfg).run())
+def run_loadtest(
+    cfg: SimConfig,
+    report_path: str | None = None,
+    plot_path: str | None = None,
+    sampler: ResourceSampler | None = None,
+) -> dict[str, Any]:
+    """Run one simulation; write the report/plot if paths are given; return the report.
+    With a ``sampler``, the daemon's resources are sampled during the run (report "resources")."""
+    if sampler is not None:
+        sampler.start()
+    try:
+        result: SimResult = asyncio.run(Simulation(cfg).run())
+    finally:
+        if sampler is not None:
+            sampler.stop()
     report = build_report(result)
+    if sampler is not None:
+        report["resources"] = resources_report(sampler, cfg.duration_s)
     if report_path:
         write_json(report, report_path)
     if plot_path:
@@ -129,12 +151,15 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     reports = []
     for n in counts:
         cfg = config_from_args(args, n)
+        sampler = None if args.daemon_pid is None else ResourceSampler(args.daemon_pid, args.resources_interval)
         try:
-            report = run_loadtest(cfg, _suffixed(args.report, n, sweep), _suffixed(args.plot, n, sweep))
+            report = run_loadtest(cfg, _suffixed(args.report, n, sweep), _suffixed(args.plot, n, sweep), sampler)
         except grpc.aio.AioRpcError as e:
             print(f"npc-voice loadtest: {cfg.server}: {e.code().name}: {e.details()}")
             return 1
         print(summary_text(report))
+        if "resources" in report:
+            print(resources_text(report["resources"]))
         print(f"verdict       {'holds' if passes(report) else 'misses'} the {cfg.scenario} target")
         reports.append(report)
     if args.compare_piper:

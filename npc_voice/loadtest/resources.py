@@ -1,0 +1,132 @@
+"""The daemon's own resources during a load test, for soak runs: does anything grow?
+
+``npc-voice loadtest --daemon-pid PID`` samples ``/proc/PID`` (resident memory, threads, open
+file descriptors) every few seconds in a background thread and adds a ``resources`` section to
+the report: every sample, the first sample after warm-up, the last one, the peak, and the growth
+from first-after-warm-up to last in percent. A daemon that leaks shows growth that keeps rising
+with the run's length; a sound one stays flat within a few percent after warm-up (the engine's
+state pool, the host cache and the allocator settle in the first minute).
+
+Linux only (``/proc``), and the daemon must run on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WARMUP_MAX_S = 60.0  # warm-up = the first fifth of the run, at most this
+
+
+@dataclass(frozen=True)
+class ResourceSample:
+    t: float  # seconds since sampling started
+    rss_kib: int  # VmRSS: resident memory
+    threads: int  # Threads: OS threads of the process
+    fds: int  # entries of /proc/PID/fd: open files, sockets, pipes
+
+
+def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
+    """One reading of ``/proc/PID``; OSError when the process is gone or not ours to read."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "Threads"):
+            fields[key] = int(value.split()[0])  # "VmRSS:   123456 kB"
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return ResourceSample(t, fields.get("VmRSS", 0), fields.get("Threads", 0), fds)
+
+
+class ResourceSampler:
+    """Samples a process every ``interval_s`` until ``stop()`` (which takes a last sample)."""
+
+    def __init__(self, pid: int, interval_s: float = 2.0) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"the sampling interval must be positive, got {interval_s}")
+        try:
+            sample_process(pid)
+        except OSError as e:
+            raise ValueError(
+                f"--daemon-pid {pid}: cannot read /proc/{pid} (the daemon must run on this machine): {e}"
+            ) from e
+        self.pid, self.interval_s = pid, interval_s
+        self.samples: list[ResourceSample] = []
+        self.error: str | None = None  # why sampling stopped early (the process exited)
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="npc-voice-resources", daemon=True)
+
+    def start(self) -> ResourceSampler:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _take(self) -> bool:
+        try:
+            self.samples.append(sample_process(self.pid, time.monotonic() - self._t0))
+            return True
+        except OSError as e:
+            self.error = f"process {self.pid} could not be read any more: {e}"
+            return False
+
+    def _run(self) -> None:
+        while self._take() and not self._stop.wait(self.interval_s):
+            pass
+
+    def stop(self) -> list[ResourceSample]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.error is None:
+            self._take()
+        return self.samples
+
+
+def _growth(first: float, last: float) -> float | None:
+    return None if first == 0 else 100.0 * (last - first) / first
+
+
+def resources_report(sampler: ResourceSampler, duration_s: float) -> dict[str, Any]:
+    """The report's ``resources`` section."""
+    samples = sampler.samples
+    warmup_s = min(WARMUP_MAX_S, duration_s / 5)
+    out: dict[str, Any] = {
+        "pid": sampler.pid,
+        "interval_s": sampler.interval_s,
+        "warmup_s": warmup_s,
+        "error": sampler.error,
+        "samples": [dataclasses.asdict(s) for s in samples],
+    }
+    if not samples:
+        return out
+    first = next((s for s in samples if s.t >= warmup_s), samples[-1])
+    last = samples[-1]
+    out["first_after_warmup"] = dataclasses.asdict(first)
+    out["last"] = dataclasses.asdict(last)
+    out["peak"] = {k: max(getattr(s, k) for s in samples) for k in ("rss_kib", "threads", "fds")}
+    out["growth_pct"] = {k: _growth(getattr(first, k), getattr(last, k)) for k in ("rss_kib", "threads", "fds")}
+    return out
+
+
+def resources_text(res: dict[str, Any]) -> str:
+    """A small table for the terminal."""
+    head = f"resources     daemon pid {res['pid']}, {len(res['samples'])} samples every {res['interval_s']:g} s"
+    if "last" not in res:
+        return head + f": none ({res['error']})"
+    first, last, peak, growth = res["first_after_warmup"], res["last"], res["peak"], res["growth_pct"]
+    span = f"growth from t={first['t']:.0f} s (after {res['warmup_s']:.0f} s warm-up) to t={last['t']:.0f} s"
+    lines = [f"{head}; {span}"]
+    lines.append(f"  {'':10} {'first':>10} {'last':>10} {'peak':>10} {'growth':>8}")
+    for key, name, scale in (("rss_kib", "RSS MiB", 1024), ("threads", "threads", 1), ("fds", "open fds", 1)):
+        g = growth[key]
+        lines.append(
+            f"  {name:10} {first[key] / scale:10.1f} {last[key] / scale:10.1f} {peak[key] / scale:10.1f} "
+            f"{'-' if g is None else f'{g:+.1f}%':>8}"
+        )
+    if res["error"]:
+        lines.append(f"  sampling stopped early: {res['error']}")
+    return "\n".join(lines)

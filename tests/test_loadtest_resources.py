@@ -1,0 +1,69 @@
+"""`npc-voice loadtest --daemon-pid`: the daemon's RSS, threads and open fds sampled during a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import TINY_CONFIG
+from live_daemon import LiveDaemon
+
+from npc_voice.loadtest.resources import (
+    ResourceSample,
+    ResourceSampler,
+    resources_report,
+    resources_text,
+    sample_process,
+)
+
+
+def test_sample_process_reads_proc() -> None:
+    s = sample_process(os.getpid())
+    assert s.rss_kib > 10_000 and s.threads >= 1 and s.fds >= 3
+    with pytest.raises(ValueError, match=r"--daemon-pid 999999999: cannot read /proc/999999999"):
+        ResourceSampler(999_999_999)
+
+
+def test_report_compares_the_first_sample_after_warmup_with_the_last() -> None:
+    sampler = ResourceSampler(os.getpid(), interval_s=1.0)
+    sampler.samples = [  # a 100 s run: warm-up is its first 20 s
+        ResourceSample(0.0, 50_000, 5, 10),
+        ResourceSample(10.0, 90_000, 9, 20),
+        ResourceSample(20.0, 100_000, 10, 20),
+        ResourceSample(100.0, 103_000, 10, 25),
+    ]
+    res = resources_report(sampler, duration_s=100.0)
+    assert res["warmup_s"] == 20.0 and res["first_after_warmup"]["t"] == 20.0
+    assert res["growth_pct"] == {"rss_kib": pytest.approx(3.0), "threads": 0.0, "fds": 25.0}
+    assert res["peak"] == {"rss_kib": 103_000, "threads": 10, "fds": 25}
+    text = resources_text(res)
+    assert "RSS MiB" in text and "+3.0%" in text and "+25.0%" in text
+
+
+def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from npc_voice.cli import main
+
+    (tmp_path / "voices.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    live = LiveDaemon(tmp_path / "voices.yaml")
+    try:
+        report_path = tmp_path / "soak.json"
+        args = ["loadtest", "--server", live.address, "--streams", "3", "--duration", "4", "--scenario", "mixed"]
+        args += ["--daemon-pid", str(live.proc.pid), "--resources-interval", "0.5", "--report", str(report_path)]
+        assert main([*args, "--quiet"]) == 0
+        res = json.loads(report_path.read_text())["resources"]
+        assert res["pid"] == live.proc.pid and res["error"] is None
+        assert len(res["samples"]) >= 6  # every 0.5 s for >= 4 s, plus the last
+        ts = [s["t"] for s in res["samples"]]
+        assert ts == sorted(ts) and ts[-1] >= 4.0
+        last = res["last"]
+        assert last["rss_kib"] > 50_000 and last["threads"] >= 3 and last["fds"] >= 5  # torch + grpc + engine
+        assert set(res["growth_pct"]) == {"rss_kib", "threads", "fds"}
+        assert all(v is not None and abs(v) < 100 for v in res["growth_pct"].values()), res["growth_pct"]
+        assert "resources     daemon pid" in capsys.readouterr().out
+        live.signal(signal.SIGTERM)
+        assert live.wait_exit(30)[0] == 0
+    finally:
+        live.kill()
