@@ -71,7 +71,10 @@ def speak_request(
     volume: float | None = None,
     formant: float | None = None,
     breathiness: float | None = None,
+    busy_policy: str = "queue",
 ) -> pb.SpeakRequest:
+    """``busy_policy``: what happens when the character is already speaking — "queue" (wait behind
+    it, bounded), "interrupt" (barge in: its line fades out, ends INTERRUPTED) or "reject"."""
     overrides = pb.VoiceOverrides()
     for name, value in (
         ("speed", speed),
@@ -84,13 +87,19 @@ def speak_request(
             setattr(overrides, name, value)
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding {encoding!r} is not one of s16le, f32le")
+    if busy_policy not in BUSY_POLICIES:
+        raise ValueError(f"busy_policy {busy_policy!r} is not one of {', '.join(BUSY_POLICIES)}")
     return pb.SpeakRequest(
         character=character,
         text=text,
         format=pb.AudioFormat(encoding=ENCODINGS[encoding], sample_rate_hz=sample_rate),
         request_id=request_id,
         overrides=overrides,
+        busy_policy=BUSY_POLICIES[busy_policy],  # type: ignore[arg-type]
     )
+
+
+BUSY_POLICIES = {"queue": pb.BUSY_POLICY_QUEUE, "interrupt": pb.BUSY_POLICY_INTERRUPT, "reject": pb.BUSY_POLICY_REJECT}
 
 
 def decode_pcm(data: bytes, encoding: int) -> np.ndarray:

@@ -262,7 +262,6 @@ def test_sigterm_mid_speech_every_client_sees_stream_end(tmp_path: Path) -> None
         live.kill()
 
 
-@pytest.mark.xfail(reason="engine v2 item: import validation (finite values, sane magnitudes)", strict=False)
 def test_import_of_a_nan_state_is_invalid_argument(stub: pb_grpc.NpcVoiceStub) -> None:
     import torch
 

@@ -82,7 +82,9 @@ def test_300_concurrent_lines_for_one_character_end_within_the_bound(daemon: Dae
     assert wall < 1.0 + line_s + 10.0, (wall, line_s)  # the bound, plus slack for a loaded 2-core machine
 
 
-def test_churn_scenario_every_steady_line_completes_and_the_daemon_settles(daemon: DaemonThread, tmp_path: Path) -> None:
+def test_churn_scenario_every_steady_line_completes_and_the_daemon_settles(
+    daemon: DaemonThread, tmp_path: Path
+) -> None:
     """`npc-voice loadtest --scenario churn`: steady speakers beside clients that drop their lines
     (cancel after start or first chunk, short deadlines, Cancel RPC)."""
     from npc_voice.cli import main

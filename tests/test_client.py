@@ -42,6 +42,13 @@ def test_sync_client(daemon: DaemonThread) -> None:
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(ValueError, match="'mp3'"):
             c.speak_to_array("Hello.", encoding="mp3")
+        long = c.speak("The bridge to the north washed away in the spring floods.", "guard/barge")
+        first = [next(long), next(long)]  # StreamStart, then the line is speaking
+        barge = collect(c.speak("Stop!", "guard/barge", busy_policy="interrupt"))
+        assert barge.end.reason == pb.END_REASON_COMPLETED
+        assert collect([*first, *long]).end.reason == pb.END_REASON_INTERRUPTED
+        with pytest.raises(ValueError, match="'later'"):
+            c.speak_to_array("Hello.", busy_policy="later")
 
 
 def test_async_client(daemon: DaemonThread) -> None:

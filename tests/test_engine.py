@@ -535,7 +535,7 @@ class LinearCostVoice(SlowVoice):
 def test_admission_from_measured_cost(voice: VoiceModel) -> None:
     # 0.8 * 46 ms of audio per tick at >= 10 ms per stream: at most 3 streams fit, whatever the slots
     config = EngineConfig(slots=16, frames_per_tick=K, threads=1, lookahead_ms=100.0, max_queue_wait_s=0.3,
-                          max_load=0.8)
+                          max_load=0.8, admit_floor=1)
     with Engine({"tiny": LinearCostVoice(voice, 0.0)}, config) as engine:  # type: ignore[dict-item]
         streams = [speak(engine, f"c{i}", LINE) for i in range(6)]  # ~1.4 s each: longer than the wait
         done = rejected = 0

@@ -114,10 +114,13 @@ def test_report_from_hand_made_records() -> None:
         "started": 5,
         "completed": 3,
         "cancelled": 1,
+        "interrupted": 0,
+        "dropped": 0,
         "rejected": 1,
         "failed": 0,
         "unfinished": 0,
     }
+    assert report["counts_by_kind"]["bark"]["rejected"] == 1
     assert report["errors"] == {"RESOURCE_EXHAUSTED": 1}
     assert report["first_audio_ms"]["count"] == 4
     assert report["first_audio_ms"]["p50"] == pytest.approx(100.0)  # 50, 100, 100, 150
@@ -133,7 +136,8 @@ def test_report_from_hand_made_records() -> None:
     assert report["realtime_factor"]["aggregate"] == pytest.approx(5.0 / 4.0)
     assert report["realtime_factor"]["per_stream"]["min"] == pytest.approx(1.0 / 3.9)  # the slow reader
     assert report["slots_timeline"][0]["slots_total"] == 8
-    assert report["target"] == {"zero_underruns": False, "p99_first_audio_ms_le_150": True, "no_failures": False}
+    assert report["target"] == {"zero_underruns": False, "p99_first_audio_ms_le_150": True, "no_failures": False,
+                                "steady_all_completed": True, "settled_to_zero": False}  # (no settle measured)
     assert "first audio" in summary_text(report)
 
 
@@ -204,7 +208,14 @@ def test_sweep_helpers() -> None:
             parse_streams(bad)
     assert _suffixed("out/sweep.json", 32, True) == "out/sweep-n32.json"
     assert _suffixed("out/sweep.json", 32, False) == "out/sweep.json" and _suffixed(None, 3, True) is None
-    good = {"target": {"zero_underruns": True, "p99_first_audio_ms_le_150": True}, "counts": {"failed": 0}}
+    target = {"zero_underruns": True, "p99_first_audio_ms_le_150": True, "steady_all_completed": True,
+              "settled_to_zero": True}
+    good = {"target": target, "counts": {"failed": 0, "rejected": 0}, "config": {"scenario": "barks"}}
     assert passes(good)
-    assert not passes({**good, "counts": {"failed": 1}})
-    assert not passes({**good, "target": {"zero_underruns": False, "p99_first_audio_ms_le_150": True}})
+    assert not passes({**good, "counts": {"failed": 1, "rejected": 0}})
+    assert not passes({**good, "target": {**target, "zero_underruns": False}})
+    continuous = {**good, "config": {"scenario": "continuous"}}
+    assert passes(continuous) and not passes({**continuous, "counts": {"failed": 0, "rejected": 1}})
+    churn = {**good, "config": {"scenario": "churn"}}
+    assert passes(churn) and not passes({**churn, "target": {**target, "settled_to_zero": False}})
+    assert not passes({**churn, "target": {**target, "steady_all_completed": False}})

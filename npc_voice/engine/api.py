@@ -182,6 +182,7 @@ class EngineConfig:
     # waits (max_queue_wait_s) and is then refused, so streams already speaking keep real time.
     # 0 = off: slots are the only limit.
     max_load: float = 0.85
+    admit_floor: int = 4  # this many running streams per voice are admitted whatever the measured cost
 
 
 @dataclass(frozen=True)

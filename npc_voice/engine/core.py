@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from npc_voice.engine.api import (
+    AudioEvent,
     BusyError,
     BusyPolicy,
     CapacityError,
@@ -53,6 +54,7 @@ from npc_voice.engine.cost import StepCost
 from npc_voice.engine.device import StepFn
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request, RequestStatus
+from npc_voice.engine.resampler import process_many
 from npc_voice.engine.speaker import Speaker, make_resampler
 from npc_voice.engine.stream import Event, Wakeups, phonemize, wake_loops
 from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
@@ -420,7 +422,7 @@ class EngineCore:
             n = per_voice.get(name, 0) + (1 if other is vr else 0)
             if n:
                 total += other.cost.predict(n)
-        if total <= budget or per_voice.get(vr.name, 0) == 0:
+        if total <= budget or per_voice.get(vr.name, 0) < self.config.admit_floor:
             return ""
         return (f"one more stream would need {total * 1000:.1f} ms per {self.k}-frame tick, over "
                 f"{self.config.max_load:.0%} of real time ({budget * 1000:.1f} ms) on {self.device}")
@@ -543,20 +545,58 @@ class EngineCore:
         self._step_succeeded()
         np.clip(pcm, -1.0, 1.0, out=pcm)  # [B, K * hop], once for the whole batch
         now = time.monotonic()
+        cut: list[tuple[Request, list[Event], np.ndarray]] = []
         for i, req in enumerate(rows):
-            self._deliver(req, pcm[i], now)
+            try:
+                events, chunk = req.speaker.cut(pcm[i], self.k, now)  # type: ignore[union-attr]
+            except Exception as e:
+                self._render_failed(req, e)
+                continue
+            cut.append((req, list(events), chunk))
+        for (req, events, _), audio in zip(cut, self._resample([(r.speaker, c) for r, _, c in cut]), strict=True):
+            if req.status is not RequestStatus.RUNNING:
+                continue  # failed while resampling
+            if audio is not None:
+                events.append(audio)
+            self._deliver(req, events)
         vr.cost.add(len(rows), time.perf_counter() - t0)
 
-    def _deliver(self, req: Request, row: np.ndarray, now: float) -> None:
+    def _resample(self, items: list[tuple[Speaker | None, np.ndarray]]) -> list[AudioEvent | None]:
+        """Each row's chunk at its output rate: one matrix product per rate for the whole batch."""
+        out: list[AudioEvent | None] = [None] * len(items)
+        todo = [i for i, (sp, _) in enumerate(items) if sp is not None and sp.resampler is not None]
+        for i, (sp, chunk) in enumerate(items):
+            if i not in todo:
+                out[i] = sp.audio(chunk)  # type: ignore[union-attr]
+        if not todo:
+            return out
+        speakers = [items[i][0] for i in todo]
+        try:
+            resampled = process_many([sp.resampler for sp in speakers], [items[i][1] for i in todo])  # type: ignore
+        except Exception:  # find the row that fails; the others go on
+            log.exception("batched resampling failed; resampling row by row")
+            resampled = []
+            for i in todo:
+                try:
+                    resampled.append(items[i][0].resampler.process(items[i][1]))  # type: ignore[union-attr]
+                except Exception as e:
+                    self._render_failed(self._request_of(items[i][0]), e)
+                    resampled.append(np.zeros(0, np.float32))
+        for i, sp, pcm in zip(todo, speakers, resampled, strict=True):
+            out[i] = sp.audio(pcm)  # type: ignore[union-attr]
+        return out
+
+    def _request_of(self, sp: Speaker | None) -> Request:
+        return next(r for r in self.running if r.speaker is sp)
+
+    def _render_failed(self, req: Request, error: Exception) -> None:
+        log.error("stream %r: rendering failed", req.request_id, exc_info=error)
+        self.finish(req, RequestStatus.FAILED, StepError(f"the daemon failed rendering this stream "
+                                                        f"({type(error).__name__}; see its log)"))
+
+    def _deliver(self, req: Request, events: list[Event]) -> None:
         sp = req.speaker
         assert sp is not None
-        try:
-            events: list[Event] = list(sp.render(row, self.k, now))
-        except Exception as e:
-            log.exception("stream %r: rendering failed", req.request_id)
-            self.finish(req, RequestStatus.FAILED, StepError(f"the daemon failed rendering this stream "
-                                                            f"({type(e).__name__}; see its log)"))
-            return
         self._out.append((req, events))
         if sp.fading:
             self.finish(req, RequestStatus.INTERRUPTED if req.interrupt_requested else RequestStatus.CANCELLED)

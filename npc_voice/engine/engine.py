@@ -45,7 +45,7 @@ from npc_voice.engine.core import EngineCore, VoiceRuntime
 from npc_voice.engine.device import make_step, resolve_device
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request
-from npc_voice.engine.statefile import decode_state, encode_state
+from npc_voice.engine.statefile import check_state_values, decode_state, encode_state
 from npc_voice.engine.stream import Stream
 from npc_voice.model.api import VoiceModel
 
@@ -250,22 +250,34 @@ class Engine:
             return encode_state(vr.model.version, fresh)
         return self._call(run)
 
-    def import_character(self, character: str, data: bytes) -> None:
-        """Replace the character's state with exported bytes (StateFormatError if they do not
-        fit any voice of this daemon). Takes effect from the next frame it speaks."""
+    def import_character(self, character: str, data: bytes, voice: str = "") -> None:
+        """Replace the character's state with exported bytes. ``voice``: the voice the character
+        speaks with (its configuration); the state must belong to it. Without it, the voice whose
+        version the bytes name. StateFormatError if the bytes do not fit, or hold non-finite or
+        absurd values. Takes effect from the next frame it speaks."""
         version, state = decode_state(data)
+        check_state_values(state)
 
         def run() -> None:
-            matches = [vr for vr in self.core.voices.values() if vr.model.version == version]
-            if not matches:
-                known = sorted({vr.model.version for vr in self.core.voices.values()})
-                raise StateFormatError(f"the state belongs to voice version {version!r}; this daemon runs {known}")
-            target = matches[0]
+            voices = self.core.voices
+            if voice:
+                if voice not in voices:
+                    raise UnknownVoiceError(f"unknown voice {voice!r}; this daemon has {sorted(self.voices)}")
+                target = voices[voice]
+                if target.model.version != version:
+                    raise StateFormatError(f"the state belongs to voice version {version!r}; {character!r} speaks "
+                                           f"with voice {voice!r}, version {target.model.version!r}")
+            else:
+                matches = [vr for vr in voices.values() if vr.model.version == version]
+                if not matches:
+                    known = sorted({vr.model.version for vr in voices.values()})
+                    raise StateFormatError(f"the state belongs to voice version {version!r}; this daemon runs {known}")
+                target = matches[0]
             try:
                 target.pool.check(state)
             except ValueError as e:
                 raise StateFormatError(f"the state does not fit voice {target.name!r}: {e}") from e
-            for vr in self.core.voices.values():
+            for vr in voices.values():
                 if vr is not target:
                     vr.pool.forget(character)
             target.pool.write(character, state)

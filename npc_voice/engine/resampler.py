@@ -45,23 +45,29 @@ class BlockResampler:
         self.flushed = False
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        if self.flushed:
-            raise RuntimeError("BlockResampler.process after flush()")
-        self.total_in += len(x)
-        self.buf = np.concatenate([self.buf, np.asarray(x, dtype=np.float32)])
-        last = self.total_in - 1 - self.half  # output n needs inputs up to floor(n * M / L) + half
-        return self._emit(0 if last < 0 else (last * self.L) // self.M + 1)
+        return process_many([self], [x])[0]
 
     def flush(self) -> np.ndarray:
         """The remaining outputs (inputs past the end are zeros)."""
         if self.flushed:
             return np.zeros(0, dtype=np.float32)
         self.flushed = True
-        return self._emit((2 * self.total_in * self.L + self.M) // (2 * self.M))
+        return self._finish(self._windows((2 * self.total_in * self.L + self.M) // (2 * self.M)))
 
-    def _emit(self, n_end: int) -> np.ndarray:
+    def _feed(self, x: np.ndarray) -> int:
+        """Append ``x``; the output index up to which outputs are now determined."""
+        if self.flushed:
+            raise RuntimeError("BlockResampler.process after flush()")
+        self.total_in += len(x)
+        self.buf = np.concatenate([self.buf, np.asarray(x, dtype=np.float32)])
+        last = self.total_in - 1 - self.half  # output n needs inputs up to floor(n * M / L) + half
+        return 0 if last < 0 else (last * self.L) // self.M + 1
+
+    def _windows(self, n_end: int) -> tuple[np.ndarray, int, int] | None:
+        """The input windows [blocks, window] that produce outputs [total_out, n_end), and the
+        slice of their flattened products to keep (None: no new output)."""
         if n_end <= self.total_out:
-            return np.zeros(0, dtype=np.float32)
+            return None
         q0, q1 = self.total_out // self.L, -(-n_end // self.L)  # blocks [q0, q1) hold the outputs
         start = q0 * self.M - self.half + 1 - self.buf_start
         need = (q1 - 1 - q0) * self.M + self.window
@@ -69,10 +75,37 @@ class BlockResampler:
         if len(seg) < need:  # inputs not there yet only meet zero taps of the rows we keep (or flush)
             seg = np.concatenate([seg, np.zeros(need - len(seg), dtype=np.float32)])
         windows = sliding_window_view(seg, self.window)[:: self.M]  # [q1 - q0, window]
-        out = (windows @ self.w_t).reshape(-1)[self.total_out - q0 * self.L : n_end - q0 * self.L]
-        self.total_out = n_end
+        return windows, self.total_out - q0 * self.L, n_end - q0 * self.L
+
+    def _finish(self, plan: tuple[np.ndarray, int, int] | None, products: np.ndarray | None = None) -> np.ndarray:
+        """Keep the plan's outputs (``products``: its windows @ w_t, computed here if not given)."""
+        if plan is None:
+            return np.zeros(0, dtype=np.float32)
+        windows, lo, hi = plan
+        if products is None:
+            products = windows @ self.w_t
+        out = products.reshape(-1)[lo:hi]
+        self.total_out += hi - lo
         keep = (self.total_out // self.L) * self.M - self.half + 1 - self.buf_start
         if keep > 0:
             self.buf = self.buf[keep:]
             self.buf_start += keep
         return out
+
+
+def process_many(resamplers: list[BlockResampler], chunks: list[np.ndarray]) -> list[np.ndarray]:
+    """``r.process(x)`` for many streams at once: resamplers of the same rate pair share one
+    matrix product per call (the engine resamples a whole batch per output rate each tick)."""
+    plans = [r._windows(r._feed(x)) for r, x in zip(resamplers, chunks, strict=True)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (r, plan) in enumerate(zip(resamplers, plans, strict=True)):
+        if plan is not None:
+            groups.setdefault((r.L, r.M), []).append(i)
+    products: list[np.ndarray | None] = [None] * len(resamplers)
+    for members in groups.values():
+        blocks = [plans[i][0] for i in members]  # type: ignore[index]
+        stacked = np.concatenate(blocks) @ resamplers[members[0]].w_t  # [sum of blocks, L]: one product
+        bounds = np.cumsum([0, *(len(b) for b in blocks)])
+        for j, i in enumerate(members):
+            products[i] = stacked[bounds[j] : bounds[j + 1]]
+    return [r._finish(plan, prod) for r, plan, prod in zip(resamplers, plans, products, strict=True)]

@@ -1,7 +1,7 @@
 """Speaker: the engine-side bookkeeping of one admitted stream (slot, line position, clocks).
 
-Only the engine thread touches a Speaker (it belongs to a running Request). Positions are counted in native samples (22050 Hz) for
-scheduling and in output samples for events.
+Only the engine thread touches a Speaker (it belongs to a running Request). Positions are
+counted in native samples (22050 Hz) for scheduling and in output samples for events.
 
 Playback clock: the client is assumed to start playing at the first chunk and to play at
 real-time rate, so at time t it has played ``anchor_gen + (t - anchor_t) * rate`` samples.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Protocol
 
 import numpy as np
 
@@ -21,13 +20,7 @@ from npc_voice.engine.resampler import BlockResampler
 from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
 
 
-class Resampler(Protocol):
-    def process(self, x: np.ndarray) -> np.ndarray: ...
-
-    def flush(self) -> np.ndarray: ...
-
-
-def make_resampler(out_rate: int) -> Resampler | None:
+def make_resampler(out_rate: int) -> BlockResampler | None:
     """A streaming resampler from the native rate to ``out_rate`` (None: same rate)."""
     if out_rate == SAMPLE_RATE:
         return None
@@ -37,7 +30,7 @@ def make_resampler(out_rate: int) -> Resampler | None:
 class Speaker:
     def __init__(
         self, controls: VoiceControls, sample_rate: int, opened_at: float, slot: int, hop: int, now: float,
-        resampler: Resampler | None,
+        resampler: BlockResampler | None,
     ) -> None:
         c = controls
         self.hop = hop  # native samples per frame
@@ -103,6 +96,14 @@ class Speaker:
     def render(self, row: np.ndarray, k: int, now: float) -> list[MarkEvent | AudioEvent]:
         """The events for one stepped row [K * hop]: the line's marks first (at its first
         chunk), then the audio of its real frames (or, when cancelled, one frame faded to 0)."""
+        events, chunk = self.cut(row, k, now)
+        audio = self.audio(chunk if self.resampler is None else self.resampler.process(chunk))
+        return events if audio is None else [*events, audio]
+
+    def cut(self, row: np.ndarray, k: int, now: float) -> tuple[list[MarkEvent | AudioEvent], np.ndarray]:
+        """Account one stepped row: (the line's marks if due, its native audio to send — the real
+        frames, or when cancelled one frame faded to 0). Resampling and the AudioEvent follow
+        (``audio``), per batch in the engine."""
         events: list[MarkEvent | AudioEvent] = []
         if self.marks_due:
             events.append(self.marks_event())
@@ -111,10 +112,18 @@ class Speaker:
         else:
             frames = min(k, self.n_frames - self.pos)
             chunk = row[: frames * self.hop]
-        audio = self.emit(chunk, frames, now)
-        if audio is not None:
-            events.append(audio)
-        return events
+        self.pos += frames
+        self.gen += len(chunk)
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+            self.anchor_t, self.anchor_gen = now, 0
+        return events, chunk
+
+    def audio(self, pcm: np.ndarray) -> AudioEvent | None:
+        """The AudioEvent for ``pcm`` at the output rate (resampled if needed; may overshoot: clipped)."""
+        if self.resampler is not None:
+            pcm = np.clip(pcm, -1.0, 1.0)
+        return self._audio(pcm)
 
     def emit(self, chunk: np.ndarray, frames: int, now: float) -> AudioEvent | None:
         """Account ``frames`` frames of native audio ``chunk`` and resample it."""
@@ -123,9 +132,7 @@ class Speaker:
         if self.first_audio_at is None:
             self.first_audio_at = now
             self.anchor_t, self.anchor_gen = now, 0
-        if self.resampler is None:
-            return self._audio(chunk)  # already in [-1, 1]: the scheduler clips the whole batch
-        return self._audio(np.clip(self.resampler.process(chunk), -1.0, 1.0))  # resampling may overshoot
+        return self.audio(chunk if self.resampler is None else self.resampler.process(chunk))
 
     def flush(self) -> AudioEvent | None:
         """The resampler's tail at the end of the stream."""

@@ -29,6 +29,32 @@ MAGIC = b"NPCVSTAT"
 _MAX_NDIM = 8
 
 
+# The dtypes a voice's state may use (pools are float32, bf16/fp16 optional; counters int64).
+STATE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
+# Larger magnitudes are no state a voice reaches by speaking: refuse them instead of letting one
+# imported character produce noise bursts or overflow (recurrent states of trained voices stay < 1e3).
+MAX_STATE_MAGNITUDE = 1e6
+MAX_COUNTER = 2**48
+
+
+def check_state_values(tensors: dict[str, torch.Tensor]) -> None:
+    """Raise StateFormatError if a float tensor holds NaN/Inf or an absurd magnitude, or an integer
+    tensor a negative or absurd count."""
+    for name, t in tensors.items():
+        if t.numel() == 0:
+            continue
+        if t.is_floating_point():
+            values = t.float()
+            if not bool(torch.isfinite(values).all()):
+                raise StateFormatError(f"character state tensor {name!r} holds NaN or infinite values")
+            peak = float(values.abs().max())
+            if peak > MAX_STATE_MAGNITUDE:
+                raise StateFormatError(f"character state tensor {name!r} holds {peak:.3g}, beyond any voice's "
+                                       f"state (|x| <= {MAX_STATE_MAGNITUDE:g})")
+        elif int(t.min()) < 0 or int(t.max()) > MAX_COUNTER:
+            raise StateFormatError(f"character state tensor {name!r} holds counts outside [0, {MAX_COUNTER}]")
+
+
 def encode_state(voice_version: str, tensors: dict[str, torch.Tensor]) -> bytes:
     """Serialize ``tensors`` (one character's rows, any device) for ``voice_version``."""
     parts = [MAGIC, struct.pack("<H", STATE_FORMAT_VERSION), _pack_str(voice_version), struct.pack("<H", len(tensors))]
@@ -67,9 +93,10 @@ def decode_state(data: bytes) -> tuple[str, dict[str, torch.Tensor]]:
     tensors: dict[str, torch.Tensor] = {}
     for _ in range(n):
         name, dtype_name = reader.string(), reader.string()
-        dtype = getattr(torch, dtype_name, None)
-        if not isinstance(dtype, torch.dtype):
-            raise StateFormatError(f"character state tensor {name!r} has unknown dtype {dtype_name!r}")
+        dtype = STATE_DTYPES.get(dtype_name)
+        if dtype is None:
+            raise StateFormatError(f"character state tensor {name!r} has dtype {dtype_name[:32]!r}; states hold "
+                                   f"only {sorted(STATE_DTYPES)}")
         (ndim,) = reader.unpack("<B")
         if ndim > _MAX_NDIM:
             raise StateFormatError(f"character state tensor {name!r} has {ndim} dimensions")

@@ -62,7 +62,7 @@ def build_report(result: SimResult) -> dict[str, Any]:
     for r in lines:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
-    latencies = [v for r in played if (v := r.first_audio_ms) is not None]  # dropped lines: no playback
+    latencies = [v for r in lines if r.kind != "churn" and (v := r.first_audio_ms) is not None]  # churn: dropped
     first = percentiles(latencies)
     p99 = first["p99"]
     config = dataclasses.asdict(result.config)
@@ -145,13 +145,17 @@ def summary_text(report: dict[str, Any]) -> str:
               f"{k['cancelled']} cancelled, {k['rejected']} rejected, {k['failed']} failed"
               for kind, k in report["counts_by_kind"].items()],
             f"daemon        batch fill {_fill(report['batch_fill'])}, back to 0 active streams "
-            f"{'after %.2f s' % report['settled_s'] if report['settled_s'] is not None else 'NOT within 10 s'}",
+            f"{_settled(report['settled_s'])}",
             f"audio         {report['audio_s_total']:.1f} s in {report['wall_s']:.1f} s wall "
             f"(aggregate {'-' if agg is None else f'{agg:.1f}'}x real time)",
             f"client        {report['client_cpu_s']:.1f} CPU-s used by this load generator",
             f"target        zero underruns: {t['zero_underruns']}, p99 <= 150 ms: {t['p99_first_audio_ms_le_150']}",
         ]
     )
+
+
+def _settled(v: float | None) -> str:
+    return "NOT within 10 s" if v is None else f"after {v:.2f} s"
 
 
 def _fill(v: float | None) -> str:

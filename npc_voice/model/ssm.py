@@ -148,7 +148,8 @@ class SSMBlock(nn.Module):
         proj = self.in_proj(self.norm(u)).transpose(0, 1).contiguous()  # [K, B, P]: frame-major rows
         z, xbc, dt = self._split(proj)
         y = ssm_step_chunk(xbc, dt, z, conv_state, ssm_state, slots, layer,
-                           self.conv_w, self.conv_b, self.dt_bias, self.A_log, self.D).transpose(0, 1)  # [B, K, d_inner]
+                           self.conv_w, self.conv_b, self.dt_bias, self.A_log, self.D)  # [K, B, d_inner]
+        y = y.transpose(0, 1)  # [B, K, d_inner]
         return u + self.out_proj(self.out_norm(y))
 
 

@@ -23,7 +23,7 @@ END_REASONS = {
     "cancelled": pb.END_REASON_CANCELLED,
     "interrupted": pb.END_REASON_INTERRUPTED,
 }
-BUSY_POLICIES = {
+BUSY_POLICIES: dict[int, BusyPolicy] = {
     pb.BUSY_POLICY_UNSPECIFIED: BusyPolicy.QUEUE,
     pb.BUSY_POLICY_QUEUE: BusyPolicy.QUEUE,
     pb.BUSY_POLICY_INTERRUPT: BusyPolicy.INTERRUPT,

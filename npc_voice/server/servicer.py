@@ -188,8 +188,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     ) -> pb.ImportCharacterStateResponse:
         async with grpc_errors(context, "ImportCharacterState"):
             self._check_ids(request.character)
-            character, _ = self.store.config.resolve(request.character)
-            await asyncio.to_thread(self.engine.import_character, character, bytes(request.state))
+            character, spec = self.store.config.resolve(request.character)
+            await asyncio.to_thread(self.engine.import_character, character, bytes(request.state), spec.voice)
             return pb.ImportCharacterStateResponse()
         raise AssertionError("unreachable")
 
