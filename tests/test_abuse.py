@@ -248,6 +248,15 @@ def test_sigterm_mid_speech_every_client_sees_stream_end(tmp_path: Path) -> None
             for a in audio:
                 assert a.wait(30), live.output
             live.signal(signal.SIGTERM)
+            refused = None  # a new call during the drain is refused
+            for _ in range(20):
+                try:
+                    stub.ListCharacters(pb.ListCharactersRequest(), timeout=5)
+                except grpc.RpcError as e:
+                    refused = e.code()
+                    break
+                time.sleep(0.05)
+            assert refused == grpc.StatusCode.UNAVAILABLE, refused
             rc, waited = live.wait_exit(timeout_s=20)
             gate.set()
             assert rc == 0 and waited < 1.0 + 8.0, (rc, waited, live.output)  # drain_grace_s + margin

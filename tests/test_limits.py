@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from importlib import resources
 
 import pytest
 
@@ -79,3 +80,32 @@ def test_client_warns_once_about_a_token_in_clear() -> None:
         NpcVoiceClient("10.9.9.8:50051", token="secret").close()
         NpcVoiceClient("10.9.9.8:50051", token="secret").close()  # the same address: once
     assert len(caught) == 1 and "plaintext" in str(caught[0].message) and "secret" not in str(caught[0].message)
+
+
+LIMITS = (
+    "max_id_bytes",
+    "max_contexts_per_call",
+    "context_idle_timeout_s",
+    "max_buffered_text_bytes",
+    "max_output_buffer_bytes",
+    "slow_reader_timeout_s",
+    "drain_grace_s",
+    "max_concurrent_rpcs",
+    "keepalive_time_s",
+    "keepalive_timeout_s",
+    "max_connection_age_s",
+    "max_connection_age_grace_s",
+    "max_receive_message_bytes",
+    "max_send_message_bytes",
+)
+
+
+def test_embedded_voices_yaml_documents_the_defaults() -> None:
+    """Every limit is written out in the embedded voices.yaml, with the code's default."""
+    from npc_voice.config import load_config
+
+    embedded, defaults = load_config(None).server, ServerSettings()
+    for name in LIMITS:
+        assert getattr(embedded, name) == getattr(defaults, name), name
+    text = resources.files("npc_voice").joinpath("voices.yaml").read_text(encoding="utf-8")
+    assert all(f"  {name}:" in text for name in LIMITS)
