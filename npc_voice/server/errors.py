@@ -76,7 +76,10 @@ async def grpc_errors(context: grpc.aio.ServicerContext, method: str = "") -> As
     """Turn domain exceptions raised in the body into ``context.abort(code, message)``."""
     try:
         yield
-    except CallEndedError as e:  # the client is gone (cancel, deadline, disconnect): no status to send
+    except CallEndedError as e:  # the client is gone (cancel, deadline, disconnect): nobody reads a status,
+        remaining = context.time_remaining()  # but metrics and logs should say what happened
+        expired = remaining is not None and remaining <= 0
+        context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED)
         log.debug("%s ended by the client: %s", method, e)
     except _MAPPED as e:
         code = status_of(e)
