@@ -111,9 +111,11 @@ class ServerSettings:
     lead_slack_ms: float = 300.0  # a tick steps every stream less than lookahead_ms + this ahead (lockstep)
     max_load: float = 0.85  # admit streams only while the measured tick cost fits this share of real time; 0 = off
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
+    max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)
     max_batch: int = 0  # most streams stepped per tick and voice; 0 = all usable slots
     threads: int = 0  # torch CPU threads; 0 = all cores
-    host_cache_characters: int = 100_000  # idle character states kept in host memory (LRU)
+    host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)
+    host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice; the lower bound wins
     device: str = "auto"  # auto | cpu | cuda
     tls_cert: str | None = None  # PEM files; both or neither
     tls_key: str | None = None
@@ -324,6 +326,7 @@ class _Parser:
             ("threads", 0, 1024),
             ("host_cache_characters", 0, 100_000_000),
             ("max_waiting_per_character", 0, 100_000),
+            ("max_line_symbols", 0, 1_000_000),
         )
         for k, lo, hi in ints:
             if k in s:
@@ -336,6 +339,8 @@ class _Parser:
             out["max_load"] = self.number(s["max_load"], "server.max_load", 0.0, 10.0)
         if "lookahead_ms" in s:
             out["lookahead_ms"] = self.number(s["lookahead_ms"], "server.lookahead_ms", 0.0, 1e9)
+        if "host_cache_mb" in s:
+            out["host_cache_mb"] = self.number(s["host_cache_mb"], "server.host_cache_mb", 0.0, 1e7)
         if "lead_slack_ms" in s:
             out["lead_slack_ms"] = self.number(s["lead_slack_ms"], "server.lead_slack_ms", 0.0, 1e9)
         out |= self.limits(s)

@@ -567,7 +567,7 @@ def test_add_voices_while_running_speaks_with_the_new_voice(make_engine) -> None
     """Hot reload can bring a new voice: it joins between ticks and renders exactly like the model."""
     engine = make_engine()
     other = tiny_voice(1)
-    engine.add_voices({"tiny": tiny_voice(2), "other": other})  # "tiny" exists: left alone
+    engine.add_voices({"tiny": engine.voices["tiny"], "other": other})  # "tiny" is the same model: left alone
     assert set(engine.voices) == {"tiny", "other"}
     req = LineRequest("hero", "other", "Good morning.", VoiceControls(), {}, 22050, "req-added")
     _, pcm, end = collect(engine.speak(req))
@@ -576,3 +576,34 @@ def test_add_voices_while_running_speaks_with_the_new_voice(make_engine) -> None
     _, pcm_old, _ = collect(speak(engine, "guard", "Good morning."))
     assert_same_audio(pcm_old, direct_render(engine.voices["tiny"], ["Good morning."]))
     assert engine.stats().slots_in_use == 0
+
+
+def test_a_reload_that_changes_a_voice_swaps_it_safely(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
+    """The stream speaking with the old model finishes on it; the next line uses the new model
+    (from a fresh state); the old pool goes once its last stream ended."""
+    engine = make_engine(lookahead_ms=150.0)
+    speaking = speak(engine, "guard", LINE)
+    events = speaking.events_sync(timeout=60)
+    got = [next(events), next(events)]  # marks, first audio: it is speaking with the old model
+    new_model = tiny_voice(3)
+    engine.add_voices({"tiny": new_model})
+    got += list(events)
+    pcm = np.concatenate([e.pcm for e in got if isinstance(e, AudioEvent)])
+    assert_same_audio(pcm, direct_render(voice, [LINE]))  # finished on the old model, untouched
+    _, pcm_new, end = collect(speak(engine, "guard", LINE2))
+    assert end.reason == "completed"
+    assert_same_audio(pcm_new, direct_render(new_model, [LINE2]))  # the new model, a fresh state
+    assert engine.voices["tiny"] is new_model
+    assert list(engine.core.voices) == ["tiny"]  # the replaced model's pool is gone
+
+
+def test_host_cache_is_bounded_in_bytes_and_forgotten_states_are_counted(voice: VoiceModel) -> None:
+    state_bytes = voice.state_bytes()  # type: ignore[attr-defined]
+    config = EngineConfig(slots=2, frames_per_tick=K, threads=1, lookahead_ms=FREE_RUN,
+                          host_cache_mb=2.5 * state_bytes / 1e6)  # room for 2 evicted states
+    with Engine({"tiny": voice}, config) as engine:
+        assert engine.core.voices["tiny"].pool.host_capacity == 2
+        for i in range(5):  # one slot: each new character evicts the previous one to host memory
+            assert collect(speak(engine, f"c{i}", "Hi."))[2].reason == "completed"
+        stats = engine.stats()
+    assert stats.characters_evicted == 2 and stats.characters_forgotten == 2 and stats.characters_known == 3

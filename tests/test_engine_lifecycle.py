@@ -267,3 +267,25 @@ def test_batches_are_lockstep_under_steady_load(voice: VoiceModel) -> None:
             assert collect(s)[2].reason == "completed"
         stats = engine.stats()
     assert stats.batch_fill >= 0.9, stats.batch_fill
+
+
+def test_a_long_line_is_split_into_consecutive_lines_with_continuous_audio_and_marks(voice: VoiceModel) -> None:
+    from npc_voice.engine.stream import split_phonemes
+    from npc_voice.frontend import text_to_phonemes
+
+    text = " ".join([LONG] * 3)
+    whole = text_to_phonemes(text, {})
+    pieces = split_phonemes(whole, 60)
+    assert len(pieces) >= len(whole.symbols) // 60 and all(len(p.symbols) <= 60 for p in pieces)
+    assert sum(len(p.symbols) for p in pieces) == len(whole.symbols)  # nothing lost or repeated
+    assert [w for p in pieces for w in p.words] == list(whole.words)  # words in order, none split here
+    assert all(p.symbols[-1] in ".!?,;: " for p in pieces[:-1])  # cut at boundaries
+    config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=1e9, max_line_symbols=60, max_load=0.0)
+    with Engine({"tiny": voice}, config) as engine:
+        events, pcm, end = collect(speak(engine, "bard", text))
+    marks = [e for e in events if not isinstance(e, (AudioEvent, EndEvent))]
+    assert len(marks) == len(pieces) and end.reason == "completed"
+    words = [w for m in marks for w in m.words]  # type: ignore[union-attr]
+    assert [w[0] for w in words] == list(whole.words)
+    starts = [w[1] for w in words]
+    assert starts == sorted(starts) and starts[-1] < len(pcm) == end.total_samples  # one continuous clock

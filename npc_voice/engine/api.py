@@ -167,7 +167,8 @@ class EngineConfig:
     frames_per_tick: int = 4  # K: frames every running stream advances per tick (4 = 46 ms)
     max_queue_wait_s: float = 2.0  # bounded wait (capacity, or a busy character) before CapacityError
     max_waiting_per_character: int = 4  # streams queued behind a busy character; more: BusyError at once
-    host_cache_characters: int = 100_000  # idle states kept in host memory (LRU); older ones are forgotten
+    host_cache_characters: int = 100_000  # idle states kept in host memory per voice (LRU); older ones forgotten
+    host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice (whichever bound is lower)
     device: str = "auto"  # auto|cpu|cuda; auto = cuda if available, chosen once at start
     # Pacing. A tick runs when some stream's generated audio is less than lookahead_ms ahead of its
     # playback clock (or has no audio yet); it then steps every running stream that is less than
@@ -183,6 +184,10 @@ class EngineConfig:
     # 0 = off: slots are the only limit.
     max_load: float = 0.85
     admit_floor: int = 4  # this many running streams per voice are admitted whatever the measured cost
+    # A line's encoder pass runs on the engine thread: longer lines (after normalisation: "4096"
+    # digits are ~20,000 symbols) are split at sentence/clause/word boundaries into consecutive
+    # lines of at most this many symbols (~8 s of speech, ~30 ms to prepare). 0 = never split.
+    max_line_symbols: int = 160
 
 
 @dataclass(frozen=True)

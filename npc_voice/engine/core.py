@@ -65,6 +65,7 @@ BACKOFF_FIRST_S = 0.05  # after a failed step; doubles per consecutive failure
 BACKOFF_MAX_S = 2.0
 TICK_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
 REASONS = {RequestStatus.COMPLETED: "completed", RequestStatus.CANCELLED: "cancelled",
            RequestStatus.INTERRUPTED: "interrupted"}
 
@@ -141,6 +142,7 @@ class EngineCore:
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._cv = threading.Condition()
         self._out: list[tuple[Request, list[Event] | BaseException]] = []
+        self._retired = 0  # voice models replaced by a reload so far
 
     # ---- any thread --------------------------------------------------------------------------
 
@@ -267,6 +269,33 @@ class EngineCore:
         req.lines.clear()
         req.prepared.clear()
 
+    def set_voices(self, runtimes: dict[str, VoiceRuntime]) -> None:
+        """Add voices, or swap a voice's model: requests running on the old one finish on it
+        under a retired key; waiting and new ones get the new runtime."""
+        for name, runtime in runtimes.items():
+            old = self.voices.get(name)
+            if old is not None:
+                self._retired += 1
+                key = f"{name}{RETIRED}{self._retired}"
+                self.voices[key] = old
+                for req in self.running:
+                    if req.voice == name:
+                        req.voice = key
+            self.voices[name] = runtime
+        self._drop_retired()
+
+    def _drop_retired(self) -> None:
+        """Forget retired voice runtimes that no running request uses any more."""
+        retired = [key for key in self.voices if RETIRED in key]
+        if not retired:
+            return
+        in_use = {req.voice for req in self.running}
+        for key in retired:
+            if key not in in_use:
+                del self.voices[key]
+                log.info("engine: the replaced model of voice %r is gone (its last stream ended)",
+                         key.split(RETIRED)[0])
+
     # ---- the one finish path -------------------------------------------------------------
 
     def finish(self, req: Request, status: RequestStatus, error: BaseException | None = None) -> None:
@@ -278,6 +307,8 @@ class EngineCore:
         elif req.status is RequestStatus.RUNNING:
             del self.running[req]
             self._release(req, forget=status is RequestStatus.FAILED)
+            if RETIRED in req.voice:
+                self._drop_retired()
         req.status = status
         self._count(status)
         sp = req.speaker
@@ -692,7 +723,7 @@ class EngineCore:
             characters_forgotten=sum(p.forgotten for _, p in pools),
             serving=self.fail_streak == 0,
             load=load,
-            slots_per_voice={name: (p.active_count, p.usable_slots) for name, p in pools},
+            slots_per_voice={name: (p.active_count, p.usable_slots) for name, p in pools if RETIRED not in name},
             tick_seconds_buckets=self.tick_hist.cumulative(),
             tick_seconds_sum=self.tick_hist.sum,
             first_audio_seconds_buckets=self.first_audio_hist.cumulative(),

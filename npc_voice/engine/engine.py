@@ -20,6 +20,7 @@ it does is its ``BusyPolicy`` (queue with bounds, interrupt, reject).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -77,26 +78,31 @@ class Engine:
             raise ValueError(f"voice {name!r} is on {model.device} but the engine runs on {self.device}; "
                              f"load voices with device={self.device.type!r}")
         config = self.config
-        pool = StatePool(model.state_spec(), config.slots, self.device, config.host_cache_characters)
+        spec = model.state_spec()
+        state_bytes = sum(math.prod(s.shape) * torch.empty((), dtype=s.dtype).element_size() for s in spec.values())
+        host_states = min(config.host_cache_characters, int(config.host_cache_mb * 1e6 // max(1, state_bytes)))
+        pool = StatePool(spec, config.slots, self.device, host_states)
         silence = model.silence_cond().to(self.device, torch.float32)
         step = make_step(model, pool.tensors, self.device, config.max_batch or config.slots - 1)
         arena = CondArena(config.frames_per_tick, model.d_cond, self.device)
         return VoiceRuntime(name, model, pool, silence, step, arena)
 
     def add_voices(self, voices: Mapping[str, VoiceModel]) -> None:
-        """Add voices while running (configuration hot reload). A name the engine already has
-        is left alone: its characters' states stay valid. Pools are built on the caller's
-        thread; the voices join the engine between ticks."""
-        new = {name: self._runtime(name, model) for name, model in voices.items() if name not in self.voices}
-        if not new:
+        """Add or replace voices while running (configuration hot reload). A name the engine
+        already has with the same model object is left alone. A name with a different model is
+        swapped: streams speaking with the old model finish on it (its pool is dropped when the
+        last one ends), new lines use the new one, and characters start the new voice from a
+        fresh state (an old state means nothing to a different model). Pools are built on the
+        caller's thread; the change happens on the engine thread between ticks."""
+        changed = {name: model for name, model in voices.items() if self.voices.get(name) is not model}
+        if not changed:
             return
-
-        def join() -> None:
-            self.core.voices.update(new)
-
-        self._call(join)
-        self.voices.update({name: voices[name] for name in new})
-        log.info("engine: added voice(s) %s", ", ".join(sorted(new)))
+        runtimes = {name: self._runtime(name, model) for name, model in changed.items()}
+        self._call(lambda: self.core.set_voices(runtimes))
+        swapped = sorted(name for name in changed if name in self.voices)
+        self.voices.update(changed)
+        log.info("engine: voice(s) %s%s", ", ".join(sorted(changed)),
+                 f" (replaced: {', '.join(swapped)})" if swapped else " added")
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -109,11 +115,11 @@ class Engine:
         state_bytes = sum(
             t[0].numel() * t.element_size() for vr in self.core.voices.values() for t in vr.pool.tensors.values()
         )
+        host = sum(vr.pool.host_capacity for vr in self.core.voices.values())
         log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads; "
-                 "idle states in host memory: up to %d characters (%.1f GB)",
+                 "idle states in host memory: up to %d characters (%.2f GB)",
                  self.device, len(self.voices), self.config.slots, self.config.frames_per_tick, state_bytes,
-                 torch.get_num_threads(), self.config.host_cache_characters,
-                 self.config.host_cache_characters * state_bytes / 1e9)
+                 torch.get_num_threads(), host, host * state_bytes / len(self.voices) / 1e9)
         self._running = True
         self._thread = threading.Thread(target=self._run, name="npc-voice-engine", daemon=True)
         self._thread.start()
@@ -199,7 +205,7 @@ class Engine:
         wait = self.config.max_queue_wait_s if wait_s is None else wait_s
         req = Request(stream, character, voice, controls, dict(lexicon), sample_rate, request_id, busy,
                       time.monotonic(), wait)
-        stream.bind(self.core, req)
+        stream.bind(self.core, req, self.config.max_line_symbols)
         self.core.post(self.core.cmd_open, req)
         return stream
 
@@ -311,9 +317,11 @@ def _check_config(config: EngineConfig) -> None:
         raise ValueError(f"EngineConfig.frames_per_tick must be >= 1, got {config.frames_per_tick}")
     if config.max_queue_wait_s < 0:
         raise ValueError(f"EngineConfig.max_queue_wait_s must be >= 0, got {config.max_queue_wait_s}")
+    if not config.host_cache_mb >= 0:
+        raise ValueError(f"EngineConfig.host_cache_mb must be >= 0, got {config.host_cache_mb}")
     if config.lookahead_ms < 0:
         raise ValueError(f"EngineConfig.lookahead_ms must be >= 0, got {config.lookahead_ms}")
-    if config.host_cache_characters < 0 or config.threads < 0 or config.max_batch < 0:
+    if config.host_cache_characters < 0 or config.threads < 0 or config.max_batch < 0 or config.max_line_symbols < 0:
         raise ValueError(f"EngineConfig counts must be >= 0: {config}")
 
 

@@ -41,6 +41,47 @@ def phonemize(text: str, lexicon: Mapping[str, str]) -> PhonemeInput:
     return text_to_phonemes(text, lexicon)
 
 
+_SENTENCE_END = frozenset(".!?")
+_CLAUSE_END = frozenset(",;:")
+
+
+def split_phonemes(p: PhonemeInput, limit: int) -> list[PhonemeInput]:
+    """``p`` as consecutive lines of at most ``limit`` symbols, cut after a sentence end if one
+    lies in the second half of the window, else after a clause mark, else at a word gap (a word
+    longer than the window is cut where it must). Pieces without a word are dropped. The pieces
+    speak one after another on the stream's clock, so marks and audio stay continuous; each is
+    prepared on its own (prosody restarts at a cut, as at a sentence start)."""
+    n = len(p.symbols)
+    if n <= limit:
+        return [p]
+    pieces: list[PhonemeInput] = []
+    start = 0
+    while n - start > limit:
+        cut = _cut_point(p.symbols, start, start + limit)
+        pieces.append(_slice(p, start, cut))
+        start = cut
+    pieces.append(_slice(p, start, n))
+    return [q for q in pieces if q.words]
+
+
+def _cut_point(symbols: tuple[str, ...], start: int, end: int) -> int:
+    """Where to end the piece that starts at ``start`` (exclusive index, in (start, end])."""
+    for marks in (_SENTENCE_END, _CLAUSE_END, frozenset(" ")):
+        for i in range(end - 1, start + (end - start) // 2, -1):
+            if symbols[i] in marks:
+                return i + 1
+    return end
+
+
+def _slice(p: PhonemeInput, a: int, b: int) -> PhonemeInput:
+    word_of = p.word_of[a:b]
+    ids = sorted({w for w in word_of if w >= 0})
+    index = {w: i for i, w in enumerate(ids)}
+    words = tuple(p.words[w] for w in ids)
+    return PhonemeInput(" ".join(words), p.symbols[a:b], tuple(index.get(w, -1) for w in word_of),
+                        p.visemes[a:b], words)
+
+
 class Stream:
     """Thread-safe handle. ``events()`` / ``events_sync()`` yield MarkEvent (before the audio of
     its line), AudioEvent and finally one EndEvent; they raise CapacityError when the stream was
@@ -65,6 +106,7 @@ class Stream:
         self.lexicon = dict(lexicon)
         self._engine: Commands | None = None
         self._token: object = None  # the engine's Request; opaque here
+        self._max_symbols = 0  # longer lines are split (0: never)
         self._cond = threading.Condition()
         # caller side: only to answer say() sensibly; the engine keeps its own record
         self._input_ended = False
@@ -78,9 +120,9 @@ class Stream:
         self._end: EndEvent | None = None
         self._waiters: list[Waiter] = []  # (loop, event) of each events() consumer
 
-    def bind(self, engine: Commands, token: object) -> None:
+    def bind(self, engine: Commands, token: object, max_symbols: int = 0) -> None:
         """Called once by the engine that opened the stream."""
-        self._engine, self._token = engine, token
+        self._engine, self._token, self._max_symbols = engine, token, max_symbols
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._engine is not None, "stream not opened by an engine"
@@ -90,15 +132,19 @@ class Stream:
 
     def say(self, text: str) -> None:
         """Queue one line. Raises TextError (from the frontend) at once for text that cannot
-        be spoken; ignored once the stream was cancelled or closed."""
+        be spoken; ignored once the stream was cancelled or closed. A line longer than the
+        engine's ``max_line_symbols`` goes as several consecutive lines, so that preparing it
+        never holds up a tick for long."""
         phonemes = phonemize(text, self.lexicon)
+        pieces = split_phonemes(phonemes, self._max_symbols) if self._max_symbols else [phonemes]
         with self._cond:
             if self._stopped or self._finished:
                 return
             if self._input_ended:
                 raise EngineError(f"stream {self.request_id!r}: say() after end_input()")
         assert self._engine is not None
-        self._post(self._engine.cmd_say, phonemes)
+        for piece in pieces:
+            self._post(self._engine.cmd_say, piece)
 
     def end_input(self) -> None:
         """No more lines: the stream ends "completed" after the last queued line."""

@@ -86,8 +86,12 @@ def _align(chunk_lens: list[int], word_lens: list[int]) -> list[list[int]]:
 
     Returns, per chunk, the text-word indices it covers (one chunk may cover several
     words when espeak runs words together; several chunks may share one word). A chunk
-    or a word may also stay unmatched (at a high cost), so this never fails."""
+    or a word may also stay unmatched (at a high cost), so this never fails. The dynamic
+    program is O(chunks * words): a clause too long for it (thousands of words with no
+    punctuation) is aligned proportionally instead (``_align_evenly``)."""
     m, n = len(chunk_lens), len(word_lens)
+    if m * n > _MAX_ALIGN_CELLS:
+        return _align_evenly(m, n)
     inf = float("inf")
     cost = [[inf] * (n + 1) for _ in range(m + 1)]
     back: list[list[tuple[int, int] | None]] = [[None] * (n + 1) for _ in range(m + 1)]
@@ -121,6 +125,19 @@ def _align(chunk_lens: list[int], word_lens: list[int]) -> list[list[int]]:
             groups[ci] = list(range(j - dj, j))
         i, j = i - di, j - dj
     return groups
+
+
+_MAX_ALIGN_CELLS = 4_096  # 64 x 64 words in one clause (~0.1 s of this DP); beyond, the even split
+
+
+def _align_evenly(m: int, n: int) -> list[list[int]]:
+    """Chunk i covers the words in proportion to its position (each chunk at least one word
+    while there are as many words as chunks)."""
+    if n == 0:
+        return [[] for _ in range(m)]
+    if m <= n:
+        return [list(range(i * n // m, (i + 1) * n // m)) for i in range(m)]
+    return [[i * n // m] for i in range(m)]
 
 
 def _split_chunk(symbols: list[str], word_ids: list[int], word_lens: list[int]) -> list[int]:

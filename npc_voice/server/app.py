@@ -136,9 +136,11 @@ class Daemon:
             lead_slack_ms=settings.lead_slack_ms,
             max_load=settings.max_load,
             max_waiting_per_character=settings.max_waiting_per_character,
+            max_line_symbols=settings.max_line_symbols,
             max_batch=settings.max_batch,
             threads=settings.threads,
             host_cache_characters=settings.host_cache_characters,
+            host_cache_mb=settings.host_cache_mb,
         )
         self.engine = Engine(voices, engine_config)
         self.engine.start()
