@@ -15,6 +15,9 @@ import os
 # Before torch loads: OpenMP's spinning barrier made a 2-thread voice step ~10x slower on a
 # shared 2-core machine (bench/README.md, "Threads"); passive waiting costs nothing when idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# numpy's own BLAS threads (the engine's per-tick resampling product) would fight torch's threads
+# for the same cores; its products are small, one thread does them best.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402

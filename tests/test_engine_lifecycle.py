@@ -156,10 +156,9 @@ def test_closes_and_cancels_from_many_threads_during_ticks_keep_every_other_stre
 def test_counters_add_up_over_every_outcome(wrapped: tuple[Engine, WrappedVoice]) -> None:
     engine, w = wrapped
     w.poison = "poison"
-    outcomes = {
-        "completed": speak(engine, "a", LINE),
-        "failed": speak(engine, "b", "A poison line."),
-    }
+    outcomes = {"completed": speak(engine, "a", LINE)}
+    with pytest.raises(StepError):  # prepared on the caller's thread: it fails right there
+        speak(engine, "b", "A poison line.")
     holder = speak(engine, "c", LONG)
     next(iter(holder.events_sync(timeout=30)))  # c is speaking
     outcomes["rejected"] = speak(engine, "c", LINE2, BusyPolicy.REJECT)
@@ -167,10 +166,12 @@ def test_counters_add_up_over_every_outcome(wrapped: tuple[Engine, WrappedVoice]
     barge = speak(engine, "c", LINE2, BusyPolicy.INTERRUPT)
     cancelled = speak(engine, "d", LONG)
     cancelled.cancel()
-    got = {want: outcome(s) for want, s in outcomes.items()}
+    got = {want: outcome(s) for want, s in outcomes.items()} | {"failed": "failed"}
     assert got == {k: k for k in got}
     assert outcome(barge) == "completed" and outcome(cancelled) == "cancelled"
-    assert_counters_add_up(settled(engine, lambda s: s.active_streams == 0 and s.streams_waiting == 0))
+    stats = settled(engine, lambda s: s.active_streams == 0 and s.streams_waiting == 0)
+    assert_counters_add_up(stats)
+    assert (stats.lines_failed, stats.lines_interrupted, stats.lines_rejected) == (1, 1, 1)
 
 
 def test_a_line_that_fails_to_prepare_fails_only_its_stream(
@@ -179,9 +180,8 @@ def test_a_line_that_fails_to_prepare_fails_only_its_stream(
     engine, w = wrapped
     w.poison = "poison"
     good = [speak(engine, f"g{i}", LINE) for i in range(3)]
-    bad = speak(engine, "bad", "The poison line.")
     with pytest.raises(StepError, match="prepare"):
-        collect(bad)
+        speak(engine, "bad", "The poison line.")
     for s in good:
         assert_same_audio(collect(s)[1], direct_render(voice, [LINE]))
 

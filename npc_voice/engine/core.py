@@ -221,10 +221,16 @@ class EngineCore:
         self.waiting[req] = None
         self.queued[req.character] = waiting + 1
 
-    def cmd_say(self, req: Request, phonemes: PhonemeInput) -> None:
+    def cmd_say(self, req: Request, phonemes: PhonemeInput, line: PreparedLine | None = None,
+                model: object = None) -> None:
+        """A line, usually prepared already on the caller's thread (``line`` by ``model``); else,
+        or if the voice's model changed meanwhile, the engine prepares it (in order)."""
         if req.status.finished or req.stopping or req.input_ended:
             return
-        req.lines.append(phonemes)
+        if line is not None and not req.lines and model is self.voices[req.voice].model:
+            req.prepared.append((line, phonemes))
+        else:
+            req.lines.append(phonemes)
         req.said += 1
 
     def cmd_end_input(self, req: Request) -> None:
@@ -235,6 +241,11 @@ class EngineCore:
             self.finish(req, RequestStatus.CANCELLED)
         elif req.status is RequestStatus.RUNNING:
             self._stop(req, RequestStatus.CANCELLED)
+
+    def cmd_fail(self, req: Request, error: BaseException) -> None:
+        """A line could not be said (unspeakable text, a failed preparation): the stream fails."""
+        if not req.status.finished:
+            self.finish(req, RequestStatus.FAILED, error)
 
     def cmd_close(self, req: Request) -> None:
         """The consumer is gone: end now, no fade (nobody hears it)."""
@@ -274,6 +285,10 @@ class EngineCore:
         under a retired key; waiting and new ones get the new runtime."""
         for name, runtime in runtimes.items():
             old = self.voices.get(name)
+            for req in self.waiting:  # lines prepared by the old model: the new one prepares them again
+                if req.voice == name and req.prepared:
+                    req.lines.extendleft(reversed([p for _, p in req.prepared]))
+                    req.prepared.clear()
             if old is not None:
                 self._retired += 1
                 key = f"{name}{RETIRED}{self._retired}"
@@ -465,11 +480,11 @@ class EngineCore:
             while req.lines:
                 work.setdefault(req.voice, []).append((req, req.lines.popleft()))
         for voice, items in work.items():
-            for (req, _), line in zip(items, self._prepare_voice(voice, items), strict=True):
+            for (req, phonemes), line in zip(items, self._prepare_voice(voice, items), strict=True):
                 if req.status is not RequestStatus.RUNNING:
                     continue  # failed by an earlier line of this round
                 if isinstance(line, PreparedLine):
-                    req.prepared.append(line)
+                    req.prepared.append((line, phonemes))
                 elif isinstance(line, TextError) and req.has_audio:
                     log.warning("stream %r: skipped a line the voice cannot speak: %s", req.request_id, line)
                 else:
@@ -514,7 +529,7 @@ class EngineCore:
                 self.finish(req, RequestStatus.COMPLETED)
 
     def _start_line(self, req: Request, sp: Speaker) -> bool:
-        line = req.prepared.popleft()
+        line, _ = req.prepared.popleft()
         if line.n_frames == 0:
             return False
         vr = self.voices[req.voice]

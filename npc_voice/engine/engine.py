@@ -205,7 +205,7 @@ class Engine:
         wait = self.config.max_queue_wait_s if wait_s is None else wait_s
         req = Request(stream, character, voice, controls, dict(lexicon), sample_rate, request_id, busy,
                       time.monotonic(), wait)
-        stream.bind(self.core, req, self.config.max_line_symbols)
+        stream.bind(self.core, req, self.config.max_line_symbols, self.voices[voice])
         self.core.post(self.core.cmd_open, req)
         return stream
 

@@ -56,7 +56,7 @@ class Request:
     wait_s: float  # how long it may wait for admission before it is rejected
     status: RequestStatus = RequestStatus.WAITING
     lines: deque[PhonemeInput] = field(default_factory=deque)  # said, not yet prepared
-    prepared: deque[PreparedLine] = field(default_factory=deque)  # prepared, not yet started
+    prepared: deque[tuple[PreparedLine, PhonemeInput]] = field(default_factory=deque)  # ready, not started
     input_ended: bool = False
     cancel_requested: bool = False  # fade out at the next frame, then end "cancelled"
     interrupt_requested: bool = False  # same, ending "interrupted"

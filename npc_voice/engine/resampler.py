@@ -11,10 +11,30 @@ matrix W [L, window] to a window of inputs starting at q*M: out_block(q) = W @ x
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from npc_voice.audio.resample import StreamResampler
+
+
+@functools.cache
+def _filter(in_rate: int, out_rate: int) -> tuple[int, int, int, int, np.ndarray]:
+    """(L, M, half, window, W^T [window, L]) for a rate pair: built once, shared by every stream."""
+    ref = StreamResampler(in_rate, out_rate)  # validates the rates; its filter is the reference
+    if ref.identity:
+        raise ValueError(f"no resampling needed for {in_rate} -> {out_rate} Hz")
+    up, down = ref.up, ref.down
+    h, half = ref._h, ref._half  # [L, 2 * half] taps per output phase
+    shift = (np.arange(up) * down) // up  # first input of output r, relative to the block's start
+    window = int(shift[-1]) + 2 * half
+    w = np.zeros((up, window), dtype=np.float64)
+    for i in range(up):
+        w[i, shift[i] : shift[i] + 2 * half] = h[(i * down) % up]
+    w_t = np.ascontiguousarray(w.T, dtype=np.float32)
+    w_t.flags.writeable = False  # shared
+    return up, down, half, window, w_t
 
 
 class BlockResampler:
@@ -24,22 +44,10 @@ class BlockResampler:
     rounding aside), including the total after flush: round(total_in * out / in)."""
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
-        ref = StreamResampler(in_rate, out_rate)  # validates the rates; its filter is the reference
-        if ref.identity:
-            raise ValueError(f"no resampling needed for {in_rate} -> {out_rate} Hz")
-        self.L, self.M = ref.up, ref.down
-        h, half = ref._h, ref._half  # [L, 2 * half] taps per output phase
-        r = np.arange(self.L)
-        shift = (r * self.M) // self.L  # first input of output r, relative to the block's start
-        self.half = half
-        self.window = int(shift[-1]) + 2 * half
-        w = np.zeros((self.L, self.window), dtype=np.float64)
-        for i in range(self.L):
-            w[i, shift[i] : shift[i] + 2 * half] = h[(i * self.M) % self.L]
-        self.w_t = np.ascontiguousarray(w.T, dtype=np.float32)  # [window, L]
+        self.L, self.M, self.half, self.window, self.w_t = _filter(in_rate, out_rate)
         # Input samples from absolute index ``buf_start`` on; before index 0 the signal is zero.
-        self.buf = np.zeros(half - 1, dtype=np.float32)
-        self.buf_start = -(half - 1)
+        self.buf = np.zeros(self.half - 1, dtype=np.float32)
+        self.buf_start = -(self.half - 1)
         self.total_in = 0
         self.total_out = 0
         self.flushed = False

@@ -9,13 +9,18 @@ handle's queue and consumed either from asyncio (``events``, woken with
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, VoiceControls
-from npc_voice.model.api import PhonemeInput
+import torch
+
+from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, StepError, VoiceControls
+from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
+
+log = logging.getLogger(__name__)
 
 Event = MarkEvent | AudioEvent | EndEvent
 
@@ -25,13 +30,15 @@ class Commands(Protocol):
 
     def post(self, fn: Callable[..., None], *args: Any) -> None: ...
 
-    def cmd_say(self, token: Any, phonemes: PhonemeInput) -> None: ...
+    def cmd_say(self, token: Any, phonemes: PhonemeInput, line: PreparedLine | None, model: object) -> None: ...
 
     def cmd_end_input(self, token: Any) -> None: ...
 
     def cmd_cancel(self, token: Any) -> None: ...
 
     def cmd_close(self, token: Any) -> None: ...
+
+    def cmd_fail(self, token: Any, error: BaseException) -> None: ...
 
 
 def phonemize(text: str, lexicon: Mapping[str, str]) -> PhonemeInput:
@@ -107,6 +114,7 @@ class Stream:
         self._engine: Commands | None = None
         self._token: object = None  # the engine's Request; opaque here
         self._max_symbols = 0  # longer lines are split (0: never)
+        self._model: VoiceModel | None = None  # prepares lines on the caller's thread
         self._cond = threading.Condition()
         # caller side: only to answer say() sensibly; the engine keeps its own record
         self._input_ended = False
@@ -120,9 +128,11 @@ class Stream:
         self._end: EndEvent | None = None
         self._waiters: list[Waiter] = []  # (loop, event) of each events() consumer
 
-    def bind(self, engine: Commands, token: object, max_symbols: int = 0) -> None:
-        """Called once by the engine that opened the stream."""
-        self._engine, self._token, self._max_symbols = engine, token, max_symbols
+    def bind(self, engine: Commands, token: object, max_symbols: int = 0, model: VoiceModel | None = None) -> None:
+        """Called once by the engine that opened the stream. ``model``: the voice's model, to
+        prepare lines (encoder + durations) in ``say`` on the caller's thread instead of the
+        engine's, which then only steps."""
+        self._engine, self._token, self._max_symbols, self._model = engine, token, max_symbols, model
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._engine is not None, "stream not opened by an engine"
@@ -135,16 +145,34 @@ class Stream:
         be spoken; ignored once the stream was cancelled or closed. A line longer than the
         engine's ``max_line_symbols`` goes as several consecutive lines, so that preparing it
         never holds up a tick for long."""
-        phonemes = phonemize(text, self.lexicon)
-        pieces = split_phonemes(phonemes, self._max_symbols) if self._max_symbols else [phonemes]
+        try:
+            phonemes = phonemize(text, self.lexicon)
+            pieces = split_phonemes(phonemes, self._max_symbols) if self._max_symbols else [phonemes]
+            model = self._model
+            lines = [self._prepare(model, p) for p in pieces] if model is not None else [None] * len(pieces)
+        except (TextError, StepError) as e:  # the engine ends the stream "failed" with it; the caller gets it now
+            if self._engine is not None:
+                self._post(self._engine.cmd_fail, e)
+            raise
         with self._cond:
             if self._stopped or self._finished:
                 return
             if self._input_ended:
                 raise EngineError(f"stream {self.request_id!r}: say() after end_input()")
         assert self._engine is not None
-        for piece in pieces:
-            self._post(self._engine.cmd_say, piece)
+        for piece, line in zip(pieces, lines, strict=True):
+            self._post(self._engine.cmd_say, piece, line, model)
+
+    def _prepare(self, model: VoiceModel, phonemes: PhonemeInput) -> PreparedLine:
+        """Encoder + durations (read-only weights; safe beside the engine's step on another thread)."""
+        try:
+            with torch.inference_mode():
+                return model.prepare(phonemes, speed=self.controls.speed)
+        except TextError:
+            raise
+        except Exception as e:
+            log.exception("stream %r: preparing a line failed", self.request_id)
+            raise StepError(f"the daemon failed to prepare this line ({type(e).__name__}; see its log)") from e
 
     def end_input(self) -> None:
         """No more lines: the stream ends "completed" after the last queued line."""
