@@ -607,3 +607,21 @@ def test_host_cache_is_bounded_in_bytes_and_forgotten_states_are_counted(voice: 
             assert collect(speak(engine, f"c{i}", "Hi."))[2].reason == "completed"
         stats = engine.stats()
     assert stats.characters_evicted == 2 and stats.characters_forgotten == 2 and stats.characters_known == 3
+
+
+@pytest.mark.parametrize(("rate", "encoding"), [(22050, "s16le"), (16000, "s16le"), (48000, "f32le")])
+def test_audio_is_encoded_for_the_wire_per_batch(make_engine, rate: int, encoding: str) -> None:  # type: ignore[no-untyped-def]
+    from npc_voice.audio.pcm import encode_pcm
+
+    engine = make_engine()
+    streams = [engine.open_stream(f"w{i}", "tiny", VoiceControls(), {}, rate, f"w{i}", encoding=encoding)
+               for i in range(3)]
+    for s in streams:
+        s.say(LINE)
+        s.end_input()
+    for s in streams:
+        events, _, _ = collect(s)
+        audio = [e for e in events if isinstance(e, AudioEvent)]
+        assert audio and all(e.data == encode_pcm(e.pcm, encoding) for e in audio)  # tail included
+    with pytest.raises(ValueError, match="mp3"):
+        engine.open_stream("w", "tiny", VoiceControls(), {}, 22050, "w", encoding="mp3")

@@ -13,7 +13,10 @@ def encode_pcm(audio: np.ndarray | torch.Tensor, encoding: str = "s16le") -> byt
 
     s16le scales by 32767 and rounds to nearest, so -1.0, 0.0 and 1.0 map to -32767, 0 and 32767."""
     x = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    x = np.clip(np.nan_to_num(x.astype(np.float32, copy=False).ravel(), nan=0.0), -1.0, 1.0)
+    x = np.clip(x.astype(np.float32, copy=False).ravel(), -1.0, 1.0)  # (NaN passes clip: zeroed next)
+    nan = np.isnan(x)
+    if nan.any():  # np.nan_to_num costs ~10x more in Python-level checks; this runs per audio chunk
+        x = np.where(nan, np.float32(0.0), x)
     if encoding == "s16le":
         return np.rint(x * 32767.0).astype("<i2").tobytes()
     if encoding == "f32le":

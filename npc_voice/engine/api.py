@@ -122,6 +122,7 @@ class MarkEvent:
 class AudioEvent:
     pcm: np.ndarray  # float32 [n] at the output rate, in [-1, 1]
     sample_offset: int  # of pcm[0], from stream start
+    data: bytes = b""  # the same samples encoded for the wire, when the stream was opened with an encoding
 
 
 @dataclass(frozen=True)

@@ -336,7 +336,7 @@ class EngineCore:
         if sp is not None:
             tail = sp.flush()
             if tail is not None:
-                events.append(tail)
+                events.append(_encode([sp], [tail])[0])  # type: ignore[arg-type]
             events.append(sp.end_event(REASONS[status], time.monotonic()))
         else:
             total = (time.monotonic() - req.opened_at) * 1000.0
@@ -436,7 +436,7 @@ class EngineCore:
             self._unqueue(req)
             req.status = RequestStatus.RUNNING
             req.speaker = Speaker(req.controls, req.sample_rate, req.opened_at, slot, vr.model.hop, now,
-                                  make_resampler(req.sample_rate))
+                                  make_resampler(req.sample_rate), req.encoding)
             self.running[req] = None
             self.speaking[req.character] = req
             per_voice[vr.name] = per_voice.get(vr.name, 0) + 1
@@ -599,7 +599,8 @@ class EngineCore:
                 self._render_failed(req, e)
                 continue
             cut.append((req, list(events), chunk))
-        for (req, events, _), audio in zip(cut, self._resample([(r.speaker, c) for r, _, c in cut]), strict=True):
+        audios = _encode([r.speaker for r, _, _ in cut], self._resample([(r.speaker, c) for r, _, c in cut]))
+        for (req, events, _), audio in zip(cut, audios, strict=True):
             if req.status is not RequestStatus.RUNNING:
                 continue  # failed while resampling
             if audio is not None:
@@ -744,4 +745,25 @@ class EngineCore:
             first_audio_seconds_buckets=self.first_audio_hist.cumulative(),
             first_audio_seconds_sum=self.first_audio_hist.sum,
         )
+
+
+def _encode(speakers: list[Speaker | None], audios: list[AudioEvent | None]) -> list[AudioEvent | None]:
+    """Wire bytes for the rows whose stream asked for an encoding: one conversion per encoding for
+    the whole batch (the samples are clipped and finite already), then one slice per row."""
+    groups: dict[str, list[int]] = {}
+    for i, (sp, audio) in enumerate(zip(speakers, audios, strict=True)):
+        if audio is not None and sp is not None and sp.encoding:
+            groups.setdefault(sp.encoding, []).append(i)
+    out = list(audios)
+    for encoding, rows in groups.items():
+        pcms = [audios[i].pcm for i in rows]  # type: ignore[union-attr]
+        flat = np.concatenate(pcms)
+        wire = np.rint(flat * 32767.0).astype("<i2") if encoding == "s16le" else flat.astype("<f4")
+        start = 0
+        for i, pcm in zip(rows, pcms, strict=True):
+            a = audios[i]
+            assert a is not None
+            out[i] = AudioEvent(a.pcm, a.sample_offset, wire[start : start + len(pcm)].tobytes())
+            start += len(pcm)
+    return out
 

@@ -188,11 +188,14 @@ class Engine:
         request_id: str,
         busy: BusyPolicy = BusyPolicy.QUEUE,
         wait_s: float | None = None,
+        encoding: str | None = None,
     ) -> Stream:
         """A stream for ``character``; lines come with ``say``. Raises UnknownVoiceError, or
         ValueError for a bad rate or control value. Admission happens on the engine thread:
         ``events()`` raises CapacityError (BusyError for a busy character) if the stream was
-        refused. ``wait_s`` bounds the wait for admission (default max_queue_wait_s)."""
+        refused. ``wait_s`` bounds the wait for admission (default max_queue_wait_s). ``encoding``
+        ("s16le" or "f32le"): AudioEvents also carry the samples encoded for the wire (``data``),
+        converted once per batch on the engine thread."""
         if self._thread is None or not self._running:
             raise EngineError("the engine is not running")
         if voice not in self.voices:
@@ -203,8 +206,10 @@ class Engine:
         stream = Stream(character=character, voice=voice, controls=controls, lexicon=lexicon,
                         sample_rate=sample_rate, request_id=request_id)
         wait = self.config.max_queue_wait_s if wait_s is None else wait_s
+        if encoding not in (None, "s16le", "f32le"):
+            raise ValueError(f"encoding {encoding!r} is not one of s16le, f32le")
         req = Request(stream, character, voice, controls, dict(lexicon), sample_rate, request_id, busy,
-                      time.monotonic(), wait)
+                      time.monotonic(), wait, encoding)
         stream.bind(self.core, req, self.config.max_line_symbols, self.voices[voice])
         self.core.post(self.core.cmd_open, req)
         return stream

@@ -54,6 +54,7 @@ class Request:
     busy: BusyPolicy
     opened_at: float  # monotonic, when open_stream was called
     wait_s: float  # how long it may wait for admission before it is rejected
+    encoding: str | None = None  # "s16le" | "f32le": also encode audio for the wire, per batch
     status: RequestStatus = RequestStatus.WAITING
     lines: deque[PhonemeInput] = field(default_factory=deque)  # said, not yet prepared
     prepared: deque[tuple[PreparedLine, PhonemeInput]] = field(default_factory=deque)  # ready, not started

@@ -30,7 +30,7 @@ def make_resampler(out_rate: int) -> BlockResampler | None:
 class Speaker:
     def __init__(
         self, controls: VoiceControls, sample_rate: int, opened_at: float, slot: int, hop: int, now: float,
-        resampler: BlockResampler | None,
+        resampler: BlockResampler | None, encoding: str | None = None,
     ) -> None:
         c = controls
         self.hop = hop  # native samples per frame
@@ -40,6 +40,7 @@ class Speaker:
         # columns as npc_voice.model.api.CONTROL_*: pitch factor, formant, breathiness, volume
         self.controls = controls_row(c)
         self.resampler = resampler
+        self.encoding = encoding  # "s16le" | "f32le": AudioEvents carry wire bytes (encoded per batch)
         self.prepared: deque[PreparedLine] = deque()  # lines ready to start, in order
         self.line: PreparedLine | None = None  # the line being spoken
         self.pages: list[int] = []  # CondArena pages (K frames each) of the current line

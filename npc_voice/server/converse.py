@@ -307,7 +307,8 @@ class ConverseSession:
         fmt = convert.resolve_format(s.format, spec)
         controls = convert.resolve_controls(spec, s.overrides)
         request_id = convert.request_id_or_new(s.request_id)
-        stream = self.engine.open_stream(character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id)
+        stream = self.engine.open_stream(character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id,
+                                         encoding=fmt.encoding)
         self.streams.add(stream)
         start = convert.start_response(fmt, request_id, character, spec.voice, ctx.context_id)
         previous = self._last_pump.get(ctx.context_id)

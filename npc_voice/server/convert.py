@@ -127,7 +127,8 @@ def event_to_response(
     event: MarkEvent | AudioEvent | EndEvent, fmt: OutputFormat, request_id: str, context_id: str = ""
 ) -> pb.SpeakResponse:
     if isinstance(event, AudioEvent):
-        audio = pb.AudioChunk(pcm=encode_pcm(event.pcm, fmt.encoding), sample_offset=event.sample_offset)
+        pcm = event.data or encode_pcm(event.pcm, fmt.encoding)  # the engine encodes per batch when asked
+        audio = pb.AudioChunk(pcm=pcm, sample_offset=event.sample_offset)
         return pb.SpeakResponse(context_id=context_id, audio=audio)
     if isinstance(event, MarkEvent):
         return pb.SpeakResponse(context_id=context_id, marks=marks_to_proto(event))

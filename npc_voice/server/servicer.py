@@ -110,7 +110,8 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             request_id = convert.request_id_or_new(request.request_id)
             busy = convert.busy_policy(request.busy_policy)
             stream = self.engine.open_stream(
-                character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id, busy
+                character, spec.voice, controls, spec.lexicon, fmt.sample_rate, request_id, busy,
+                encoding=fmt.encoding,
             )
             # A client that goes away (cancel, deadline, disconnect) frees the slot at once.
             context.add_done_callback(lambda _ctx: stream.close())  # type: ignore[union-attr]
