@@ -625,3 +625,20 @@ def test_audio_is_encoded_for_the_wire_per_batch(make_engine, rate: int, encodin
         assert audio and all(e.data == encode_pcm(e.pcm, encoding) for e in audio)  # tail included
     with pytest.raises(ValueError, match="mp3"):
         engine.open_stream("w", "tiny", VoiceControls(), {}, 22050, "w", encoding="mp3")
+
+
+def test_no_new_stream_is_admitted_while_speaking_ones_are_behind(voice: VoiceModel) -> None:
+    """Overload refuses new lines instead of making everyone stutter: with a step slower than
+    real time the first stream falls behind, and the next one waits, then gets CapacityError."""
+    config = EngineConfig(slots=4, frames_per_tick=K, threads=1, lookahead_ms=50.0, max_queue_wait_s=0.6,
+                          admit_floor=1)
+    with Engine({"tiny": SlowVoice(voice, 0.15)}, config) as engine:  # type: ignore[dict-item]
+        first = speak(engine, "a", LONG)
+        events = first.events_sync(timeout=60)
+        for _ in range(4):
+            next(events)  # a few ticks of 150 ms for 46 ms of audio: behind
+        with pytest.raises(CapacityError, match="behind real time"):
+            collect(speak(engine, "b", LINE))
+        first.cancel()
+        end = list(events)[-1]
+        assert isinstance(end, EndEvent) and end.reason == "cancelled"

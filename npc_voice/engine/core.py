@@ -138,11 +138,15 @@ class EngineCore:
         self.first_audio_hist = Histogram(FIRST_AUDIO_BUCKETS_S)
         self.fail_streak = 0
         self.backoff_until = 0.0
-        self.snapshot = self._build_snapshot()
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._cv = threading.Condition()
         self._out: list[tuple[Request, list[Event] | BaseException]] = []
         self._retired = 0  # voice models replaced by a reload so far
+        self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
+        self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
+        self._last_tick = (0.0, 0.0)  # (start, seconds in model steps) of the last stepping tick
+        self._hop_s = min((vr.model.hop / vr.model.sample_rate for vr in voices.values()), default=0.0116)
+        self.snapshot = self._build_snapshot()
 
     # ---- any thread --------------------------------------------------------------------------
 
@@ -402,13 +406,27 @@ class EngineCore:
         batches = self._choose(now)
         if not batches:
             return self._next_due(time.monotonic())
+        step_s = 0.0
         for voice, rows in batches.items():
-            self._step(self.voices[voice], rows)
+            step_s += self._step(self.voices[voice], rows)
+        self._learn_overhead(start, step_s)
         self.counters.ticks += 1
         elapsed = time.monotonic() - start
         self.tick_ms.append(elapsed * 1000.0)
         self.tick_hist.observe(elapsed)
         return 0.0
+
+    def _learn_overhead(self, start: float, step_s: float) -> None:
+        """The engine loop's period between back-to-back ticks against the model steps in it: what
+        a round costs beyond the fitted step (commands, events out, bookkeeping; the event loop
+        and the frontend competing for the cores), as a factor admission applies to the fit."""
+        last, last_step = self._last_tick
+        self._last_tick = (start, step_s)
+        audio_s = self.k * self._hop_s
+        period = start - last
+        if last_step > 0.0 and period < 1.5 * audio_s:  # back to back: the loop is busy
+            ratio = min(3.0, max(1.0, period / last_step))
+            self.overhead = 0.9 * self.overhead + 0.1 * ratio
 
     def _admit(self, now: float) -> None:
         per_voice: dict[str, int] = {}
@@ -462,13 +480,18 @@ class EngineCore:
         """Why one more running stream of ``vr`` would not fit max_load of real time ("" if it would)."""
         if self.config.max_load <= 0:
             return ""
+        if per_voice.get(vr.name, 0) < self.config.admit_floor:
+            return ""
+        if self.behind:
+            return f"{self.behind} speaking stream(s) are behind real time"
         budget = self.config.max_load * self.k * vr.model.hop / vr.model.sample_rate
         total = 0.0
         for name, other in self.voices.items():
             n = per_voice.get(name, 0) + (1 if other is vr else 0)
             if n:
                 total += other.cost.predict(n)
-        if total <= budget or per_voice.get(vr.name, 0) < self.config.admit_floor:
+        total *= self.overhead
+        if total <= budget:
             return ""
         return (f"one more stream would need {total * 1000:.1f} ms per {self.k}-frame tick, over "
                 f"{self.config.max_load:.0%} of real time ({budget * 1000:.1f} ms) on {self.device}")
@@ -545,6 +568,7 @@ class EngineCore:
         rows: list[Request] = []
         due = False
         speaking = 0
+        behind = 0
         for req in self.running:
             sp = req.speaker
             assert sp is not None
@@ -560,10 +584,12 @@ class EngineCore:
                 if ahead < 0.0 and not sp.behind:
                     self.counters.underruns += 1
                 sp.behind = ahead < 0.0
+                behind += sp.behind
             if ahead is None or ahead < target:
                 due = True
             if ahead is None or ahead < cap:
                 rows.append(req)
+        self.behind = behind
         if not due:
             return {}
         if len(rows) > self.max_batch:
@@ -575,7 +601,7 @@ class EngineCore:
             batches.setdefault(req.voice, []).append(req)
         return batches
 
-    def _step(self, vr: VoiceRuntime, rows: list[Request]) -> None:
+    def _step(self, vr: VoiceRuntime, rows: list[Request]) -> float:
         """One model step for ``rows`` of one voice, then their events; a failure fails this batch."""
         t0 = time.perf_counter()
         speakers = [req.speaker for req in rows]
@@ -587,7 +613,7 @@ class EngineCore:
                 pcm = vr.step(slots.to(self.device), cond, controls.to(self.device)).float().cpu().numpy()
         except Exception as e:
             self._step_failed(vr, rows, e)
-            return
+            return time.perf_counter() - t0
         self._step_succeeded()
         np.clip(pcm, -1.0, 1.0, out=pcm)  # [B, K * hop], once for the whole batch
         now = time.monotonic()
@@ -606,7 +632,9 @@ class EngineCore:
             if audio is not None:
                 events.append(audio)
             self._deliver(req, events)
-        vr.cost.add(len(rows), time.perf_counter() - t0)
+        spent = time.perf_counter() - t0
+        vr.cost.add(len(rows), spent)
+        return spent
 
     def _resample(self, items: list[tuple[Speaker | None, np.ndarray]]) -> list[AudioEvent | None]:
         """Each row's chunk at its output rate: one matrix product per rate for the whole batch."""
@@ -714,7 +742,7 @@ class EngineCore:
         for name, vr in self.voices.items():
             n = per_voice.get(name, 0)
             if n:
-                load += vr.cost.predict(n) / (self.k * vr.model.hop / vr.model.sample_rate)
+                load += self.overhead * vr.cost.predict(n) / (self.k * vr.model.hop / vr.model.sample_rate)
         return EngineStats(
             active_streams=len(self.running),
             slots_in_use=sum(p.active_count for _, p in pools),
