@@ -183,7 +183,9 @@ def model_step_fn(voice: Any, batch: int, device: torch.device):  # type: ignore
     state = voice.new_state(batch + 1)
     slots = (torch.randperm(batch) + 1).to(device)
     cond = torch.randn(batch, 1, voice.d_cond, device=device)
-    controls = torch.tensor([[1.0, 1.0, 0.0, 1.0]], device=device).repeat(batch, 1)
+    from npc_voice.model.voice import DEFAULT_CONTROLS
+
+    controls = torch.tensor([DEFAULT_CONTROLS], device=device).repeat(batch, 1)
 
     def step(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         return voice.step(state, slots, cond, controls)

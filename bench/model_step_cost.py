@@ -15,7 +15,7 @@ import time
 import torch
 
 from npc_voice.model import load_voice
-from npc_voice.model.voice import SSMVoice
+from npc_voice.model.voice import DEFAULT_CONTROLS, SSMVoice
 
 FRAME_MS = 256 / 22050 * 1000
 
@@ -25,7 +25,7 @@ def measure(voice: SSMVoice, batch: int, frames: int, repeats: int, vocoder: boo
     clock = time.process_time if cpu_time else time.perf_counter
     gen = torch.Generator().manual_seed(0)
     cond = torch.randn(batch, frames, voice.d_cond, generator=gen)
-    controls = torch.tensor([1.0, 1.0, 0.0, 1.0]).repeat(batch, 1)
+    controls = torch.tensor(DEFAULT_CONTROLS).repeat(batch, 1)
     state = voice.new_state(batch + 1)
     slots = torch.arange(1, batch + 1)
     times = []

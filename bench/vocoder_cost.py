@@ -10,7 +10,7 @@ import time
 import torch
 
 from npc_voice.audio import features as F
-from npc_voice.audio.vocoder import Vocoder
+from npc_voice.audio.vocoder import NEUTRAL_CONTROLS, Vocoder
 
 
 def measure(voc: Vocoder, batch: int, frames: int, repeats: int) -> tuple[float, float]:
@@ -22,7 +22,7 @@ def measure(voc: Vocoder, batch: int, frames: int, repeats: int) -> tuple[float,
     params[..., F.VUV] = (params[..., F.VUV] > 0).float()
     params[..., F.ENV] = -5.0 + params[..., F.ENV]
     params[..., F.AP] = -20.0 + 5.0 * params[..., F.AP]
-    controls = torch.tensor([1.0, 1.0, 0.0, 1.0]).repeat(batch, 1)
+    controls = torch.tensor(NEUTRAL_CONTROLS).repeat(batch, 1)
     state = voc.new_state(batch + 1)
     slots = torch.arange(1, batch + 1)
     wall, cpu = [], []

@@ -143,45 +143,17 @@ def _say_remote(args: argparse.Namespace, lines: list[str], outputs: list[Path],
 
 
 def _say_local(args: argparse.Namespace, lines: list[str], outputs: list[Path], t0: float) -> float:
-    """In-process: an engine of our own, not paced to real time, lines rendered in batches."""
-    from npc_voice.engine.api import AudioEvent, Engine, EngineConfig
-    from npc_voice.server.convert import resolve_controls
-    from npc_voice.server.voices import build_voice, resolve_device
-    from npc_voice.v1 import npc_voice_pb2 as pb
+    """In-process: an engine of our own, not paced to real time, lines rendered in batches
+    (npc_voice.say.render_local, which `npc-voice eval` uses for the characters too)."""
+    from npc_voice.say import render_local
+    from npc_voice.server.voices import resolve_device
 
-    config = load_config(args.config)
-    character, spec = config.resolve(args.character)
-    rate = args.rate or spec.sample_rate
-    device = resolve_device(args.device)
-    voice = build_voice(config.voices[spec.voice], device)
-    window = min(len(lines), 16)
-    # lookahead 1e9 ms: nothing to play back here, so generate as fast as the device allows.
-    engine = Engine(
-        {spec.voice: voice},
-        EngineConfig(slots=window + 1, device=device, lookahead_ms=1e9, max_queue_wait_s=600.0),
-    )
-    engine.start()
-    controls = resolve_controls(spec, pb.VoiceOverrides())
     total = 0.0
-    try:
-        for lo in range(0, len(lines), window):
-            streams = []
-            for i in range(lo, min(lo + window, len(lines))):
-                # With --lines every line gets a fresh instance state ("guard/say-003"): barks
-                # rendered for shipping must not depend on which line came before.
-                cid = character if len(lines) == 1 else f"{spec.name}/say-{i:03d}"
-                stream = engine.open_stream(cid, spec.voice, controls, spec.lexicon, rate, f"say-{i}")
-                stream.say(lines[i])
-                stream.end_input()
-                streams.append((i, stream))
-            for i, stream in streams:
-                parts = [ev.pcm for ev in stream.events_sync() if isinstance(ev, AudioEvent)]
-                pcm = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-                write_wav(outputs[i], pcm, rate)
-                total += len(pcm) / rate
-                _progress(i, len(lines), outputs[i], len(pcm), rate, t0)
-    finally:
-        engine.close()
+    for i, pcm, rate in render_local(load_config(args.config), args.character, lines, rate=args.rate,
+                                     device=resolve_device(args.device)):
+        write_wav(outputs[i], pcm, rate)
+        total += len(pcm) / rate
+        _progress(i, len(lines), outputs[i], len(pcm), rate, t0)
     return total
 
 

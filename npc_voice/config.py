@@ -15,6 +15,7 @@ The file has four top-level keys (all optional except ``characters``)::
         speed: 0.95        # speaking-rate multiplier, 0.25 .. 4.0
         breathiness: 0.1   # 0 .. 1
         volume: 1.0        # linear gain, 0 .. 4
+        style: normal      # normal | whisper | shout
         lexicon: {Eldoria: ɛlˈdɔːɹiə}
         format: {encoding: s16le, sample_rate: 22050}
     default_character: narrator
@@ -62,6 +63,9 @@ CHARACTER_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
 )
 
 
+STYLES = ("normal", "whisper", "shout")  # the keys of npc_voice.model.api.STYLES (a test checks it)
+
+
 class ConfigError(ValueError):
     """An invalid configuration file; the message names the file, key path and reason."""
 
@@ -93,6 +97,7 @@ class CharacterSpec:
     speed: float = 1.0
     breathiness: float = 0.0
     volume: float = 1.0
+    style: str = ""  # "" (= normal) or one of STYLES
     lexicon: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # lowercase word -> IPA
     encoding: str = DEFAULT_ENCODING  # default output encoding: s16le | f32le
     sample_rate: int = DEFAULT_SAMPLE_RATE  # default output rate
@@ -278,12 +283,15 @@ class _Parser:
     def character(self, name: str, raw: Any, voices: Mapping[str, VoiceSpec]) -> CharacterSpec:
         key = f"characters.{name}"
         self.name(name, key)
-        allowed = ("voice", "description", *CHARACTER_RANGES, "lexicon", "format")
+        allowed = ("voice", "description", *CHARACTER_RANGES, "style", "lexicon", "format")
         c = self.mapping(raw, key, allowed)
         voice = self.string(c.get("voice", "default"), f"{key}.voice")
         if voice not in voices:
             raise self.fail(f"{key}.voice", f"unknown voice {voice!r}; configured: {', '.join(sorted(voices))}")
         controls = {k: self.number(c[k], f"{key}.{k}", lo, hi) for k, (lo, hi) in CHARACTER_RANGES.items() if k in c}
+        style = self.string(c.get("style", ""), f"{key}.style")
+        if style and style not in STYLES:
+            raise self.fail(f"{key}.style", f"{style!r} is not one of {', '.join(STYLES)}")
         lexicon: dict[str, str] = {}
         for word, ipa in self.mapping(c.get("lexicon"), f"{key}.lexicon").items():
             if not isinstance(ipa, str) or not ipa.strip():
@@ -307,6 +315,7 @@ class _Parser:
             lexicon=MappingProxyType(lexicon),
             encoding=encoding,
             sample_rate=int(rate),
+            style=style,
             **controls,
         )
 

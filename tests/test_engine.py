@@ -33,6 +33,7 @@ from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.frontend import text_to_phonemes
 from npc_voice.model import tiny_voice
 from npc_voice.model.api import TextError, VoiceModel
+from npc_voice.model.voice import DEFAULT_CONTROLS
 
 K = 4
 FREE_RUN = 1e9  # lookahead_ms: generate as fast as the CPU allows (no real-time pacing)
@@ -92,7 +93,7 @@ def collect(stream: Stream) -> tuple[list[MarkEvent | AudioEvent | EndEvent], np
     return events, pcm, end
 
 
-def direct_render(model: VoiceModel, texts: list[str], controls: tuple[float, ...] = (1.0, 1.0, 0.0, 1.0)
+def direct_render(model: VoiceModel, texts: list[str], controls: tuple[float, ...] = DEFAULT_CONTROLS
                   ) -> np.ndarray:
     """The lines back to back on one fresh state row, straight through the model."""
     state = {n: torch.zeros((2, *s.shape), dtype=s.dtype) for n, s in model.state_spec().items()}

@@ -13,7 +13,7 @@ from npc_voice.model.api import PhonemeInput, TextError, VoiceModel
 from npc_voice.model.checkpoint import CONFIG, WEIGHTS, save_voice
 from npc_voice.model.marks import phoneme_marks, viseme_marks, word_marks
 from npc_voice.model.ssm import SSMDecoder
-from npc_voice.model.voice import SSMVoice
+from npc_voice.model.voice import DEFAULT_CONTROLS, SSMVoice
 
 
 def line(text: str = "hello world.", ipa: str = "həlˈoʊ wˈɜːld.") -> PhonemeInput:
@@ -69,7 +69,7 @@ def test_prepared_line_scan_equals_voice_step(voice: SSMVoice) -> None:
 
 def test_k_frame_step_equals_single_steps(voice: SSMVoice) -> None:
     cond = voice.prepare(line()).cond[None, :24]
-    controls = torch.tensor([[1.1, 1.0, 0.2, 0.8]])
+    controls = torch.tensor([[1.1, 1.0, 0.2, 0.8, 1.0, 0.0]])
     s1, s2 = voice.new_state(3), voice.new_state(3)
     slots = torch.tensor([2])
     chunked = torch.cat([voice.step(s1, slots, cond[:, t:t + 8], controls) for t in range(0, 24, 8)], dim=1)
@@ -83,7 +83,7 @@ def test_k_frame_step_equals_single_steps(voice: SSMVoice) -> None:
 def test_batch_composition_does_not_change_a_stream(voice: SSMVoice) -> None:
     a, b = voice.prepare(line()), voice.prepare(line("hi.", "hˈaɪ."))
     n = min(a.n_frames, b.n_frames)
-    controls = torch.tensor([[1.0, 1.0, 0.0, 1.0]] * 3)
+    controls = torch.tensor([DEFAULT_CONTROLS] * 3)
     alone = voice.new_state(4)
     pcm_alone = voice.step(alone, torch.tensor([3]), a.cond[None, :n], controls[:1])
     together = voice.new_state(4)
@@ -206,7 +206,7 @@ def test_shipped_default_voice_loads_and_speaks() -> None:
 
 
 def test_render_text_through_the_frontend(voice: SSMVoice) -> None:
-    pcm = voice.render("Hello there, traveller!", [1.0, 1.0, 0.0, 0.5], speed=1.5)
+    pcm = voice.render("Hello there, traveller!", [1.0, 1.0, 0.0, 0.5, 1.0, 0.0], speed=1.5)
     assert pcm.dtype == np.float32 and len(pcm) % 256 == 0 and len(pcm) > 10 * 256
     assert np.isfinite(pcm).all() and np.abs(pcm).max() > 0
     with pytest.raises(TextError):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from npc_voice.audio import features as F
-from npc_voice.audio.vocoder import HOP, Vocoder
+from npc_voice.audio.vocoder import HOP, NEUTRAL_CONTROLS, Vocoder
 from npc_voice.model import api
 
 SR = F.SAMPLE_RATE
@@ -33,15 +33,21 @@ def speechlike(t: int, seed: int = 0, f0: float = 120.0) -> torch.Tensor:
 
 
 def neutral(b: int = 1) -> torch.Tensor:
-    return torch.tensor([[1.0, 1.0, 0.0, 1.0]]).repeat(b, 1)
+    return torch.tensor([NEUTRAL_CONTROLS]).repeat(b, 1)
+
+
+def controls(pitch: float = 1.0, formant: float = 1.0, breathiness: float = 0.0, volume: float = 1.0,
+             voicing: float = 1.0, tilt: float = 0.0) -> torch.Tensor:
+    return torch.tensor([pitch, formant, breathiness, volume, voicing, tilt])
 
 
 def test_control_columns_match_the_model_api() -> None:
     from npc_voice.audio import vocoder
 
     assert (vocoder.CONTROL_PITCH, vocoder.CONTROL_FORMANT, vocoder.CONTROL_BREATHINESS, vocoder.CONTROL_VOLUME,
-            vocoder.N_CONTROLS) == (api.CONTROL_PITCH, api.CONTROL_FORMANT, api.CONTROL_BREATHINESS,
-                                    api.CONTROL_VOLUME, api.N_CONTROLS)
+            vocoder.CONTROL_VOICING, vocoder.CONTROL_TILT, vocoder.N_CONTROLS) == (
+        api.CONTROL_PITCH, api.CONTROL_FORMANT, api.CONTROL_BREATHINESS, api.CONTROL_VOLUME, api.CONTROL_VOICING,
+        api.CONTROL_TILT, api.N_CONTROLS)
 
 
 def test_state_spec_names_and_pool_shapes(voc: Vocoder) -> None:
@@ -55,7 +61,8 @@ def test_state_spec_names_and_pool_shapes(voc: Vocoder) -> None:
 def test_k_frames_at_once_equal_one_frame_k_times(voc: Vocoder) -> None:
     t = 24  # > N_FFT / HOP frames, so the overlap-add tail crosses several call boundaries
     params = torch.stack([speechlike(t, seed=s) for s in range(3)])  # [3, t, 68]
-    ctl = torch.tensor([[1.0, 1.0, 0.0, 1.0], [1.5, 0.8, 0.3, 0.7], [0.7, 1.3, 0.0, 1.2]])
+    ctl = torch.tensor([[1.0, 1.0, 0.0, 1.0, 1.0, 0.0], [1.5, 0.8, 0.3, 0.7, 0.0, 3.0],
+                        [0.7, 1.3, 0.0, 1.2, 0.5, -2.0]])
     slots = torch.tensor([2, 1, 3])
     whole_state = voc.new_state(4)
     whole = voc.step(whole_state, slots, params, ctl)
@@ -112,7 +119,7 @@ def steady(f0: float = 150.0, t: int = 60, env: float = -3.0, vuv: float = 1.0) 
 def test_pitch_follows_f0_and_the_pitch_control(voc: Vocoder) -> None:
     y = voc.synthesize(steady(150.0)).numpy()[HOP * 10:]
     assert dominant_f0(y) == pytest.approx(150.0, rel=0.01)
-    up = voc.synthesize(steady(150.0), torch.tensor([2.0, 1.0, 0.0, 1.0])).numpy()[HOP * 10:]
+    up = voc.synthesize(steady(150.0), controls(pitch=2.0)).numpy()[HOP * 10:]
     assert dominant_f0(up) == pytest.approx(300.0, rel=0.01)
 
 
@@ -125,32 +132,56 @@ def centroid(x: np.ndarray) -> float:
 def test_formant_control_moves_the_spectrum(voc: Vocoder) -> None:
     p = steady(120.0)
     base = centroid(voc.synthesize(p).numpy()[HOP * 10:])
-    child = centroid(voc.synthesize(p, torch.tensor([1.0, 1.4, 0.0, 1.0])).numpy()[HOP * 10:])
-    giant = centroid(voc.synthesize(p, torch.tensor([1.0, 0.7, 0.0, 1.0])).numpy()[HOP * 10:])
+    child = centroid(voc.synthesize(p, controls(formant=1.4)).numpy()[HOP * 10:])
+    giant = centroid(voc.synthesize(p, controls(formant=0.7)).numpy()[HOP * 10:])
     assert giant < 0.85 * base and child > 1.15 * base
 
 
-def harmonicity(x: np.ndarray, f0: float) -> float:
-    """Power at harmonics over power between them (a crude harmonics-to-noise ratio)."""
+def harmonicity(x: np.ndarray, f0: float, lo: float = 0.0, hi: float = 4000.0) -> float:
+    """Power at harmonics over power between them in [lo, hi) Hz (a crude harmonics-to-noise ratio)."""
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
     freqs = np.fft.rfftfreq(len(x), 1.0 / SR)
     phase = (freqs / f0) % 1.0
-    near = (np.minimum(phase, 1 - phase) < 0.1) & (freqs < 4000)
-    between = (np.abs(phase - 0.5) < 0.2) & (freqs < 4000)
+    band = (freqs >= lo) & (freqs < hi)
+    near = (np.minimum(phase, 1 - phase) < 0.1) & band
+    between = (np.abs(phase - 0.5) < 0.2) & band
     return float(spec[near].mean() / spec[between].mean())
 
 
-def test_breathiness_adds_noise_to_voiced_frames(voc: Vocoder) -> None:
+def test_breathiness_adds_noise_above_the_low_harmonics(voc: Vocoder) -> None:
     p = steady(150.0)
-    clean = harmonicity(voc.synthesize(p).numpy()[HOP * 10:], 150.0)
-    breathy = harmonicity(voc.synthesize(p, torch.tensor([1.0, 1.0, 0.8, 1.0])).numpy()[HOP * 10:], 150.0)
-    assert clean > 100.0 and breathy < clean / 10.0
+    clean, breathy = (voc.synthesize(p, controls(breathiness=b)).numpy()[HOP * 10:] for b in (0.0, 0.8))
+    assert harmonicity(clean, 150.0, 3000, 6000) > 100.0
+    assert harmonicity(breathy, 150.0, 3000, 6000) < harmonicity(clean, 150.0, 3000, 6000) / 10.0
+    assert harmonicity(breathy, 150.0, 0, 500) > 0.5 * harmonicity(clean, 150.0, 0, 500)  # low harmonics kept
+
+
+def test_voicing_zero_whispers(voc: Vocoder) -> None:
+    p = steady(150.0)
+    whisper = voc.synthesize(p, controls(voicing=0.0)).numpy()[HOP * 10:]
+    assert harmonicity(whisper, 150.0) < 3.0  # noise only: no harmonic peaks left
+    voiced = voc.synthesize(p).numpy()[HOP * 10:]
+    assert float(np.sqrt(np.mean(whisper ** 2))) == pytest.approx(float(np.sqrt(np.mean(voiced ** 2))), rel=0.3)
+
+
+def test_tilt_brightens_by_about_its_slope(voc: Vocoder) -> None:
+    p = steady(150.0)
+
+    def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+        spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+        freqs = np.fft.rfftfreq(len(x), 1.0 / SR)
+        return float(10 * np.log10(spec[(freqs >= lo) & (freqs < hi)].mean()))
+
+    flat, bright = (voc.synthesize(p, controls(tilt=t)).numpy()[HOP * 10:] for t in (0.0, 4.0))
+    low = band_db(bright, 200, 400) - band_db(flat, 200, 400)  # ~2.3 octaves below 1 kHz: ~ -9 dB
+    high = band_db(bright, 3000, 5000) - band_db(flat, 3000, 5000)  # ~2 octaves above: ~ +8 dB
+    assert low < -5.0 and high > 5.0
 
 
 def test_volume_scales_the_output(voc: Vocoder) -> None:
     p = steady(150.0, env=-5.0)
     full = voc.synthesize(p)
-    half = voc.synthesize(p, torch.tensor([1.0, 1.0, 0.0, 0.5]))
+    half = voc.synthesize(p, controls(volume=0.5))
     torch.testing.assert_close(half, 0.5 * full, atol=1e-6, rtol=1e-4)
 
 
@@ -169,8 +200,8 @@ def test_garbage_in_gives_finite_bounded_audio(voc: Vocoder) -> None:
     p[0, 3] = float("nan")
     p[1, :, F.LF0] = float("inf")
     p[2, :, F.ENV] = 1e6
-    ctl = torch.tensor([[float("nan"), 1.0, 0.0, 1.0], [100.0, -3.0, 5.0, 1e9], [0.0, 0.0, -1.0, -1.0],
-                        [1.0, float("inf"), float("nan"), 1.0]])
+    ctl = torch.tensor([[float("nan"), 1.0, 0.0, 1.0, 1.0, 0.0], [100.0, -3.0, 5.0, 1e9, 9.0, 1e9],
+                        [0.0, 0.0, -1.0, -1.0, -1.0, -1e9], [1.0, float("inf"), float("nan"), 1.0, float("nan"), 0.0]])
     state = voc.new_state(5)
     out = voc.step(state, torch.tensor([1, 2, 3, 4]), p, ctl)
     assert torch.isfinite(out).all() and out.abs().max() <= 1.0

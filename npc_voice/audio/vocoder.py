@@ -12,9 +12,14 @@ streams and frames (two real FFTs per frame, no per-stream Python):
   phase = its Hilbert transform via the folded real cepstrum, a fixed matrix). Minimum phase
   gives every harmonic its own phase, like a real glottal pulse through a vocal tract, instead
   of the buzz of all harmonics starting in phase.
-- Mix: per frequency, periodic power fraction = voicing * (1 - aperiodicity) * (1 - breathiness);
-  the rest is noise; total power follows the envelope (cheaptrick's power spectral density:
-  unit-variance noise and sqrt(T0)-amplitude pulses both give |H|^2).
+- Mix: per frequency, periodic power fraction = voicing * voicing control * (1 - aperiodicity)
+  * (1 - breathiness * w(f)); the rest is noise; total power follows the envelope (cheaptrick's power
+  spectral density: unit-variance noise and sqrt(T0)-amplitude pulses both give |H|^2). w(f) rises
+  from 0 at 500 Hz to 1 at 3 kHz (log frequency): breath is aspiration noise above the low
+  harmonics, as in a breathy voice. Unshaped (w = 1) breathiness replaced the low harmonics with
+  noise too and dropped DNSMOS OVRL from 3.24 to 1.99 at 0.6; shaped, 3.19 (see MODEL_CARD.md).
+- Styles (npc_voice.model.api.STYLES): the voicing control 0 makes a whisper (noise through the
+  envelope); the tilt control (dB per octave around 1 kHz, minimum phase) brightens a shout.
 - Overlap-add: each frame's N_FFT-sample response (frame + decaying filter tail) is added into
   a per-stream tail, so filter ringing crosses frame boundaries smoothly: no clicks.
 
@@ -41,7 +46,10 @@ CONTROL_PITCH = 0
 CONTROL_FORMANT = 1
 CONTROL_BREATHINESS = 2
 CONTROL_VOLUME = 3
-N_CONTROLS = 4
+CONTROL_VOICING = 4
+CONTROL_TILT = 5
+N_CONTROLS = 6
+NEUTRAL_CONTROLS = (1.0, 1.0, 0.0, 1.0, 1.0, 0.0)  # pitch factor, formant, breathiness, volume, voicing, tilt
 
 N_FFT = 1024  # response length per frame: 256 samples + up to ~34 ms of filter ring-down
 N_BINS = N_FFT // 2 + 1
@@ -51,6 +59,9 @@ TAIL = N_FFT - HOP
 F0_CLAMP = (20.0, 1000.0)  # Hz, after the pitch control
 MAX_PULSES = math.ceil(HOP * F0_CLAMP[1] / F.SAMPLE_RATE) + 1  # pulses that can fall in one frame
 FORMANT_CLAMP = (0.5, 2.0)
+TILT_CLAMP = (-12.0, 12.0)  # dB per octave
+TILT_RANGE_HZ = (125.0, 8000.0)  # the tilt is flat outside this range, 0 dB at 1 kHz
+BREATH_BAND_HZ = (500.0, 3000.0)  # breathiness weight w(f): 0 below, 1 above, log-linear between
 ENV_CLAMP = (F.ENV_FLOOR - 10.0, 6.0)  # log amplitude; speech sits around -12..0
 NOISE_TABLE = 1 << 16  # samples of stored white noise (3 s), read at a hashed offset per frame
 TAPS = 16  # windowed-sinc taps per pulse (fractional placement, band-limited)
@@ -78,6 +89,12 @@ def _lifter(boost: float) -> torch.Tensor:
     return torch.tensor(dct.T @ np.diag(gain) @ dct)  # symmetric: env @ L == L @ env
 
 
+def _log_freq_ramp(lo_hz: float, hi_hz: float) -> np.ndarray:
+    """[N_BINS] log2(f / lo) / log2(hi / lo) clipped to [0, 1]."""
+    f = np.maximum(np.linspace(0.0, F.NYQUIST, N_BINS), 1e-3)
+    return np.clip(np.log2(f / lo_hz) / np.log2(hi_hz / lo_hz), 0.0, 1.0)
+
+
 def _hash_uniform(index: torch.Tensor) -> torch.Tensor:
     """int64 counter -> float32 uniform in [0, 1): a stateless integer hash (same on CPU and GPU).
 
@@ -100,6 +117,8 @@ class Vocoder(torch.nn.Module):
     _noise: torch.Tensor
     _tap_offsets: torch.Tensor
     _neutral: torch.Tensor
+    _tilt_spec: torch.Tensor
+    _breath_shape: torch.Tensor
 
     def __init__(self, postfilter: float = 0.0) -> None:
         """``postfilter`` > 0 deepens the envelope's formant structure (cepstral lifter 1 + postfilter on
@@ -125,7 +144,15 @@ class Vocoder(torch.nn.Module):
         # A fixed table of unit-variance noise; each frame reads HOP samples at a hashed offset.
         gen = torch.Generator().manual_seed(20261129)
         self.register_buffer("_noise", torch.randn(NOISE_TABLE + HOP, generator=gen), persistent=False)
-        self.register_buffer("_neutral", torch.tensor([1.0, 1.0, 0.0, 1.0]), persistent=False)  # controls for NaN
+        self.register_buffer("_neutral", torch.tensor(NEUTRAL_CONTROLS), persistent=False)  # controls for NaN
+        # 1 dB/octave of tilt as a minimum-phase (log|H|, phase) pair: 0 dB at 1 kHz, flat outside TILT_RANGE_HZ
+        lo, hi = TILT_RANGE_HZ
+        octaves = torch.tensor(_log_freq_ramp(lo, hi) * np.log2(hi / lo) - np.log2(1000.0 / lo))[None, :]
+        tilt = octaves * (math.log(10.0) / 20.0)
+        self.register_buffer("_tilt_spec", torch.cat([tilt, tilt @ _min_phase_matrix().double()]).float(),
+                             persistent=False)  # [2, N_BINS]
+        self.register_buffer("_breath_shape", torch.tensor(_log_freq_ramp(*BREATH_BAND_HZ), dtype=torch.float32),
+                             persistent=False)  # [N_BINS] w(f)
         self.register_buffer("_tap_offsets", torch.arange(-TAPS // 2 + 1, TAPS // 2 + 1, dtype=torch.float32),
                              persistent=False)
 
@@ -141,8 +168,9 @@ class Vocoder(torch.nn.Module):
 
     # -- spectra -------------------------------------------------------------------------------------
 
-    def _filter(self, env: torch.Tensor, formant: torch.Tensor) -> torch.Tensor:
-        """env [R, N_ENV] log amplitude on mel centres, formant [R] -> minimum-phase filter [R, N_BINS] complex.
+    def _filter(self, env: torch.Tensor, formant: torch.Tensor, tilt: torch.Tensor) -> torch.Tensor:
+        """env [R, N_ENV] log amplitude on mel centres, formant [R], tilt [R] dB/octave
+        -> minimum-phase filter [R, N_BINS] complex.
 
         Formant warp a: H'(f) = H(f / a), so a > 1 moves formants up (a smaller vocal tract). The
         phase is warped with the magnitude (close to the warped envelope's own minimum phase)."""
@@ -151,7 +179,7 @@ class Vocoder(torch.nn.Module):
             before = torch.logsumexp(2.0 * (env @ self._plain_mag), dim=1)
             after = torch.logsumexp(2.0 * log_spec[:, 0], dim=1)
             log_spec = log_spec - torch.stack([0.5 * (after - before), torch.zeros_like(after)], dim=1)[:, :, None]
-        log_spec = log_spec + self._lowcut_spec
+        log_spec = log_spec + self._lowcut_spec + tilt[:, None, None] * self._tilt_spec
         pos = (torch.arange(N_BINS, device=env.device, dtype=torch.float32) / formant[:, None]).clamp(max=N_BINS - 1)
         i0 = pos.floor().long().clamp(max=N_BINS - 2)  # [R, N_BINS]
         w = (pos - i0)[:, None, :]
@@ -162,15 +190,15 @@ class Vocoder(torch.nn.Module):
 
     def _frame_responses(self, feats: torch.Tensor, controls: torch.Tensor, pulse_pos: torch.Tensor,
                          pulse_amp: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Rows R = B*K. feats [R, 68], controls [R, 4], pulse_pos/amp [R, P] (amp 0 = no pulse),
+        """Rows R = B*K. feats [R, 68], controls [R, N_CONTROLS], pulse_pos/amp [R, P] (amp 0 = no pulse),
         noise [R, HOP] -> time-domain response [R, N_FFT]."""
         r = feats.shape[0]
-        filt = self._filter(feats[:, F.ENV], controls[:, CONTROL_FORMANT])  # [R, N_BINS]
+        filt = self._filter(feats[:, F.ENV], controls[:, CONTROL_FORMANT], controls[:, CONTROL_TILT])  # [R, N_BINS]
         ap_db = (feats[:, F.AP] @ self._ap_interp).clamp(F.AP_MIN_DB, 0.0)  # [R, N_BINS]
         ap = torch.exp(ap_db * (math.log(10.0) / 10.0))
-        voicing = ((feats[:, F.VUV] - 0.25) * 2.0).clamp(0.0, 1.0)  # soft decision on a probability
-        breath = controls[:, CONTROL_BREATHINESS].clamp(0.0, 1.0)
-        periodic = (voicing * (1.0 - breath))[:, None] * (1.0 - ap)  # [R, N_BINS] power fraction
+        voicing = ((feats[:, F.VUV] - 0.25) * 2.0).clamp(0.0, 1.0) * controls[:, CONTROL_VOICING]  # soft decision
+        breath = controls[:, CONTROL_BREATHINESS, None] * self._breath_shape  # [R, N_BINS]
+        periodic = voicing[:, None] * (1.0 - breath) * (1.0 - ap)  # [R, N_BINS] power fraction
         # excitation in the time domain: windowed-sinc pulses at fractional positions, and noise
         base = pulse_pos.floor()
         taps = base[..., None] + self._tap_offsets  # [R, P, TAPS] sample index of every tap
@@ -241,12 +269,15 @@ class Vocoder(torch.nn.Module):
 
         ctl = controls.clone()
         ctl[:, CONTROL_FORMANT] = ctl[:, CONTROL_FORMANT].clamp(*FORMANT_CLAMP)
+        ctl[:, CONTROL_BREATHINESS] = ctl[:, CONTROL_BREATHINESS].clamp(0.0, 1.0)
+        ctl[:, CONTROL_VOICING] = ctl[:, CONTROL_VOICING].clamp(0.0, 1.0)
+        ctl[:, CONTROL_TILT] = ctl[:, CONTROL_TILT].clamp(*TILT_CLAMP)
         frame_idx = counter[:, None] + torch.arange(k, device=params.device)  # [B, K]
         offset = (_hash_uniform(frame_idx) * NOISE_TABLE).long()  # counter-based: same for any batch
         noise = self._noise[offset[..., None] + torch.arange(HOP, device=params.device)]  # [B, K, HOP]
-        resp = self._frame_responses(params.reshape(b * k, d), ctl[:, None, :].expand(b, k, N_CONTROLS).reshape(-1, 4),
-                                   pulse_pos.reshape(b * k, -1), pulse_amp.reshape(b * k, -1),
-                                   noise.reshape(b * k, HOP)).reshape(b, k, N_FFT)
+        rows = ctl[:, None, :].expand(b, k, N_CONTROLS).reshape(b * k, N_CONTROLS)
+        resp = self._frame_responses(params.reshape(b * k, d), rows, pulse_pos.reshape(b * k, -1),
+                                     pulse_amp.reshape(b * k, -1), noise.reshape(b * k, HOP)).reshape(b, k, N_FFT)
 
         vol = controls[:, CONTROL_VOLUME].clamp(0.0, 16.0)
         ramp = torch.arange(1, HOP + 1, device=params.device, dtype=torch.float32) / HOP
@@ -276,7 +307,7 @@ class Vocoder(torch.nn.Module):
         """Whole utterance from a fresh state: params [T, FEATURE_DIM] -> PCM [T * HOP] float32."""
         p = torch.as_tensor(params, dtype=torch.float32, device=self._noise.device)
         if controls is None:
-            controls = torch.tensor([1.0, 1.0, 0.0, 1.0], device=p.device)
+            controls = torch.tensor(NEUTRAL_CONTROLS, device=p.device)
         state = self.new_state(1, p.device)
         state["voc_prev"][:, 1] = controls[CONTROL_VOLUME]  # no fade-in for a whole utterance
         slots = torch.zeros(1, dtype=torch.int64, device=p.device)

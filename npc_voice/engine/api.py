@@ -74,12 +74,20 @@ class VoiceControls:
     formant: float = 1.0  # spectral-envelope warp; >1 smaller speaker, <1 bigger
     breathiness: float = 0.0  # 0..1 extra noise in voiced frames
     volume: float = 1.0  # linear gain
+    style: str = ""  # "" or "normal" | "whisper" | "shout" (npc_voice.model.api.STYLES)
 
 
 def controls_row(c: VoiceControls) -> tuple[float, ...]:
     """The model's per-row control vector for ``c`` (columns as npc_voice.model.api.CONTROL_*).
-    The one place the engine turns VoiceControls into numbers for a step."""
-    return (2.0 ** (c.pitch_semitones / 12.0), c.formant, c.breathiness, c.volume)
+    The one place the engine turns VoiceControls into numbers for a step. A style adds fixed
+    offsets (pitch, volume) and sets the voicing and tilt columns; an unknown style is a ValueError."""
+    from npc_voice.model.api import STYLES
+
+    style = STYLES.get(c.style or "normal")
+    if style is None:
+        raise ValueError(f"unknown style {c.style!r}; use one of {', '.join(STYLES)}")
+    return (2.0 ** ((c.pitch_semitones + style.pitch_semitones) / 12.0), c.formant, c.breathiness,
+            c.volume * style.volume, style.voicing, style.tilt_db)
 
 
 class BusyPolicy(enum.Enum):

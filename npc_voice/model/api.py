@@ -30,7 +30,27 @@ CONTROL_PITCH = 0  # f0 multiplier (2 ** (semitones / 12)); 1.0 = unchanged
 CONTROL_FORMANT = 1  # spectral-envelope warp; >1 = smaller speaker (child), <1 = bigger (giant)
 CONTROL_BREATHINESS = 2  # 0..1 extra noise mixed into voiced frames; 0 = as trained
 CONTROL_VOLUME = 3  # linear gain applied to the output
-N_CONTROLS = 4
+CONTROL_VOICING = 4  # 0..1 multiplier on the voiced (harmonic) part; 0 = whisper (noise only)
+CONTROL_TILT = 5  # spectral tilt, dB per octave around 1 kHz; > 0 = brighter (a projected voice)
+N_CONTROLS = 6
+
+
+@dataclass(frozen=True)
+class Style:
+    """A speaking style: fixed offsets the engine folds into the control columns."""
+
+    voicing: float = 1.0  # CONTROL_VOICING
+    tilt_db: float = 0.0  # CONTROL_TILT, dB per octave
+    pitch_semitones: float = 0.0  # added to the character's pitch
+    volume: float = 1.0  # multiplies the character's volume
+
+
+# Measured with `npc-voice eval` (npc_voice/voices/default/MODEL_CARD.md). "" is "normal".
+STYLES: dict[str, Style] = {
+    "normal": Style(),
+    "whisper": Style(voicing=0.0, tilt_db=1.0, volume=0.6),  # breath only, a little brighter, quieter
+    "shout": Style(tilt_db=3.0, pitch_semitones=4.0, volume=1.4),  # projected: higher, brighter, louder
+}
 
 
 class TextError(ValueError):

@@ -19,7 +19,7 @@ from npc_voice.model.encoder import durations_from_log
 from npc_voice.model.net import VoiceNet
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
-DEFAULT_CONTROLS = (1.0, 1.0, 0.0, 1.0)  # pitch, formant, breathiness, volume
+DEFAULT_CONTROLS = (1.0, 1.0, 0.0, 1.0, 1.0, 0.0)  # pitch, formant, breathiness, volume, voicing, tilt
 PAUSE_SYMBOLS = (".", ",", " ")  # silence_cond is taken from the first one the voice knows
 
 
@@ -152,8 +152,8 @@ class SSMVoice:
         """PCM float32 [n_frames * hop] for one prepared line from a fresh state."""
         ctl = torch.as_tensor(DEFAULT_CONTROLS if controls is None else controls, dtype=torch.float32)
         if ctl.shape != (N_CONTROLS,):
-            raise ValueError(f"controls must have {N_CONTROLS} values (pitch, formant, breathiness, volume), "
-                             f"got {ctl.tolist()}")
+            raise ValueError(f"controls must have {N_CONTROLS} values (pitch, formant, breathiness, volume, "
+                             f"voicing, tilt), got {ctl.tolist()}")
         state = self.new_state(2)
         slots = torch.tensor([1], device=self.device)
         ctl = ctl.to(self.device)[None]

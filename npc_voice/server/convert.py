@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from npc_voice.audio.pcm import encode_pcm
-from npc_voice.config import CHARACTER_RANGES, SAMPLE_RATES, CharacterSpec
+from npc_voice.config import CHARACTER_RANGES, SAMPLE_RATES, STYLES, CharacterSpec
 from npc_voice.engine.api import AudioEvent, BusyPolicy, EndEvent, MarkEvent, VoiceControls
 from npc_voice.server.errors import RequestError
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -101,6 +101,9 @@ def resolve_controls(spec: CharacterSpec, overrides: pb.VoiceOverrides) -> Voice
         if not math.isfinite(value) or not lo <= value <= hi:
             raise RequestError(f"override {name}={value:g} is out of range [{lo:g}, {hi:g}]")
         given[name] = value
+    style = overrides.style if overrides.HasField("style") and overrides.style else spec.style
+    if style and style not in STYLES:
+        raise RequestError(f"override style={style!r} is not one of {', '.join(STYLES)} (or empty)")
     # The combination is clamped to the ranges a character may have (config.CHARACTER_RANGES).
     return VoiceControls(
         speed=_clamp("speed", spec.speed * given.get("speed", 1.0)),
@@ -108,6 +111,7 @@ def resolve_controls(spec: CharacterSpec, overrides: pb.VoiceOverrides) -> Voice
         formant=_clamp("formant", spec.formant * given.get("formant", 1.0)),
         breathiness=_clamp("breathiness", spec.breathiness + given.get("breathiness", 0.0)),
         volume=_clamp("volume", spec.volume * given.get("volume", 1.0)),
+        style=style,
     )
 
 

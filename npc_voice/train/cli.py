@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -48,8 +49,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from npc_voice.train import evaluate  # noqa: PLC0415
     except ImportError as e:
         raise SystemExit(f"npc-voice eval needs {e.name}: {EVAL_EXTRA}") from e
-    report = evaluate.run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit,
-                               args.beam)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = evaluate.run_from_args(args)
     print(evaluate.format_summary(report))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0

@@ -1,6 +1,7 @@
 """Evaluation: intelligibility (Whisper WER) and closeness to the teacher, side by side.
 
     npc-voice eval [--voice DIR] [--lines FILE] [--out DIR] [--teacher-dir DIR] [--systems ...]
+                   [--config F] [--characters C ...] [--styles S ...] [--no-dnsmos] [--threads N]
 
 Systems: ``teacher`` (Piper's own audio), ``resynth`` (teacher audio -> analysis -> our vocoder:
 the ceiling the student can reach) and ``student`` (the voice model, durations predicted).
@@ -11,6 +12,9 @@ For closeness the student also renders each line with the teacher's durations, s
 all measured by analysing the audio (npc_voice.train.features.analyse), never the model's outputs.
 WER: Whisper-base (faster-whisper int8, offline), both sides normalized the same way (the
 frontend's normalizer spells numbers, then lowercase, punctuation stripped).
+Naturalness: DNSMOS SIG/BAK/OVRL/P.808 (npc_voice.train.naturalness) for every system, including each
+character of the daemon config (``character:C``, rendered with the evaluated voice exactly as
+``npc-voice say --character C`` renders) and each style on the default character (``style:S``).
 Writes report.json and spectrogram.png in the output folder.
 """
 from __future__ import annotations
@@ -39,6 +43,7 @@ WHISPER_BYTES = 145_217_532
 MCD_ORDER = 24
 GROSS_CENTS = 1200.0 * np.log2(1.2)  # a pitch error above 20 % (316 cents) counts as gross
 SYSTEMS = ("teacher", "resynth", "student")
+STYLES_EVALUATED = ("whisper", "shout")
 _MCD_K = 10.0 / np.log(10.0) * np.sqrt(2.0)
 
 
@@ -262,14 +267,124 @@ def spectrogram_png(path: Path, rows: list[tuple[str, np.ndarray]], title: str) 
     plt.close(fig)
 
 
-def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: str | Path = "eval_out",
-             teacher_dir: str | Path | None = None, systems: tuple[str, ...] = SYSTEMS, limit: int | None = None,
-             beam_size: int = 5, postfilter: float | None = None) -> dict[str, Any]:
-    """Render, transcribe and compare; returns (and writes to out_dir/report.json) the report."""
+@dataclass
+class Rendered:
+    """Audio of every system for every line, and what rendering took."""
+
+    audio: dict[str, list[np.ndarray]]  # system -> per line (int16 teacher or float32)
+    aligned: dict[str, dict[int, np.ndarray]]  # system -> line index -> audio on the teacher's frames
+    render_s: dict[str, float]
+
+
+def render_core(teachers: list[TeacherLine], systems: tuple[str, ...], model: Any) -> Rendered:
+    """Teacher, vocoder resynthesis and student audio for every line."""
     import torch
 
     from npc_voice.audio.vocoder import Vocoder
     from npc_voice.train.features import analyse
+
+    vocoder = Vocoder()
+    r = Rendered({s: [] for s in systems}, {s: {} for s in systems if s != "teacher"}, {s: 0.0 for s in systems})
+    for i, tl in enumerate(teachers):
+        if "teacher" in systems:
+            r.audio["teacher"].append(tl.audio)
+            r.render_s["teacher"] += tl.seconds or 0.0
+        if "resynth" in systems:
+            t0 = time.perf_counter()
+            y = vocoder.synthesize(torch.from_numpy(analyse(tl.audio))).numpy()
+            r.render_s["resynth"] += time.perf_counter() - t0
+            r.audio["resynth"].append(y)
+            r.aligned["resynth"][i] = y
+        if "student" in systems and model is not None:
+            free, secs, al = render_student(model, tl)
+            r.audio["student"].append(free)
+            r.render_s["student"] += secs
+            if al is not None:
+                r.aligned["student"][i] = al
+    return r
+
+
+def cast_systems(config: Any, characters: tuple[str, ...] | None, styles: tuple[str, ...]
+                 ) -> list[tuple[str, str, str]]:
+    """(system name, character id, style) for each configured character (None = all) and style."""
+    names = list(config.characters) if characters is None else list(characters)
+    out = [(f"character:{c}", c, "") for c in names]
+    return out + [(f"style:{s}", config.default_character, s) for s in styles]
+
+
+def render_cast(texts: list[str], config: Any, model: Any, cast: list[tuple[str, str, str]]) -> Rendered:
+    """Every character (and style) through the same engine path `npc-voice say --character C` uses."""
+    from npc_voice.say import render_local
+
+    r = Rendered({}, {}, {})
+    for system, character, style in cast:
+        t0 = time.perf_counter()
+        pcm = [x for _, x, _ in render_local(config, character, texts, rate=F.SAMPLE_RATE, voice=model, style=style)]
+        r.render_s[system] = time.perf_counter() - t0
+        r.audio[system] = pcm
+        log.info("rendered %s (%d lines, %.1f s)", system, len(pcm), r.render_s[system])
+    return r
+
+
+def score_lines(texts: list[str], teachers: list[TeacherLine], r: Rendered, asr: Any, mos: Any
+                ) -> list[dict[str, Any]]:
+    """Per line: each system's transcript and DNSMOS scores, and closeness of the aligned renders."""
+    from npc_voice.train.features import analyse
+
+    per_line: list[dict[str, Any]] = []
+    for i, tl in enumerate(teachers):
+        row: dict[str, Any] = {"text": texts[i]}
+        for name, clips in r.audio.items():
+            row[f"{name}_asr"] = asr(clips[i])
+            if mos is not None:
+                row.update({f"{name}_dnsmos_{k}": v for k, v in mos(clips[i]).items()})
+        aligned = {name: a[i] for name, a in r.aligned.items() if i in a}
+        if aligned:
+            ref, speech = analyse(tl.audio), speech_frames(tl.audio)
+            for name, audio in aligned.items():
+                metrics = compare_features(ref, analyse(to_int16(audio)), speech)
+                row.update({f"{name}_{k}": v for k, v in metrics.items() if k != "frames"})
+        per_line.append(row)
+        log.info("%d/%d %s", i + 1, len(teachers), {k: v for k, v in row.items() if k.endswith("_asr")})
+    return per_line
+
+
+CLOSENESS = ("mcd_db", "f0_rmse_cents", "f0_gross_error_pct", "f0_fine_rmse_cents", "voicing_error_pct")
+
+
+def summarize(texts: list[str], per_line: list[dict[str, Any]], r: Rendered) -> dict[str, dict[str, float]]:
+    """System -> WER (%), mean DNSMOS, closeness means and real-time factor."""
+    from npc_voice.train.naturalness import MOS_KEYS
+
+    summary: dict[str, dict[str, float]] = {}
+    for name, clips in r.audio.items():
+        if len(clips) != len(texts):
+            continue
+        s: dict[str, float] = {"wer_pct": 100.0 * word_error_rate(texts, [row[f"{name}_asr"] for row in per_line])}
+        keys = [f"dnsmos_{k}" for k in MOS_KEYS] + list(CLOSENESS)
+        for key in keys:
+            vals = [row[f"{name}_{key}"] for row in per_line if np.isfinite(row.get(f"{name}_{key}", np.nan))]
+            if vals:
+                s[key] = float(np.mean(vals))
+        audio_s = sum(len(c) for c in clips) / F.SAMPLE_RATE
+        if r.render_s.get(name, 0.0) > 0:
+            s["rtf"] = r.render_s[name] / max(audio_s, 1e-9)
+        summary[name] = s
+    return summary
+
+
+def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: str | Path = "eval_out",
+             teacher_dir: str | Path | None = None, systems: tuple[str, ...] = SYSTEMS, limit: int | None = None,
+             beam_size: int = 5, postfilter: float | None = None, *, config: Any = None,
+             characters: tuple[str, ...] | None = None, styles: tuple[str, ...] = STYLES_EVALUATED,
+             asr: Any = None, mos: Any = "dnsmos") -> dict[str, Any]:
+    """Render, transcribe, score and compare; returns (and writes to out_dir/report.json) the report.
+
+    ``config``: a loaded daemon Config (None = the embedded voices.yaml) whose ``characters`` (None = all;
+    () = none) and ``styles`` (on the default character) are rendered with the evaluated voice.
+    ``asr``: audio -> text (None = Whisper-base); ``mos``: audio -> DNSMOS dict ("dnsmos" = the real
+    one, None = skip naturalness)."""
+    from npc_voice.config import load_config
 
     bad = [s for s in systems if s not in SYSTEMS]
     if bad:
@@ -278,76 +393,49 @@ def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: s
     out.mkdir(parents=True, exist_ok=True)
     texts = read_lines(lines_file)[:limit]
     teachers = teacher_lines(texts, teacher_dir)
-    asr = Transcriber(beam_size=beam_size)
-    model = load_student(voice, postfilter) if "student" in systems else None
-    vocoder = Vocoder()
-    per_line: list[dict[str, Any]] = []
-    audio_s = {s: 0.0 for s in systems}
-    render_s = {s: 0.0 for s in systems}
-    closeness: dict[str, list[dict[str, float]]] = {s: [] for s in systems if s != "teacher"}
-    first_rows: list[tuple[str, np.ndarray]] = []
-    for i, tl in enumerate(teachers):
-        ref_feats = analyse(tl.audio)
-        speech = speech_frames(tl.audio)
-        rendered: dict[str, np.ndarray] = {}
-        aligned: dict[str, np.ndarray] = {}
-        if "teacher" in systems:
-            rendered["teacher"] = tl.audio
-            render_s["teacher"] += tl.seconds or 0.0
-        if "resynth" in systems:
-            t0 = time.perf_counter()
-            rendered["resynth"] = aligned["resynth"] = vocoder.synthesize(torch.from_numpy(ref_feats)).numpy()
-            render_s["resynth"] += time.perf_counter() - t0
-        if model is not None:
-            free, secs, al = render_student(model, tl)
-            rendered["student"] = free
-            render_s["student"] += secs
-            if al is not None:
-                aligned["student"] = al
-        row: dict[str, Any] = {"text": tl.text}
-        for name, audio in rendered.items():
-            audio_s[name] += len(audio) / F.SAMPLE_RATE
-            row[f"{name}_asr"] = asr(audio)
-        for name, audio in aligned.items():
-            metrics = compare_features(ref_feats, analyse(to_int16(audio)), speech)
-            closeness[name].append(metrics)
-            row.update({f"{name}_{k}": v for k, v in metrics.items() if k != "frames"})
-        per_line.append(row)
-        if i == 0:
-            first_rows = [("teacher", tl.audio)] + [(n, a) for n, a in aligned.items()]
-        log.info("%d/%d %s", i + 1, len(teachers), {k: v for k, v in row.items() if k.endswith("_asr")})
-    summary: dict[str, dict[str, float]] = {}
-    for name in systems:
-        if name == "student" and model is None:
-            continue
-        s: dict[str, float] = {"wer_pct": 100.0 * word_error_rate(texts, [r[f"{name}_asr"] for r in per_line])}
-        if render_s[name] > 0:
-            s["rtf"] = render_s[name] / max(audio_s[name], 1e-9)
-        for key in ("mcd_db", "f0_rmse_cents", "f0_gross_error_pct", "f0_fine_rmse_cents", "voicing_error_pct"):
-            vals = [m[key] for m in closeness.get(name, []) if np.isfinite(m[key])]
-            if vals:
-                s[key] = float(np.mean(vals))
-        summary[name] = s
+    asr = asr if asr is not None else Transcriber(beam_size=beam_size)
+    if mos == "dnsmos":
+        from npc_voice.train.naturalness import DnsMos
+
+        mos = DnsMos()
+    model = load_student(voice, postfilter)
+    rendered = render_core(teachers, systems, model)
+    config = config if config is not None else load_config(None)
+    cast = cast_systems(config, characters, styles)
+    extra = render_cast(texts, config, model, cast)
+    rendered.audio.update(extra.audio)
+    rendered.render_s.update(extra.render_s)
+    per_line = score_lines(texts, teachers, rendered, asr, mos)
     report = {"lines": len(texts), "lines_file": str(lines_file or "npc_voice/train/heldout.txt"),
               "voice": getattr(model, "name", None), "voice_version": getattr(model, "version", None),
-              "student_postfilter": postfilter,
-              "summary": summary, "per_line": per_line,
-              "definitions": {"wer": f"Whisper-base int8, beam {beam_size}, lowercase, punctuation stripped, "
-                                     "numbers spelled",
-                              "mcd": f"c1..c{MCD_ORDER} of the 60-band mel log envelope, frames within 40 dB of peak",
-                              "alignment": "resynth/student rendered on the teacher's frames (teacher durations)"}}
+              "student_postfilter": postfilter, "config": config.source,
+              "cast": {name: {"character": c, "style": st or config.characters[c].style or "normal"}
+                       for name, c, st in cast},
+              "summary": summarize(texts, per_line, rendered), "per_line": per_line,
+              "definitions": DEFINITIONS | {"wer": f"Whisper-base int8, beam {beam_size}, lowercase, "
+                                                   "punctuation stripped, numbers spelled"}}
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    if first_rows:
-        spectrogram_png(out / "spectrogram.png", first_rows, texts[0])
+    first = [("teacher", teachers[0].audio)] + [(n, a[0]) for n, a in rendered.aligned.items() if 0 in a]
+    spectrogram_png(out / "spectrogram.png", first, texts[0])
     return report
 
 
+DEFINITIONS = {
+    "mcd": f"c1..c{MCD_ORDER} of the 60-band mel log envelope, frames within 40 dB of peak",
+    "alignment": "resynth/student rendered on the teacher's frames (teacher durations)",
+    "dnsmos": "speechmos 0.0.1.1 DNSMOS (P.835 sig/bak/ovrl, P.808), 16 kHz, peak-normalised, mean over lines",
+    "cast": "character:C = `npc-voice say --character C` (engine, configured controls); "
+            "style:S = the default character with the per-request style override S",
+}
+
+
 def format_summary(report: dict[str, Any]) -> str:
-    cols = ("wer_pct", "mcd_db", "f0_rmse_cents", "f0_gross_error_pct", "f0_fine_rmse_cents", "voicing_error_pct",
-            "rtf")
-    lines = [f"{'system':8s} " + " ".join(f"{c:>18s}" for c in cols)]
+    cols = ("wer_pct", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808", "mcd_db", "f0_fine_rmse_cents",
+            "voicing_error_pct", "rtf")
+    heads = ("WER %", "SIG", "BAK", "OVRL", "P.808", "MCD dB", "f0 fine c", "V/UV err %", "RTF")
+    lines = [f"{'system':20s} " + " ".join(f"{h:>10s}" for h in heads)]
     for name, s in report["summary"].items():
-        lines.append(f"{name:8s} " + " ".join(f"{s[c]:18.2f}" if c in s else f"{'-':>18s}" for c in cols))
+        lines.append(f"{name:20s} " + " ".join(f"{s[c]:10.2f}" if c in s else f"{'-':>10s}" for c in cols))
     return "\n".join(lines)
 
 
@@ -359,16 +447,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--limit", type=int, help="only the first N lines")
     p.add_argument("--beam", type=int, default=5, help="Whisper beam size")
+    p.add_argument("--config", help="daemon config whose characters are evaluated (default: the embedded voices.yaml)")
+    p.add_argument("--characters", nargs="*", metavar="C",
+                   help="only these characters (default: every character in the config; no names = none)")
+    p.add_argument("--styles", nargs="*", default=list(STYLES_EVALUATED), metavar="S",
+                   help="styles rendered on the default character (default: whisper shout; no names = none)")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS naturalness (WER and closeness only)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for Whisper and DNSMOS")
+    p.add_argument("--postfilter", type=float, help="render the student with this vocoder postfilter (0 = off)")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """run_eval with the command line's options (npc-voice eval and python -m npc_voice.train.evaluate)."""
+    from npc_voice.config import load_config
+
+    mos: Any = None
+    if not args.no_dnsmos:
+        from npc_voice.train.naturalness import DnsMos
+
+        mos = DnsMos(threads=args.threads)
+    return run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit, args.beam,
+                    args.postfilter, config=load_config(args.config),
+                    characters=None if args.characters is None else tuple(args.characters),
+                    styles=tuple(args.styles), asr=Transcriber(threads=args.threads, beam_size=args.beam), mos=mos)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="npc-voice eval", description=__doc__.split("\n")[0])
     add_arguments(p)
-    p.add_argument("--postfilter", type=float, help="render the student with this vocoder postfilter (0 = off)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run_eval(args.voice, args.lines, args.out, args.teacher_dir, tuple(args.systems), args.limit, args.beam,
-                      args.postfilter)
+    report = run_from_args(args)
     print(format_summary(report))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
