@@ -29,7 +29,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,7 @@ from npc_voice.engine.api import (
 )
 from npc_voice.engine.arena import CondArena
 from npc_voice.engine.cost import StepCost
-from npc_voice.engine.device import StepFn
+from npc_voice.engine.device import DeviceStep
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.engine.resampler import process_many
@@ -65,6 +65,7 @@ BACKOFF_FIRST_S = 0.05  # after a failed step; doubles per consecutive failure
 BACKOFF_MAX_S = 2.0
 TICK_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
 REASONS = {RequestStatus.COMPLETED: "completed", RequestStatus.CANCELLED: "cancelled",
            RequestStatus.INTERRUPTED: "interrupted"}
@@ -78,7 +79,7 @@ class VoiceRuntime:
     model: VoiceModel
     pool: StatePool
     silence: torch.Tensor  # [d_cond] on the model's device
-    step: StepFn  # the model's step over this pool (CUDA graphs per batch bucket on GPU)
+    step: DeviceStep  # the model's step over this pool (CUDA graphs per batch bucket on GPU, captured up front)
     arena: CondArena  # conditioning frames of every speaking line, K-frame pages
     cost: StepCost = field(default_factory=StepCost)  # tick time of this voice vs batch size
 
@@ -301,6 +302,7 @@ class EngineCore:
                     if req.voice == name:
                         req.voice = key
             self.voices[name] = runtime
+        self.capture_steps(runtimes.values())
         self._drop_retired()
 
     def _drop_retired(self) -> None:
@@ -482,8 +484,8 @@ class EngineCore:
             return ""
         if per_voice.get(vr.name, 0) < self.config.admit_floor:
             return ""
-        if self.behind:
-            return f"{self.behind} speaking stream(s) are behind real time"
+        if self.behind >= max(1, len(self.running) // 10):
+            return f"{self.behind} of {len(self.running)} speaking streams are behind real time"
         budget = self.config.max_load * self.k * vr.model.hop / vr.model.sample_rate
         total = 0.0
         for name, other in self.voices.items():
@@ -584,7 +586,7 @@ class EngineCore:
                 if ahead < 0.0 and not sp.behind:
                     self.counters.underruns += 1
                 sp.behind = ahead < 0.0
-                behind += sp.behind
+                behind += ahead < -BEHIND_S
             if ahead is None or ahead < target:
                 due = True
             if ahead is None or ahead < cap:
@@ -714,9 +716,19 @@ class EngineCore:
 
     # ---- warm-up and snapshot ----------------------------------------------------------------
 
+    def capture_steps(self, runtimes: Iterable[VoiceRuntime]) -> None:
+        """Capture each voice's step for every batch bucket now (CUDA graphs; nothing on CPU):
+        at start-up and when voices are added, on this thread, never inside a tick."""
+        neutral = torch.tensor([controls_row(VoiceControls())], device=self.device)
+        for vr in runtimes:
+            with torch.inference_mode():
+                vr.step.capture(vr.silence.expand(1, self.k, -1), neutral)
+
     def warm_up(self) -> None:
-        """A prepare and steps at a few batch sizes per voice on scratch slot 0: the first
-        request pays no lazy initialisation, and the cost fit (admission) has a first shape."""
+        """Every voice's step captured (``capture_steps``), then a prepare and steps at a few batch
+        sizes per voice on scratch slot 0: the first request pays no lazy initialisation, and the
+        cost fit (admission) has a first shape."""
+        self.capture_steps(self.voices.values())
         phonemes = phonemize("Hello there.", {})
         neutral = controls_row(VoiceControls())
         for vr in self.voices.values():
