@@ -29,6 +29,7 @@ from npc_voice.engine import (
     UnknownVoiceError,
     VoiceControls,
 )
+from npc_voice.engine.api import controls_row
 from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.frontend import text_to_phonemes
 from npc_voice.model import tiny_voice
@@ -131,7 +132,9 @@ def test_a_line_equals_rendering_it_directly(make_engine, voice: VoiceModel) -> 
 def test_controls_reach_the_model(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine()
     _, pcm, _ = collect(speak(engine, "giant", LINE, pitch_semitones=-12.0, volume=0.5, formant=0.8))
-    assert_same_audio(pcm, direct_render(voice, [LINE], (0.5, 0.8, 0.0, 0.5)))
+    assert_same_audio(pcm, direct_render(voice, [LINE], (0.5, 0.8, 0.0, 0.5, 1.0, 0.0)))
+    _, pcm, _ = collect(speak(engine, "ghost", LINE, style="whisper"))
+    assert_same_audio(pcm, direct_render(voice, [LINE], controls_row(VoiceControls(style="whisper"))))
 
 
 def test_two_streams_interleaved_equal_each_alone(make_engine, voice: VoiceModel) -> None:  # type: ignore[no-untyped-def]
