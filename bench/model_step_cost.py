@@ -14,10 +14,11 @@ import time
 
 import torch
 
+from npc_voice.contracts import FRAMES_PER_S
 from npc_voice.model import load_voice
 from npc_voice.model.voice import DEFAULT_CONTROLS, SSMVoice
 
-FRAME_MS = 256 / 22050 * 1000
+FRAME_MS = 1000 / FRAMES_PER_S  # 11.6 ms of audio per frame
 
 
 def measure(voice: SSMVoice, batch: int, frames: int, repeats: int, vocoder: bool, cpu_time: bool) -> float:

@@ -145,12 +145,12 @@ def _say_remote(args: argparse.Namespace, lines: list[str], outputs: list[Path],
 def _say_local(args: argparse.Namespace, lines: list[str], outputs: list[Path], t0: float) -> float:
     """In-process: an engine of our own, not paced to real time, lines rendered in batches
     (npc_voice.say.render_local, which `npc-voice eval` uses for the characters too)."""
+    from npc_voice.engine import resolve_device
     from npc_voice.say import render_local
-    from npc_voice.server.voices import resolve_device
 
     total = 0.0
     for i, pcm, rate in render_local(load_config(args.config), args.character, lines, rate=args.rate,
-                                     device=resolve_device(args.device)):
+                                     device=str(resolve_device(args.device))):
         write_wav(outputs[i], pcm, rate)
         total += len(pcm) / rate
         _progress(i, len(lines), outputs[i], len(pcm), rate, t0)

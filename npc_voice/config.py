@@ -12,6 +12,7 @@ The file has four top-level keys (all optional except ``characters``)::
         description: Gruff city guard
         pitch: -3          # semitones, -24 .. 24
         formant: 0.9       # envelope warp, 0.5 .. 2.0 (<1 bigger, >1 smaller speaker)
+                           # (every range: npc_voice.contracts.CONTROL_RANGES, "value")
         speed: 0.95        # speaking-rate multiplier, 0.25 .. 4.0
         breathiness: 0.1   # 0 .. 1
         volume: 1.0        # linear gain, 0 .. 4
@@ -38,32 +39,26 @@ from typing import Any
 
 import yaml
 
+from npc_voice import contracts
+from npc_voice.contracts import CONTROL_RANGES, SAMPLE_RATE, SAMPLE_RATES
 from npc_voice.frontend import validate_lexicon
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)
 ENCODINGS = ("s16le", "f32le")
-DEFAULT_SAMPLE_RATE = 22050
+DEFAULT_SAMPLE_RATE = SAMPLE_RATE
 DEFAULT_ENCODING = "s16le"
 EMBEDDED_CONFIG = "voices.yaml"  # package data, the default when --config is not given
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # template and voice names
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # the "42" of "guard/42"
 
-# Allowed ranges of a character's configured controls: (low, high), inclusive.
+# A character's configured controls, by YAML key: (low, high), inclusive. The value ranges of
+# the one control table (npc_voice.contracts.CONTROL_RANGES), which the engine accepts too.
 CHARACTER_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
-    {
-        "pitch": (-24.0, 24.0),
-        "formant": (0.5, 2.0),
-        "speed": (0.25, 4.0),
-        "breathiness": (0.0, 1.0),
-        "volume": (0.0, 4.0),
-    }
+    {r.config_key: r.value for r in CONTROL_RANGES.values()}
 )
-
-
-STYLES = ("normal", "whisper", "shout")  # the keys of npc_voice.model.api.STYLES (a test checks it)
+STYLES = tuple(contracts.STYLES)  # the style names a character (or a request) may give
 
 
 class ConfigError(ValueError):

@@ -5,12 +5,21 @@ character this way), so both hear exactly the same thing.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from npc_voice.config import Config
+from npc_voice.frontend import text_to_phonemes
+from npc_voice.model import SSMVoice
+
+
+def render_text(voice: SSMVoice, text: str, controls: Sequence[float] | None = None, *, speed: float = 1.0,
+                lexicon: Mapping[str, str] | None = None) -> np.ndarray:
+    """Text -> PCM float32 at the voice's rate, straight through one voice on a private state:
+    the frontend here, then ``prepare`` and ``render_prepared`` (the model never sees text)."""
+    return voice.render_prepared(voice.prepare(text_to_phonemes(text, lexicon), speed=speed), controls)
 
 
 def render_local(config: Config, character_id: str, lines: list[str], *, rate: int = 0, device: str = "cpu",
@@ -18,7 +27,7 @@ def render_local(config: Config, character_id: str, lines: list[str], *, rate: i
     """(index, PCM float32, rate) per line, in order: the character's voice and controls through an
     engine of our own. ``voice`` replaces the configured voice object (evaluating another checkpoint);
     ``style`` is the per-request style override ("" = the character's)."""
-    from npc_voice.engine.api import AudioEvent, Engine, EngineConfig
+    from npc_voice.engine import AudioEvent, Engine, EngineConfig
     from npc_voice.server.convert import resolve_controls
     from npc_voice.server.voices import build_voice
     from npc_voice.v1 import npc_voice_pb2 as pb

@@ -14,6 +14,7 @@ from npc_voice.model.checkpoint import CONFIG, WEIGHTS, save_voice
 from npc_voice.model.marks import phoneme_marks, viseme_marks, word_marks
 from npc_voice.model.ssm import SSMDecoder
 from npc_voice.model.voice import DEFAULT_CONTROLS, SSMVoice
+from npc_voice.say import render_text
 
 
 def line(text: str = "hello world.", ipa: str = "həlˈoʊ wˈɜːld.") -> PhonemeInput:
@@ -206,11 +207,11 @@ def test_shipped_default_voice_loads_and_speaks() -> None:
 
 
 def test_render_text_through_the_frontend(voice: SSMVoice) -> None:
-    pcm = voice.render("Hello there, traveller!", [1.0, 1.0, 0.0, 0.5, 1.0, 0.0], speed=1.5)
+    pcm = render_text(voice, "Hello there, traveller!", [1.0, 1.0, 0.0, 0.5, 1.0, 0.0], speed=1.5)
     assert pcm.dtype == np.float32 and len(pcm) % 256 == 0 and len(pcm) > 10 * 256
     assert np.isfinite(pcm).all() and np.abs(pcm).max() > 0
     with pytest.raises(TextError):
-        voice.render("   ")
+        render_text(voice, "   ")
 
 
 def test_step_over_more_rows_than_one_vocoder_call_equals_rows_alone(voice: SSMVoice) -> None:

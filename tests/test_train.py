@@ -14,6 +14,7 @@ from npc_voice.model import load_voice
 from npc_voice.model.api import PhonemeInput
 from npc_voice.model.checkpoint import load_voice_net
 from npc_voice.model.config import ModelConfig
+from npc_voice.say import render_text
 from npc_voice.train.dataset import UtteranceSet, collate, feature_stats
 from npc_voice.train.pipeline import export
 from npc_voice.train.train import TrainConfig, Trainer, lr_at
@@ -168,7 +169,7 @@ def test_npc_voice_train_makes_a_voice_from_nothing(tmp_path: Path) -> None:
     assert len(list((out / "teacher").glob("feat_*.npy"))) == 6  # none left behind as "still being written"
     assert "evaluation and prototyping" in (out / "voice" / "MODEL_CARD.md").read_text()
     voice = load_voice(out / "voice")
-    pcm = voice.render("Halt! Who goes there?")
+    pcm = render_text(voice, "Halt! Who goes there?")
     assert np.isfinite(pcm).all() and len(pcm) > 0.3 * voice.sample_rate
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # everything done: resumes, no redo
     assert again.returncode == 0, again.stderr[-3000:]

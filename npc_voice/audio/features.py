@@ -18,14 +18,15 @@ Columns of a ``[n_frames, FEATURE_DIM]`` float32 array:
   [AP_MIN_DB, 0]: 0 dB = pure noise, -60 dB = perfectly periodic. Band edges ``AP_EDGES_HZ``;
   synthesis interpolates linearly (in dB) between band centres.
 
-This module is numpy-only so the model, vocoder and analysis share it without heavy imports.
+This module imports only numpy and npc_voice.contracts, so the model, vocoder and analysis share it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 22050  # Hz; same as npc_voice.model.api.SAMPLE_RATE
-HOP = 256  # samples per frame
+from npc_voice.contracts import HOP as HOP  # re-exported: one frame of the layout below
+from npc_voice.contracts import SAMPLE_RATE
+
 NYQUIST = SAMPLE_RATE / 2.0
 
 N_ENV = 60

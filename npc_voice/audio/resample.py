@@ -14,7 +14,9 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-SUPPORTED_RATES = (16000, 22050, 24000, 44100, 48000)
+from npc_voice.contracts import SAMPLE_RATE, SAMPLE_RATES
+
+SUPPORTED_RATES = SAMPLE_RATES  # every rate a stream may ask for, and the native one
 ZERO_CROSSINGS = 16  # sinc zero crossings each side of the centre: sharper transition, more taps
 KAISER_BETA = 8.6  # ~85 dB stopband
 ROLLOFF = 0.94  # passband edge as a fraction of the lower Nyquist: 22050 -> 16000 keeps 0..7.5 kHz
@@ -41,7 +43,7 @@ class StreamResampler:
     Accepts 1-D float numpy arrays or torch tensors and returns the same kind (float32). Cost at
     48 kHz: ~25 us of CPU per 256-sample input frame (float32, one strided gather + one dot per output)."""
 
-    def __init__(self, in_rate: int = 22050, out_rate: int = 22050) -> None:
+    def __init__(self, in_rate: int = SAMPLE_RATE, out_rate: int = SAMPLE_RATE) -> None:
         if in_rate not in SUPPORTED_RATES or out_rate not in SUPPORTED_RATES:
             raise ValueError(f"unsupported resampling {in_rate} -> {out_rate} Hz; rates: {SUPPORTED_RATES}")
         g = math.gcd(in_rate, out_rate)

@@ -18,7 +18,7 @@ streams and frames (two real FFTs per frame, no per-stream Python):
   from 0 at 500 Hz to 1 at 3 kHz (log frequency): breath is aspiration noise above the low
   harmonics, as in a breathy voice. Unshaped (w = 1) breathiness replaced the low harmonics with
   noise too and dropped DNSMOS OVRL from 3.24 to 1.99 at 0.6; shaped, 3.19 (see MODEL_CARD.md).
-- Styles (npc_voice.model.api.STYLES): the voicing control 0 makes a whisper (noise through the
+- Styles (npc_voice.contracts.STYLES): the voicing control 0 makes a whisper (noise through the
   envelope); the tilt control (dB per octave around 1 kHz, minimum phase) brightens a shout.
 - Overlap-add: each frame's N_FFT-sample response (frame + decaying filter tail) is added into
   a per-stream tail, so filter ringing crosses frame boundaries smoothly: no clicks.
@@ -30,35 +30,37 @@ device copies, so it can run inside a captured CUDA graph.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from npc_voice.audio import features as F
+from npc_voice.contracts import (
+    CONTROL_BREATHINESS,
+    CONTROL_FORMANT,
+    CONTROL_PITCH,
+    CONTROL_RANGES,
+    CONTROL_TILT,
+    CONTROL_VOICING,
+    CONTROL_VOLUME,
+    HOP,
+    N_CONTROLS,
+    NEUTRAL_CONTROLS,
+    StateSpec,
+)
 
-if TYPE_CHECKING:
-    from npc_voice.model.api import StateSpec
-
-# Control columns, the same as npc_voice.model.api's CONTROL_* (tests check it). Not imported from
-# there at module level: npc_voice.model imports this module, so that would be an import cycle.
-CONTROL_PITCH = 0
-CONTROL_FORMANT = 1
-CONTROL_BREATHINESS = 2
-CONTROL_VOLUME = 3
-CONTROL_VOICING = 4
-CONTROL_TILT = 5
-N_CONTROLS = 6
-NEUTRAL_CONTROLS = (1.0, 1.0, 0.0, 1.0, 1.0, 0.0)  # pitch factor, formant, breathiness, volume, voicing, tilt
+__all__ = [  # the control names are re-exported: callers of the vocoder read them here
+    "CONTROL_BREATHINESS", "CONTROL_FORMANT", "CONTROL_PITCH", "CONTROL_TILT", "CONTROL_VOICING", "CONTROL_VOLUME",
+    "HOP", "N_CONTROLS", "NEUTRAL_CONTROLS", "Vocoder",
+]
 
 N_FFT = 1024  # response length per frame: 256 samples + up to ~34 ms of filter ring-down
 N_BINS = N_FFT // 2 + 1
-HOP = F.HOP
 DELAY = 8  # samples; pulses/noise sit DELAY into the buffer so a pulse's sinc taps before it stay inside
 TAIL = N_FFT - HOP
 F0_CLAMP = (20.0, 1000.0)  # Hz, after the pitch control
 MAX_PULSES = math.ceil(HOP * F0_CLAMP[1] / F.SAMPLE_RATE) + 1  # pulses that can fall in one frame
-FORMANT_CLAMP = (0.5, 2.0)
+FORMANT_CLAMP = CONTROL_RANGES["formant"].value  # what the engine accepts; also guards direct callers
 TILT_CLAMP = (-12.0, 12.0)  # dB per octave
 TILT_RANGE_HZ = (125.0, 8000.0)  # the tilt is flat outside this range, 0 dB at 1 kHz
 BREATH_BAND_HZ = (500.0, 3000.0)  # breathiness weight w(f): 0 below, 1 above, log-linear between
@@ -157,8 +159,6 @@ class Vocoder(torch.nn.Module):
                              persistent=False)
 
     def state_spec(self) -> dict[str, StateSpec]:
-        from npc_voice.model.api import StateSpec  # noqa: PLC0415  (lazy: see CONTROL_* above)
-
         return {
             "voc_phase": StateSpec((1,), torch.float32),  # pulse phase in cycles, [0, 1)
             "voc_prev": StateSpec((2,), torch.float32),  # previous frame's f0 in Hz (0 = none yet), volume

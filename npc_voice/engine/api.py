@@ -1,7 +1,8 @@
 """The engine's public types: the contract between the engine and the gRPC server.
 
 Plain dataclasses and exceptions only: no gRPC, no asyncio types in fields, no tensors.
-The two classes with behaviour are implemented beside this file and exported here too:
+The two classes with behaviour are implemented beside this file and exported, with these
+types, by ``npc_voice.engine`` (``from npc_voice.engine import Engine, Stream``):
 
 - ``Engine`` (``npc_voice.engine.engine``): owns the device, the state pool and the one
   engine thread. ``Engine(voices, config)``, ``start()``, ``close()``, ``open_stream(...)``,
@@ -13,13 +14,11 @@ The two classes with behaviour are implemented beside this file and exported her
   ``events_sync(timeout)``, plus ``wait_ended(timeout)`` and ``done``.
 
 Errors: ``open_stream`` raises UnknownVoiceError for an unknown voice and ValueError for a
-sample rate outside SAMPLE_RATES or a control out of range (speed 0.25..4, pitch -24..24
-semitones, formant 0.25..4, breathiness 0..1, volume 0..8). ``say`` raises TextError from the
+sample rate outside SAMPLE_RATES or a control outside its value range
+(npc_voice.contracts.CONTROL_RANGES: speed 0.25..4, pitch -24..24 semitones, formant 0.5..2,
+breathiness 0..1, volume 0..4) or an unknown style. ``say`` raises TextError from the
 frontend at once. ``events()`` raises CapacityError (no slot within max_queue_wait_s), or
 TextError when the voice itself refuses a line's symbols before any audio of the stream.
-
-``from npc_voice.engine.api import Engine, Stream`` and ``from npc_voice.engine import ...``
-both work (the two classes are imported lazily here to keep imports one-way).
 
 Slot lifecycle: a character's state lives in a pool slot while it speaks; when its stream
 ends the state stays in the slot (LRU) until the slot is needed, then moves to host memory;
@@ -34,13 +33,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from npc_voice.engine.engine import Engine
-    from npc_voice.engine.stream import Stream
+from npc_voice.contracts import SAMPLE_RATES, STYLES
 
 __all__ = [
     "SAMPLE_RATES",
@@ -50,20 +46,17 @@ __all__ = [
     "BusyPolicy",
     "CapacityError",
     "EndEvent",
-    "Engine",
     "EngineConfig",
     "EngineError",
     "EngineStats",
     "LineRequest",
     "MarkEvent",
-    "Stream",
     "StateFormatError",
     "StepError",
     "UnknownVoiceError",
     "VoiceControls",
 ]
 
-SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)  # output rates a stream may ask for
 STATE_FORMAT_VERSION = 1  # of the bytes export_character writes (ExportCharacterStateResponse.format_version)
 
 
@@ -74,15 +67,13 @@ class VoiceControls:
     formant: float = 1.0  # spectral-envelope warp; >1 smaller speaker, <1 bigger
     breathiness: float = 0.0  # 0..1 extra noise in voiced frames
     volume: float = 1.0  # linear gain
-    style: str = ""  # "" or "normal" | "whisper" | "shout" (npc_voice.model.api.STYLES)
+    style: str = ""  # "" or "normal" | "whisper" | "shout" (npc_voice.contracts.STYLES)
 
 
 def controls_row(c: VoiceControls) -> tuple[float, ...]:
-    """The model's per-row control vector for ``c`` (columns as npc_voice.model.api.CONTROL_*).
+    """The model's per-row control vector for ``c`` (columns as npc_voice.contracts.CONTROL_*).
     The one place the engine turns VoiceControls into numbers for a step. A style adds fixed
     offsets (pitch, volume) and sets the voicing and tilt columns; an unknown style is a ValueError."""
-    from npc_voice.model.api import STYLES
-
     style = STYLES.get(c.style or "normal")
     if style is None:
         raise ValueError(f"unknown style {c.style!r}; use one of {', '.join(STYLES)}")
@@ -167,7 +158,7 @@ class StateFormatError(EngineError):
     """Bytes given to import_character are not a valid state for this voice (-> INVALID_ARGUMENT)."""
 
 
-# Text problems raise npc_voice.model.api.TextError (-> INVALID_ARGUMENT).
+# Text problems raise npc_voice.contracts.TextError (-> INVALID_ARGUMENT).
 
 
 @dataclass(frozen=True)
@@ -234,16 +225,3 @@ class EngineStats:
     first_audio_seconds_buckets: tuple[tuple[float, int], ...] = ()
     first_audio_seconds_sum: float = 0.0
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy re-export: engine.py and stream.py import this module, so importing them at the
-    # top would be circular.
-    if name == "Engine":
-        from npc_voice.engine.engine import Engine
-
-        return Engine
-    if name == "Stream":
-        from npc_voice.engine.stream import Stream
-
-        return Stream
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import torch
 
+from npc_voice.contracts import CONTROL_RANGES
 from npc_voice.engine.api import (
     SAMPLE_RATES,
     BusyPolicy,
@@ -331,9 +332,8 @@ def _check_config(config: EngineConfig) -> None:
 
 
 def _check_controls(c: VoiceControls) -> None:
-    checks = [("speed", c.speed, 0.25, 4.0), ("pitch_semitones", c.pitch_semitones, -24.0, 24.0),
-              ("formant", c.formant, 0.25, 4.0), ("breathiness", c.breathiness, 0.0, 1.0),
-              ("volume", c.volume, 0.0, 8.0)]
-    for name, value, lo, hi in checks:
+    """Each control inside its value range (npc_voice.contracts.CONTROL_RANGES)."""
+    for name, r in CONTROL_RANGES.items():
+        value, (lo, hi) = getattr(c, name), r.value
         if not lo <= value <= hi:  # also catches NaN
             raise ValueError(f"voice control {name}={value} is outside [{lo}, {hi}]")

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from npc_voice.contracts import PhonemeInput
 from npc_voice.engine.api import BusyPolicy, VoiceControls
 from npc_voice.engine.speaker import Speaker
-from npc_voice.model.api import PhonemeInput, PreparedLine
+from npc_voice.model.api import PreparedLine
 
 if TYPE_CHECKING:
     from npc_voice.engine.stream import Stream

@@ -15,9 +15,10 @@ from collections import deque
 
 import numpy as np
 
+from npc_voice.contracts import SAMPLE_RATE, Mark
 from npc_voice.engine.api import AudioEvent, EndEvent, MarkEvent, VoiceControls, controls_row
 from npc_voice.engine.resampler import BlockResampler
-from npc_voice.model.api import SAMPLE_RATE, Mark, PreparedLine
+from npc_voice.model.api import PreparedLine
 
 
 def make_resampler(out_rate: int) -> BlockResampler | None:
@@ -37,7 +38,7 @@ class Speaker:
         self.sample_rate = sample_rate  # output rate
         self.opened_at = opened_at  # when the stream was opened (monotonic)
         self.slot = slot
-        # columns as npc_voice.model.api.CONTROL_*: pitch factor, formant, breathiness, volume
+        # columns as npc_voice.contracts.CONTROL_*: pitch factor, formant, breathiness, volume, voicing, tilt
         self.controls = controls_row(c)
         self.resampler = resampler
         self.encoding = encoding  # "s16le" | "f32le": AudioEvents carry wire bytes (encoded per batch)

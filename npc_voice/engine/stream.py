@@ -17,8 +17,10 @@ from typing import Any, Protocol
 
 import torch
 
+from npc_voice.contracts import PhonemeInput, TextError
 from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, StepError, VoiceControls
-from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
+from npc_voice.frontend import text_to_phonemes
+from npc_voice.model.api import PreparedLine, VoiceModel
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,7 @@ class Commands(Protocol):
 
 
 def phonemize(text: str, lexicon: Mapping[str, str]) -> PhonemeInput:
-    """The frontend (imported here, not at module level, so the engine imports without espeak)."""
-    from npc_voice.frontend import text_to_phonemes
-
+    """The frontend's text -> phonemes (espeak-ng is loaded on the first call, not at import)."""
     return text_to_phonemes(text, lexicon)
 
 

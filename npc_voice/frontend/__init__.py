@@ -4,10 +4,10 @@
 runs under one lock) and takes a few milliseconds per line.
 """
 
+from npc_voice.contracts import PhonemeInput, TextError
 from npc_voice.frontend.normalize import normalize
 from npc_voice.frontend.phonemes import MAX_TEXT_BYTES, text_to_phonemes, validate_lexicon
 from npc_voice.frontend.symbols import PHONEME_SYMBOLS, SYMBOL_ID, VISEMES
-from npc_voice.model.api import PhonemeInput, TextError
 
 __all__ = [
     "MAX_TEXT_BYTES",

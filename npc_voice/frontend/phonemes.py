@@ -21,10 +21,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+from npc_voice.contracts import PhonemeInput, TextError
 from npc_voice.frontend.espeak import espeak_clauses, espeak_ipa
 from npc_voice.frontend.normalize import normalize
 from npc_voice.frontend.symbols import BOS, EOS, MODIFIERS, PAD, PUNCTUATION, SYMBOL_ID, viseme_sequence
-from npc_voice.model.api import PhonemeInput, TextError
 
 _LOG = logging.getLogger(__name__)
 

@@ -1,25 +1,17 @@
-"""The phoneme symbol inventory and the IPA -> viseme table.
+"""The phoneme symbol inventory's ids and classes, and the IPA -> viseme table.
 
-``PHONEME_SYMBOLS`` is the teacher voice's (Piper en_US-joe-medium) phoneme_id_map,
-shipped as a constant: every key is one codepoint and ``PHONEME_SYMBOLS[i]`` has Piper
-id ``i``. The first three are Piper's pad ``_``, begin ``^`` and end ``$`` markers;
-the frontend never emits them (index 0 makes a natural padding id for a model).
+``PHONEME_SYMBOLS`` (with Piper's pad ``_``, begin ``^`` and end ``$`` markers) lives in
+npc_voice.contracts: the model's symbol ids index it too, and the model never imports the
+frontend. It is re-exported here.
 """
 
 from __future__ import annotations
 
-PAD, BOS, EOS = "_", "^", "$"
+from npc_voice.contracts import BOS, EOS, PAD, PHONEME_SYMBOLS
 
-PHONEME_SYMBOLS: tuple[str, ...] = tuple(
-    "_^$ !'(),-.:;?"
-    "abcdefhijklmnopqrstuvwxyz"
-    "æçðøħŋœǀǁǂǃ"
-    "ɐɑɒɓɔɕɖɗɘəɚɛɜɞɟɠɡɢɣɤɥɦɧɨɪɫɬɭɮɯɰɱɲɳɴɵɶɸɹɺɻɽɾʀʁʂʃʄʈʉʊʋʌʍʎʏʐʑʒʔʕʘʙʛʜʝʟʡʢ"
-    "ʲˈˌːˑ˞βθχᵻⱱ"
-    "0123456789"
-    "\u0327\u0303\u032a\u032f\u0329"  # combining cedilla, tilde, bridge below, inverted breve below, syllabic
-    "ʰˤε↓#\""
-)
+__all__ = ["BOS", "EOS", "IPA_VISEME", "MODIFIERS", "PAD", "PHONEME_SYMBOLS", "PUNCTUATION", "SYMBOL_ID",
+           "VISEMES", "viseme_sequence"]
+
 SYMBOL_ID: dict[str, int] = {s: i for i, s in enumerate(PHONEME_SYMBOLS)}
 
 PUNCTUATION = frozenset("!'(),-.:;?\"")  # pauses/intonation; no word, viseme "sil"

@@ -2,7 +2,8 @@
 
     voice = load_voice()            # the shipped default voice (npc_voice/voices/default/)
     voice = tiny_voice(seed=0)      # random tiny model for tests
-    pcm = voice.render("Hello there.")
+    line = voice.prepare(phonemes)  # a PhonemeInput from npc_voice.frontend.text_to_phonemes
+    pcm = voice.render_prepared(line)  # (text -> PCM in one call: npc_voice.say.render_text)
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from npc_voice.contracts import PHONEME_SYMBOLS
 from npc_voice.model.api import VoiceModel
 from npc_voice.model.checkpoint import CheckpointError, load_voice_net
 from npc_voice.model.config import ModelConfig
@@ -17,13 +19,6 @@ from npc_voice.model.net import VoiceNet
 from npc_voice.model.voice import SSMVoice
 
 DEFAULT_VOICE_DIR = Path(__file__).resolve().parent.parent / "voices" / "default"
-
-
-def default_symbols() -> tuple[str, ...]:
-    """The frontend's phoneme inventory (imported lazily: the frontend sits above the model)."""
-    from npc_voice.frontend.symbols import PHONEME_SYMBOLS  # noqa: PLC0415
-
-    return tuple(PHONEME_SYMBOLS)
 
 
 def plausible_stats(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,8 +33,8 @@ def plausible_stats(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 def random_voice(cfg: ModelConfig, symbols: tuple[str, ...] | None = None, *, seed: int = 0,
                  name: str = "random", device: str | torch.device = "cpu") -> SSMVoice:
-    """An untrained voice (deterministic for ``seed``)."""
-    symbols = default_symbols() if symbols is None else symbols
+    """An untrained voice (deterministic for ``seed``); ``symbols`` default: the frontend's inventory."""
+    symbols = PHONEME_SYMBOLS if symbols is None else symbols
     if cfg.n_symbols < len(symbols):
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "n_symbols": len(symbols)})
     torch.manual_seed(seed)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from npc_voice.model.api import Mark, PhonemeInput
+from npc_voice.contracts import Mark, PhonemeInput
 
 STRESS = frozenset("ˈˌ")  # belongs to the phoneme after it
 # length, palatalisation, aspiration, rhotic hook, combining diacritics: belong to the phoneme before

@@ -2,24 +2,36 @@
 
 prepare   phonemes -> encoder + durations -> frame conditioning + marks   (once per line)
 step      cond [B, K, d] -> K decoder steps against the state pool -> vocoder -> PCM
-render    text -> PCM with a private state (CLI, evaluation)
+render_prepared   a prepared line -> PCM with a private state (evaluation; text: npc_voice.say.render_text)
+
+The model takes phonemes, never text: the frontend sits above it (docs/ARCHITECTURE.md, "Layers").
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from npc_voice.audio.vocoder import Vocoder
+from npc_voice.contracts import (
+    CONTROL_RANGES,
+    HOP,
+    N_CONTROLS,
+    NEUTRAL_CONTROLS,
+    SAMPLE_RATE,
+    PhonemeInput,
+    StateSpec,
+    TextError,
+)
 from npc_voice.model import marks
-from npc_voice.model.api import HOP, N_CONTROLS, SAMPLE_RATE, PhonemeInput, PreparedLine, StateSpec, TextError
+from npc_voice.model.api import PreparedLine
 from npc_voice.model.encoder import durations_from_log
 from npc_voice.model.net import VoiceNet
 
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
-DEFAULT_CONTROLS = (1.0, 1.0, 0.0, 1.0, 1.0, 0.0)  # pitch, formant, breathiness, volume, voicing, tilt
+MIN_SPEED, MAX_SPEED = CONTROL_RANGES["speed"].value
+DEFAULT_CONTROLS = NEUTRAL_CONTROLS  # pitch, formant, breathiness, volume, voicing, tilt
 PAUSE_SYMBOLS = (".", ",", " ")  # silence_cond is taken from the first one the voice knows
 
 
@@ -168,13 +180,6 @@ class SSMVoice:
         pcm = [self.step(state, slots, line.cond[None, t: t + chunk], ctl)[0]
                for t in range(0, line.n_frames, chunk)]
         return torch.cat(pcm).cpu().numpy().astype(np.float32)
-
-    def render(self, text: str, controls: Sequence[float] | torch.Tensor | None = None, *, speed: float = 1.0,
-               lexicon: Mapping[str, str] | None = None) -> np.ndarray:
-        """Text -> PCM float32 at ``sample_rate`` (frontend + prepare + step on a private state)."""
-        from npc_voice.frontend import text_to_phonemes  # noqa: PLC0415  (frontend sits above the model)
-
-        return self.render_prepared(self.prepare(text_to_phonemes(text, lexicon), speed=speed), controls)
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

@@ -24,14 +24,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from npc_voice.config import Config, ServerSettings, load_config
-from npc_voice.engine.api import Engine, EngineConfig
+from npc_voice.engine import Engine, EngineConfig, resolve_device
 from npc_voice.model.api import VoiceModel
 from npc_voice.server.auth import BearerTokenInterceptor, TokenSource, exposure_warnings
 from npc_voice.server.metrics import MetricsServer, grpc_health_reader
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.servicer import NpcVoiceServicer
 from npc_voice.server.tls import ServerCertificate
-from npc_voice.server.voices import build_voices, resolve_device
+from npc_voice.server.voices import build_voices
 from npc_voice.v1 import npc_voice_pb2, npc_voice_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Daemon:
         if settings.metrics_port:  # up before the voices load: /healthz answers, /readyz says "starting"
             self.metrics = MetricsServer(settings.host, settings.metrics_port)
             self.metrics.start()
-        device = resolve_device(settings.device)
+        device = str(resolve_device(settings.device))  # chosen once: the voices load there, the engine runs there
         voices: dict[str, VoiceModel] = await asyncio.to_thread(build_voices, config.voices.values(), device)
         engine_config = EngineConfig(
             slots=settings.slots,

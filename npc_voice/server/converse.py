@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from npc_voice.engine.api import EndEvent, Engine, MarkEvent, Stream
+from npc_voice.engine import EndEvent, Engine, MarkEvent, Stream
 from npc_voice.server import convert
 from npc_voice.server.errors import LimitError
 from npc_voice.server.reload import ConfigStore

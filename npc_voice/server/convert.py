@@ -11,7 +11,8 @@ import uuid
 from dataclasses import dataclass
 
 from npc_voice.audio.pcm import encode_pcm
-from npc_voice.config import CHARACTER_RANGES, SAMPLE_RATES, STYLES, CharacterSpec
+from npc_voice.config import STYLES, CharacterSpec
+from npc_voice.contracts import CONTROL_RANGES, SAMPLE_RATES
 from npc_voice.engine.api import AudioEvent, BusyPolicy, EndEvent, MarkEvent, VoiceControls
 from npc_voice.server.errors import RequestError
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -36,14 +37,6 @@ def busy_policy(value: int) -> BusyPolicy:
         raise RequestError(f"busy_policy {value} is not one of QUEUE (1), INTERRUPT (2), REJECT (3)")
     return BUSY_POLICIES[value]
 
-# Per-request override ranges, as documented in the proto (VoiceOverrides).
-OVERRIDE_RANGES = {
-    "speed": (0.5, 2.0),  # multiplies
-    "pitch_semitones": (-12.0, 12.0),  # adds
-    "volume": (0.0, 4.0),  # multiplies
-    "formant": (0.7, 1.4),  # multiplies
-    "breathiness": (-1.0, 1.0),  # adds; the result is clamped to 0..1
-}
 
 
 @dataclass(frozen=True)
@@ -93,31 +86,21 @@ def resolve_format(fmt: pb.AudioFormat, spec: CharacterSpec) -> OutputFormat:
 
 def resolve_controls(spec: CharacterSpec, overrides: pb.VoiceOverrides) -> VoiceControls:
     """The character's configured controls with the request's overrides applied."""
-    given: dict[str, float] = {}
-    for name, (lo, hi) in OVERRIDE_RANGES.items():
-        if not overrides.HasField(name):
-            continue
-        value = float(getattr(overrides, name))
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise RequestError(f"override {name}={value:g} is out of range [{lo:g}, {hi:g}]")
-        given[name] = value
+    values: dict[str, float] = {}
+    for name, r in CONTROL_RANGES.items():  # override ranges as the proto documents them (VoiceOverrides)
+        value = float(getattr(spec, r.config_key))
+        if overrides.HasField(name):
+            given = float(getattr(overrides, name))
+            lo, hi = r.override
+            if not math.isfinite(given) or not lo <= given <= hi:
+                raise RequestError(f"override {name}={given:g} is out of range [{lo:g}, {hi:g}]")
+            value = value * given if r.combine == "mul" else value + given
+        # The combination is clamped to the value range: what a character may be and the engine accepts.
+        values[name] = min(r.value[1], max(r.value[0], value))
     style = overrides.style if overrides.HasField("style") and overrides.style else spec.style
     if style and style not in STYLES:
         raise RequestError(f"override style={style!r} is not one of {', '.join(STYLES)} (or empty)")
-    # The combination is clamped to the ranges a character may have (config.CHARACTER_RANGES).
-    return VoiceControls(
-        speed=_clamp("speed", spec.speed * given.get("speed", 1.0)),
-        pitch_semitones=_clamp("pitch", spec.pitch + given.get("pitch_semitones", 0.0)),
-        formant=_clamp("formant", spec.formant * given.get("formant", 1.0)),
-        breathiness=_clamp("breathiness", spec.breathiness + given.get("breathiness", 0.0)),
-        volume=_clamp("volume", spec.volume * given.get("volume", 1.0)),
-        style=style,
-    )
-
-
-def _clamp(name: str, value: float) -> float:
-    lo, hi = CHARACTER_RANGES[name]
-    return min(hi, max(lo, value))
+    return VoiceControls(**values, style=style)
 
 
 def marks_to_proto(event: MarkEvent) -> pb.Marks:

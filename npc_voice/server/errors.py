@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 import grpc
 
 from npc_voice.config import CharacterIdError, UnknownCharacterError
+from npc_voice.contracts import TextError
 from npc_voice.engine.api import CapacityError, StateFormatError, StepError, UnknownVoiceError
-from npc_voice.model.api import TextError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from npc_voice.engine.api import Engine, EngineStats
+from npc_voice.engine import Engine, EngineStats
 from npc_voice.server.reload import ConfigStore
 
 log = logging.getLogger(__name__)

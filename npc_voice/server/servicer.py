@@ -27,8 +27,8 @@ from contextlib import contextmanager
 
 import grpc
 
+from npc_voice.engine import EndEvent, Engine
 from npc_voice.engine.api import STATE_FORMAT_VERSION as ENGINE_STATE_VERSION
-from npc_voice.engine.api import EndEvent, Engine
 from npc_voice.server import convert
 from npc_voice.server.converse import ConverseSession
 from npc_voice.server.errors import CallEndedError, SlowReaderError, grpc_errors

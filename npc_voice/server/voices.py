@@ -12,17 +12,6 @@ from npc_voice.model.api import VoiceModel
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> str:
-    """auto -> cuda when torch sees a GPU, else cpu; chosen once at start-up."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use --device auto or cpu")
-    return device
-
-
 def build_voice(spec: VoiceSpec, device: str) -> VoiceModel:
     """Load one voice: the shipped default, a checkpoint directory, or a tiny random test voice."""
     import npc_voice.model as model

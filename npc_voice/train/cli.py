@@ -31,8 +31,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     missing = _missing(TRAIN_NEEDS)
     if missing:
         raise SystemExit(f"npc-voice train needs {', '.join(missing)}: {TRAIN_EXTRA}")
-    from npc_voice.model.checkpoint import CheckpointError  # noqa: PLC0415
-    from npc_voice.train.pipeline import DEFAULT_HOURS, run_pipeline  # noqa: PLC0415
+    # Imported here, not at the top: training needs the optional `train` extra and torch, which
+    # every other npc-voice command would otherwise load at start-up.
+    from npc_voice.model.checkpoint import CheckpointError
+    from npc_voice.train.pipeline import DEFAULT_HOURS, run_pipeline
 
     hours = DEFAULT_HOURS if args.hours is None and args.steps is None else args.hours
     try:
@@ -46,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     try:
-        from npc_voice.train import evaluate  # noqa: PLC0415
+        from npc_voice.train import evaluate  # needs the optional `eval` extra
     except ImportError as e:
         raise SystemExit(f"npc-voice eval needs {e.name}: {EVAL_EXTRA}") from e
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -77,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("eval", help="WER (Whisper) and closeness to the teacher on held-out lines",
                               description=f"Needs {EVAL_EXTRA}.")
     try:
-        from npc_voice.train.evaluate import add_arguments  # noqa: PLC0415  (numpy only at import)
+        from npc_voice.train.evaluate import add_arguments  # the optional `eval` extra may be missing
     except ImportError:
         e.add_argument("rest", nargs="*", help=f"evaluation is not installed: {EVAL_EXTRA}")
     else:

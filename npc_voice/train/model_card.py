@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,6 @@ def write_model_card(voice_dir: str | Path, meta: dict[str, Any], *, corpus_line
 
 def main(argv: list[str] | None = None) -> None:
     """python -m npc_voice.train.model_card VOICE_DIR [eval.json] [speed.json]"""
-    import sys  # noqa: PLC0415
-
     args = sys.argv[1:] if argv is None else argv
     voice = Path(args[0])
     meta = json.loads((voice / "config.json").read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from npc_voice.model.checkpoint import read_meta
+from npc_voice.train.corpus import build_corpus
 from npc_voice.train.model_card import write_model_card
 from npc_voice.train.train import TrainConfig, default_symbols, load_init, model_config, train
 
@@ -27,8 +28,6 @@ DEFAULT_HOURS = 3.5  # training budget; on a 2-core CPU the whole pipeline takes
 
 def build_corpus_file(out: Path, n_utts: int, seed: int) -> list[str]:
     """DIR/corpus.txt, written once; an existing file is reused only if it matches (n, seed)."""
-    from npc_voice.train.corpus import build_corpus  # noqa: PLC0415
-
     lines = build_corpus(n_utts, seed)
     path = out / "corpus.txt"
     text = "\n".join(lines) + "\n"
@@ -55,7 +54,8 @@ def run_pipeline(out_dir: str | Path, *, n_utts: int = DEFAULT_N_UTTS, hours: fl
     lines = build_corpus_file(out, n_utts, seed)
 
     log.info("2/5 teacher: Piper en_US-joe-medium -> %s", teacher_dir)
-    from npc_voice.train import features, teacher  # noqa: PLC0415  (optional extra: piper, pyworld)
+    # Imported here, not at the top: they need the optional `train` extra (piper, pyworld).
+    from npc_voice.train import features, teacher
 
     teacher.synthesize(lines, teacher_dir, workers=workers)
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from npc_voice.contracts import HOP, SAMPLE_RATE
 from npc_voice.frontend import text_to_phonemes
 from npc_voice.frontend.symbols import BOS, EOS, PAD, SYMBOL_ID
-from npc_voice.model.api import HOP, SAMPLE_RATE
 
 _LOG = logging.getLogger(__name__)
 _SENTENCE_END = ".?!"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from npc_voice.contracts import PHONEME_SYMBOLS
 from npc_voice.model.checkpoint import CheckpointError, VoiceMeta, load_voice_net, save_voice
 from npc_voice.model.config import ModelConfig
 from npc_voice.model.net import VoiceNet
@@ -84,9 +85,7 @@ def _progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
 
 def default_symbols() -> tuple[str, ...]:
     """The symbol inventory a voice is trained on unless told otherwise (Piper's)."""
-    from npc_voice.frontend.symbols import PHONEME_SYMBOLS  # noqa: PLC0415
-
-    return tuple(PHONEME_SYMBOLS)
+    return PHONEME_SYMBOLS
 
 
 def model_config(cfg: TrainConfig, symbols: tuple[str, ...]) -> ModelConfig:
