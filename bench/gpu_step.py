@@ -9,7 +9,7 @@ On CPU, the same logic at small sizes (shapes and arithmetic checked in CI):
 
     python bench/gpu_step.py --cpu-smoke --json /tmp/smoke.json
 
-Bytes model (DESIGN.md "Performance model"): one decoder step over B rows moves
+Bytes model (docs/ARCHITECTURE.md, "Performance model"): one decoder step over B rows moves
 ``weights + B * (2 * state + activations)`` bytes: every layer's conv and SSM state
 is read and written once, and the kernel's inputs (x|B|C, dt, z) are read and its
 output written. A stream needs 86.13 steps per second, so B rows keep up with real
@@ -38,9 +38,11 @@ import torch
 from npc_voice_kernels.cuda_graphs import GraphedStep
 from npc_voice_kernels.ssm_step import ssm_step
 
+from npc_voice.contracts import FRAMES_PER_S, NEUTRAL_CONTROLS
+from npc_voice.model import ModelConfig, load_voice, random_voice
+
 log = logging.getLogger("gpu_step")
 
-FRAMES_PER_S = 22050 / 256  # 86.13 steps per second per stream
 DEFAULT_BATCHES = tuple(2**i for i in range(15))  # 1 .. 16384
 SMOKE_BATCHES = (1, 2, 4, 8)
 
@@ -183,9 +185,7 @@ def model_step_fn(voice: Any, batch: int, device: torch.device):  # type: ignore
     state = voice.new_state(batch + 1)
     slots = (torch.randperm(batch) + 1).to(device)
     cond = torch.randn(batch, 1, voice.d_cond, device=device)
-    from npc_voice.model.voice import DEFAULT_CONTROLS
-
-    controls = torch.tensor([DEFAULT_CONTROLS], device=device).repeat(batch, 1)
+    controls = torch.tensor([NEUTRAL_CONTROLS], device=device).repeat(batch, 1)
 
     def step(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         return voice.step(state, slots, cond, controls)
@@ -207,6 +207,7 @@ def time_step(
     step = GraphedStep(fn, device, buckets=(batch,), mode="graphs" if graphs else "eager")
     with torch.inference_mode():
         try:
+            step.capture_all(*(t[:1] for t in inputs))
             t = statistics.median(
                 time_calls(lambda: step(slots, *inputs), device, iters, warmup=3, cpu_clock=cpu_clock)
             )
@@ -262,7 +263,7 @@ def print_table(title: str, rows: list[dict[str, float]]) -> None:
         )
 
 
-def run(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-smoke", action="store_true", help="CPU, tiny batches and iterations (CI)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -279,77 +280,110 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cpu-time", action="store_true", help="on CPU, time in process CPU seconds, not wall time")
     ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = torch's default)")
     ap.add_argument("--json", default=None, help="write the results here")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+@dataclass(frozen=True)
+class Setup:
+    """What the arguments resolve to."""
+
+    device: torch.device
+    batches: tuple[int, ...]
+    iters: int
+    copy_mb: int
+    dtype: torch.dtype
+    shape: DecoderShape
+    cpu_clock: Callable[[], float]  # time.perf_counter (wall) or time.process_time (--cpu-time)
+
+
+def setup(args: argparse.Namespace) -> Setup:
+    """Device, sizes and clock; --cpu-smoke caps everything to CI size."""
+    default_batches = SMOKE_BATCHES if args.cpu_smoke else DEFAULT_BATCHES
+    batches = default_batches if args.batches is None else tuple(int(b) for b in args.batches.split(","))
     if args.cpu_smoke:
-        device = torch.device("cpu")
-        batches = SMOKE_BATCHES if args.batches is None else tuple(int(b) for b in args.batches.split(","))
-        iters, copy_mb = min(args.iters, 3), min(args.copy_mb, 8)
+        device, iters, copy_mb = torch.device("cpu"), min(args.iters, 3), min(args.copy_mb, 8)
     else:
         name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-        device = torch.device("cpu" if name == "auto" else name)
-        batches = DEFAULT_BATCHES if args.batches is None else tuple(int(b) for b in args.batches.split(","))
-        iters, copy_mb = args.iters, args.copy_mb
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        device, iters, copy_mb = torch.device("cpu" if name == "auto" else name), args.iters, args.copy_mb
     if args.threads:
         torch.set_num_threads(args.threads)
-    cpu_clock = time.process_time if args.cpu_time else time.perf_counter
-    shape = DecoderShape(args.layers, args.d_model, 2, args.headdim, args.d_state, 4, 2 if args.dtype == "bf16" else 4)
+    act_bytes = 2 if args.dtype == "bf16" else 4
+    shape = DecoderShape(args.layers, args.d_model, 2, args.headdim, args.d_state, 4, act_bytes)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    return Setup(device, batches, iters, copy_mb, dtype, shape, clock)
 
-    copy_bw = measure_copy_bandwidth(device, copy_mb * 1024 * 1024, max(3, iters // 5))
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()})")
-    print(f"copy bandwidth {copy_bw / 1e9:.1f} GB/s (read + write of a {copy_mb} MiB tensor)")
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+
+
+def bench_decoder(s: Setup, copy_bw: float) -> list[dict[str, float]]:
+    """The SSM decoder step alone (random weights of ``s.shape``), per batch size."""
+
+    def make(batch: int) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, ...], int]:
+        fn, slots, inputs = decoder_step_fn(s.shape, batch, s.device, s.dtype)
+        return fn, slots, inputs, 2 * s.shape.state_bytes() + s.shape.activation_bytes()
+
+    rows = bench_rows(make, s.batches, s.device, s.iters, copy_bw, s.shape.weight_bytes(), s.cpu_clock)
+    print_table("SSM decoder step (all layers, Triton on CUDA / numba or torch on CPU)", rows)
+    return rows
+
+
+def bench_model(s: Setup, which: str, copy_bw: float) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """A voice's full step (decoder + vocoder, one frame), per batch size, and what the voice is."""
+    voice = load_model(which, s.device)
+    weights = sum(p.numel() * p.element_size() for p in voice.net.parameters())
+    info = {"name": voice.name, "parameters": voice.param_count(), "state_bytes": voice.state_bytes()}
+
+    def make(batch: int) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, ...], int]:
+        fn, slots, inputs, state = model_step_fn(voice, batch, s.device)
+        return fn, slots, inputs, 2 * state
+
+    rows = bench_rows(make, s.batches, s.device, s.iters, copy_bw, weights, s.cpu_clock)
+    print_table(f"full voice step {voice.name!r} (decoder + vocoder, one frame)", rows)
+    return rows, info
+
+
+def print_projection(shape: DecoderShape, bandwidth: float, copy_bw: float, best: int) -> None:
+    measured, paper = projection(shape, copy_bw), projection(shape, bandwidth)
     print(
-        f"decoder {asdict(shape)}: state {shape.state_bytes()} B/stream, "
-        f"activations {shape.activation_bytes()} B/row/step"
-    )
-
-    def make_decoder(batch: int) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, ...], int]:
-        fn, slots, inputs = decoder_step_fn(shape, batch, device, dtype)
-        return fn, slots, inputs, 2 * shape.state_bytes() + shape.activation_bytes()
-
-    decoder_rows = bench_rows(make_decoder, batches, device, iters, copy_bw, shape.weight_bytes(), cpu_clock)
-    print_table("SSM decoder step (all layers, Triton on CUDA / reference on CPU)", decoder_rows)
-
-    model_rows: list[dict[str, float]] | None = None
-    model_info: dict[str, Any] | None = None
-    if args.model:
-        voice = load_model(args.model, device)
-        weights = sum(p.numel() * p.element_size() for p in voice.net.parameters())
-        model_info = {"name": voice.name, "parameters": voice.param_count(), "state_bytes": voice.state_bytes()}
-
-        def make_model(batch: int) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, ...], int]:
-            fn, slots, inputs, state = model_step_fn(voice, batch, device)
-            return fn, slots, inputs, 2 * state
-
-        model_rows = bench_rows(make_model, batches, device, iters, copy_bw, weights, cpu_clock)
-        print_table(f"full voice step {voice.name!r} (decoder + vocoder, one frame)", model_rows)
-
-    measured_proj = projection(shape, copy_bw)
-    paper = projection(shape, args.bandwidth)
-    print(
-        f"\non paper at {args.bandwidth / 1e12:.2f} TB/s: {paper['max_realtime_streams']:,} real-time decoder streams "
+        f"\non paper at {bandwidth / 1e12:.2f} TB/s: {paper['max_realtime_streams']:,} real-time decoder streams "
         f"({paper['bytes_per_stream_per_step']:.0f} B/stream/step); at the measured copy bandwidth: "
-        f"{measured_proj['max_realtime_streams']:,}"
+        f"{measured['max_realtime_streams']:,}"
     )
-    best = max((r["realtime_streams"] for r in decoder_rows), default=0)
     print(f"measured: up to {best:,} real-time decoder streams (batches back to back)")
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    s = setup(args)
+    copy_bw = measure_copy_bandwidth(s.device, s.copy_mb * 1024 * 1024, max(3, s.iters // 5))
+    print(f"device {s.device} ({device_name(s.device)})")
+    print(f"copy bandwidth {copy_bw / 1e9:.1f} GB/s (read + write of a {s.copy_mb} MiB tensor)")
+    print(f"decoder {asdict(s.shape)}: state {s.shape.state_bytes()} B/stream, "
+          f"activations {s.shape.activation_bytes()} B/row/step")
+    decoder_rows = bench_decoder(s, copy_bw)
+    model_rows, model_info = bench_model(s, args.model, copy_bw) if args.model else (None, None)
+    best = max((r["realtime_streams"] for r in decoder_rows), default=0)
+    print_projection(s.shape, args.bandwidth, copy_bw, best)
     result = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device": str(s.device),
+        "device_name": device_name(s.device),
         "torch": torch.__version__,
         "cpu_smoke": args.cpu_smoke,
-        "clock": "cuda events" if device.type == "cuda" else ("process cpu time" if args.cpu_time else "wall"),
+        "clock": "cuda events" if s.device.type == "cuda" else ("process cpu time" if args.cpu_time else "wall"),
         "threads": torch.get_num_threads(),
         "dtype": args.dtype,
         "frames_per_s": FRAMES_PER_S,
-        "shape": asdict(shape) | {"state_bytes": shape.state_bytes(), "activation_bytes": shape.activation_bytes()},
+        "shape": asdict(s.shape) | {"state_bytes": s.shape.state_bytes(),
+                                    "activation_bytes": s.shape.activation_bytes()},
         "copy_bandwidth_Bps": copy_bw,
         "decoder": decoder_rows,
         "model": model_rows,
         "model_info": model_info,
-        "projection_measured_bw": measured_proj,
-        "projection_paper": paper,
+        "projection_measured_bw": projection(s.shape, copy_bw),
+        "projection_paper": projection(s.shape, args.bandwidth),
         "max_realtime_streams_measured": best,
     }
     if args.json:
@@ -360,8 +394,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def load_model(which: str, device: torch.device) -> Any:
-    from npc_voice.model import ModelConfig, load_voice, random_voice  # noqa: PLC0415
-
     if which == "tiny":
         return random_voice(ModelConfig.tiny(), seed=0, name="tiny", device=device)
     return load_voice(None if which == "default" else which, device=device)

@@ -1,19 +1,20 @@
 """npc-voice step kernels (import name ``npc_voice_kernels``).
 
-Each op has a Triton kernel for CUDA and a pure-torch ``*_ref`` used on CPU.
-This package imports only torch, numpy and (optionally) numba, and triton lazily,
-on CUDA or under TRITON_INTERPRET=1; it never imports npc_voice.
+Each op has a Triton kernel for CUDA, a plain pure-torch ``*_ref`` beside it that defines
+the math, and a CPU fast path tested against that reference. This package imports only
+torch, numpy and (optionally) numba, and triton on first CUDA use (or under
+TRITON_INTERPRET=1); it never imports npc_voice.
 
 - ``ssm_step`` / ``ssm_step_ref``: one decoder layer's step over a batch of
   state-pool rows (ssm_step.py); the Triton kernel is ``ssm_step_triton.py``, the
-  fused CPU loop ``ssm_step_cpu.py`` (numba, optional: without it, the reference).
+  fused CPU loop ``ssm_step_cpu.py`` (numba, optional: without it, ``ssm_step_torch``).
 - ``ssm_step_chunk`` / ``ssm_step_chunk_ref``: K consecutive frames of ``ssm_step`` (a
   tick): on CPU one fused numba pass that reads and writes each state row once.
 - ``GraphedStep``, ``bucket_for``, ``DEFAULT_BUCKETS``: batch-size buckets and
   CUDA-graph replay of a whole batched step (cuda_graphs.py).
 """
 from npc_voice_kernels.cuda_graphs import DEFAULT_BUCKETS, GraphedStep, bucket_for
-from npc_voice_kernels.ssm_step import ssm_step, ssm_step_chunk, ssm_step_chunk_ref, ssm_step_ref
+from npc_voice_kernels.ssm_step import ssm_step, ssm_step_chunk, ssm_step_chunk_ref, ssm_step_ref, ssm_step_torch
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -23,4 +24,5 @@ __all__ = [
     "ssm_step_chunk",
     "ssm_step_chunk_ref",
     "ssm_step_ref",
+    "ssm_step_torch",
 ]

@@ -4,14 +4,17 @@ A decode step over B streams is a few small kernels per layer; at small B the
 launch overhead dominates. ``GraphedStep`` captures the step once per bucket size
 (1, 2, 4, ... by default) over static input buffers and replays it: the engine
 copies its rows in, padding rows point at scratch slot 0, one graph launch runs
-every layer. On CPU it calls the step directly, unpadded: padding only pays where
-launches are expensive. Mode "padded" runs the bucket/padding logic eagerly (what
-the graphs replay), so that logic is testable without a GPU.
+every layer. Every bucket is captured up front by ``capture_all`` (the engine does it
+at start-up, on its own thread, before the first tick); a call never captures, so no
+tick pays a capture. On CPU it calls the step directly, unpadded: padding only pays
+where launches are expensive. Mode "padded" runs the same bucket/padding logic and the
+same up-front warm-up eagerly (what the graphs replay), so it is testable without a GPU.
 
 Engine-facing API::
 
     step = GraphedStep(lambda slots, cond, controls: model.step(pool, slots, cond, controls),
                        device=model.device)
+    step.capture_all(cond[:1], controls[:1])  # at start-up: every bucket, largest first
     pcm = step(slots, cond, controls)   # [n, ...]; n = len(slots) <= step.buckets[-1]
 
 The step function must read and write only tensors whose storage stays put (the
@@ -93,9 +96,10 @@ class GraphedStep:
     ``fn``: see the module docstring. ``device``: where inputs live.
     ``mode``: "auto" (graphs on CUDA, eager elsewhere), "graphs", "eager" (call
     ``fn`` as is) or "padded" (pad to the bucket and call ``fn`` eagerly).
-    Buckets are captured lazily on first use (or all at once with
-    ``capture_all``), sharing one memory pool. The result is a fresh tensor with
-    the first ``n`` output rows.
+    In modes "graphs" and "padded" ``capture_all`` must have run before the first
+    call (a call with a bucket not captured raises: it never captures in passing);
+    graphs share one memory pool. The result is a fresh tensor with the first ``n``
+    output rows.
     """
 
     MODES = ("auto", "graphs", "eager", "padded")
@@ -119,15 +123,13 @@ class GraphedStep:
             raise ValueError(f"CUDA graphs need a CUDA device, got {self.device}")
         self.mode = mode
         self.warmup_iters = warmup_iters
-        self._graphs: dict[int, _Captured] = {}
+        self._graphs: dict[int, _Captured] = {}  # mode "graphs": bucket -> its graph
+        self._ready: set[int] = set()  # buckets captured (mode "padded": warmed up)
         self._pool: Any = None  # torch.cuda graph pool handle, shared by all buckets
 
     @property
     def max_batch(self) -> int:
         return self.buckets[-1]
-
-    def captured_buckets(self) -> list[int]:
-        return sorted(self._graphs)
 
     def __call__(self, slots: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         n = int(slots.shape[0])
@@ -137,11 +139,12 @@ class GraphedStep:
         if self.mode == "eager":
             return self.fn(slots, *inputs)
         bucket = bucket_for(n, self.buckets)
+        if bucket not in self._ready:
+            raise RuntimeError(f"batch bucket {bucket} was not captured: call capture_all at start-up "
+                               "(a step never captures, so no tick pays for it)")
         if self.mode == "padded":
             return self.fn(pad_slots(slots, bucket), *(pad_rows(t, bucket) for t in inputs))[:n].clone()
-        cap = self._graphs.get(bucket)
-        if cap is None:
-            cap = self._capture(bucket, slots, inputs)
+        cap = self._graphs[bucket]
         cap.slots[:n].copy_(slots)
         cap.slots[n:].zero_()
         for static, t in zip(cap.inputs, inputs, strict=True):
@@ -151,20 +154,26 @@ class GraphedStep:
         cap.graph.replay()
         return cap.out[:n].clone()
 
-    def capture_all(self, slots: torch.Tensor, *inputs: torch.Tensor) -> None:
-        """Capture every bucket now (largest first, so the shared pool is sized once),
-        using the given rows (at least one) as the template for shapes and dtypes."""
-        if self.mode != "graphs":
-            raise RuntimeError(f"capture_all needs mode 'graphs', this step runs in mode {self.mode!r}")
+    def capture_all(self, *inputs: torch.Tensor) -> None:
+        """Capture every bucket now, largest first (so the shared pool is sized once). ``inputs``:
+        at least one row of each input after the slots, the template for shapes and dtypes. Every
+        captured row points at scratch slot 0, so capturing writes only the scratch slot's state.
+        Mode "padded" runs the same warm-up calls without capturing; mode "eager" needs nothing."""
+        if self.mode == "eager":
+            return
         for bucket in sorted(self.buckets, reverse=True):
-            if bucket not in self._graphs:
-                self._capture(bucket, slots, inputs)
+            if bucket in self._ready:
+                continue
+            static_slots = torch.zeros(bucket, dtype=torch.int64, device=self.device)
+            static_inputs = [pad_rows(t[:1].to(self.device), bucket).clone() for t in inputs]
+            if self.mode == "graphs":
+                self._graphs[bucket] = self._capture(static_slots, static_inputs)
+            else:
+                for _ in range(self.warmup_iters):
+                    self.fn(static_slots, *static_inputs)
+            self._ready.add(bucket)
 
-    def _capture(self, bucket: int, slots: torch.Tensor, inputs: Sequence[torch.Tensor]) -> _Captured:
-        # Static buffers filled with padding: every row points at scratch slot 0, so
-        # warm-up and capture write only the scratch slot's state.
-        static_slots = torch.zeros(bucket, dtype=torch.int64, device=self.device)
-        static_inputs = [pad_rows(t[:1].to(self.device), bucket).clone() for t in inputs]
+    def _capture(self, static_slots: torch.Tensor, static_inputs: list[torch.Tensor]) -> _Captured:
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up off the default stream, as capture requires
@@ -176,7 +185,5 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             out = self.fn(static_slots, *static_inputs)
-        cap = _Captured(static_slots, static_inputs, graph, out)
-        self._graphs[bucket] = cap
-        log.info("captured CUDA graph for batch bucket %d", bucket)
-        return cap
+        log.info("captured CUDA graph for batch bucket %d", static_slots.shape[0])
+        return _Captured(static_slots, static_inputs, graph, out)

@@ -1,4 +1,4 @@
-"""Fused decoder step for one Mamba-2 style layer, gathered from a state pool.
+"""Decoder step for one Mamba-2 style layer, gathered from a state pool: the op and its references.
 
 Math (per row b, layer l, slot s = slots[b]; conv_dim = d_inner + 2 * d_state):
     win   = cat(conv_state[s, l], xbc[b])            # [d_conv, conv_dim]
@@ -11,6 +11,30 @@ Math (per row b, layer l, slot s = slots[b]; conv_dim = d_inner + 2 * d_state):
     ssm_state[s, l] = h
     y     = (h @ Cv) + D * x                          # [nheads, headdim]
     out   = y * silu(z[b])                             # [d_inner]
+
+Shapes (every implementation):
+    xbc        [B, conv_dim]  pre-conv x|B|C for this layer (fp32 or bf16)
+    dt         [B, nheads]    raw dt (before bias and softplus)
+    z          [B, d_inner]   gate
+    conv_state [slots, layers, d_conv - 1, conv_dim]  oldest first; updated in place
+    ssm_state  [slots, layers, nheads, headdim, d_state] fp32; updated in place
+    slots      [B] int64; padding rows point at scratch slot 0
+    conv_w     [conv_dim, d_conv]; conv_b [conv_dim]
+    dt_bias, A_log, D  [nheads]
+    returns    [B, d_inner] in xbc's dtype
+
+Implementations, chosen by ``ssm_step`` (the op the model calls):
+
+- ``ssm_step_ref`` (here): the math above written literally in torch. The definition: every
+  other implementation is tested against it (tests/test_kernels_ssm_step.py).
+- ``ssm_step_triton`` (ssm_step_triton.py): the fused Triton kernel, for CUDA tensors.
+- ``ssm_step_cpu`` (ssm_step_cpu.py): the fused numba loop, on CPU for float32 without autograd.
+- ``ssm_step_torch`` (here): the reference rewritten for CPU speed (one contiguous gather and
+  scatter per row, in-place update); the CPU path when the numba loop cannot run (bf16,
+  autograd, numba missing, or ``NPC_VOICE_CPU_STEP=torch``).
+
+``ssm_step_chunk`` is K consecutive frames of ``ssm_step`` (a tick); ``ssm_step_chunk_ref`` is
+K calls of ``ssm_step_ref``.
 """
 from __future__ import annotations
 
@@ -33,18 +57,38 @@ def ssm_step_ref(
     A_log: torch.Tensor,
     D: torch.Tensor,
 ) -> torch.Tensor:
-    """Pure-torch reference. Shapes:
+    """The module docstring's math, literally (shapes there). Slow on purpose: obviously right."""
+    B = xbc.shape[0]
+    nheads, headdim, d_state = ssm_state.shape[2:]
+    d_inner = nheads * headdim
+    win = torch.cat([conv_state[slots, layer].float(), xbc.float()[:, None, :]], dim=1)  # [B, d_conv, conv_dim]
+    conv_state[slots, layer] = win[:, 1:].to(conv_state.dtype)
+    xbc_c = F.silu((win * conv_w.float().t()[None]).sum(1) + conv_b.float())  # [B, conv_dim]
+    x, Bv, Cv = torch.split(xbc_c, [d_inner, d_state, d_state], dim=-1)
+    x = x.reshape(B, nheads, headdim)
+    dt_s = F.softplus(dt.float() + dt_bias.float())  # [B, nheads]
+    dA = torch.exp(-torch.exp(A_log.float()) * dt_s)  # [B, nheads]
+    h = ssm_state[slots, layer] * dA[:, :, None, None] + (dt_s[:, :, None] * x)[..., None] * Bv[:, None, None, :]
+    ssm_state[slots, layer] = h  # [B, nheads, headdim, d_state]
+    y = torch.einsum("bhpn,bn->bhp", h, Cv) + D.float()[None, :, None] * x  # [B, nheads, headdim]
+    return (y.reshape(B, d_inner) * F.silu(z.float())).to(xbc.dtype)
 
-    xbc        [B, conv_dim]  pre-conv x|B|C for this layer (fp32 or bf16)
-    dt         [B, nheads]    raw dt (before bias and softplus)
-    z          [B, d_inner]   gate
-    conv_state [slots, layers, d_conv - 1, conv_dim]  oldest first; updated in place
-    ssm_state  [slots, layers, nheads, headdim, d_state] fp32; updated in place
-    slots      [B] int64; padding rows point at scratch slot 0
-    conv_w     [conv_dim, d_conv]; conv_b [conv_dim]
-    dt_bias, A_log, D  [nheads]
-    returns    [B, d_inner] in xbc's dtype
-    """
+
+def ssm_step_torch(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """``ssm_step_ref`` in eager torch, written for CPU speed; same shapes, equal within rounding."""
     B = xbc.shape[0]
     nheads, headdim, d_state = ssm_state.shape[2:]
     d_inner = nheads * headdim
@@ -68,24 +112,32 @@ def ssm_step_ref(
     return out.to(xbc.dtype)
 
 
-def ssm_step(*args: object, **kwargs: object) -> torch.Tensor:
-    """Dispatch: the Triton kernel on CUDA tensors; on CPU the fused numba loop
-    (ssm_step_cpu.py) when numba is installed, float32 and no autograd is wanted,
-    else the reference. ``NPC_VOICE_CPU_STEP=ref`` forces the reference.
-
-    Same signature and shapes as ``ssm_step_ref``."""
-    xbc = args[0] if args else kwargs["xbc"]
-    assert isinstance(xbc, torch.Tensor)
+def ssm_step(
+    xbc: torch.Tensor,
+    dt: torch.Tensor,
+    z: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """One decoder-layer step (shapes: module docstring). CUDA tensors: the Triton kernel. CPU:
+    the numba loop for float32 without autograd when numba is installed, else ``ssm_step_torch``."""
+    args = (xbc, dt, z, conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
     if xbc.is_cuda:
-        from npc_voice_kernels.ssm_step_triton import ssm_step_triton  # noqa: PLC0415
+        # Imported on first CUDA use, not at the top: triton is an optional, CUDA-only dependency.
+        from npc_voice_kernels.ssm_step_triton import ssm_step_triton
 
-        return ssm_step_triton(*args, **kwargs)  # type: ignore[arg-type]
-    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if not wants_grad and cpu_step_available(*tensors):
-        return ssm_step_cpu(*args, **kwargs)  # type: ignore[arg-type]
-    return ssm_step_ref(*args, **kwargs)  # type: ignore[arg-type]
-
+        return ssm_step_triton(*args)
+    floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
+    if not _wants_grad(floats) and cpu_step_available(slots, *floats):
+        return ssm_step_cpu(*args)
+    return ssm_step_torch(*args)
 
 
 def ssm_step_chunk(
@@ -103,14 +155,14 @@ def ssm_step_chunk(
     D: torch.Tensor,
 ) -> torch.Tensor:
     """K consecutive frames of ``ssm_step``: xbc [K, B, conv_dim], dt [K, B, nheads], z [K, B, d_inner]
-    -> [K, B, d_inner]; the states end as after K single steps. On CPU the fused numba chunk kernel
-    (each state row read and written once per call); elsewhere K calls of ``ssm_step``."""
-    args = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
-    tensors = [xbc, dt, z, conv_state, ssm_state, slots, conv_w, conv_b, dt_bias, A_log, D]
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if not xbc.is_cuda and not wants_grad and cpu_step_available(*tensors):
-        return ssm_chunk_cpu(xbc, dt, z, *args)
-    return torch.stack([ssm_step(xbc[k], dt[k], z[k], *args) for k in range(xbc.shape[0])])
+    -> [K, B, d_inner]; the states end as after K single steps. On CPU the numba chunk path
+    (each state row read and written once per call) where ``ssm_step`` would take the numba
+    loop; elsewhere K calls of ``ssm_step``."""
+    rest = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
+    floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
+    if not xbc.is_cuda and not _wants_grad(floats) and cpu_step_available(slots, *floats):
+        return ssm_chunk_cpu(xbc, dt, z, *rest)
+    return torch.stack([ssm_step(xbc[k], dt[k], z[k], *rest) for k in range(xbc.shape[0])])
 
 
 def ssm_step_chunk_ref(
@@ -130,3 +182,7 @@ def ssm_step_chunk_ref(
     """The plain definition of ``ssm_step_chunk``: K calls of ``ssm_step_ref``."""
     return torch.stack([ssm_step_ref(xbc[k], dt[k], z[k], conv_state, ssm_state, slots, layer, conv_w, conv_b,
                                      dt_bias, A_log, D) for k in range(xbc.shape[0])])
+
+
+def _wants_grad(tensors: tuple[torch.Tensor, ...]) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

@@ -1,15 +1,15 @@
-"""Fused CPU decoder step (numba): ``ssm_step_ref``'s math in one pass over the state.
+"""Fused CPU decoder step (numba): ``ssm_step_ref``'s math (ssm_step.py) in one pass over the state.
 
-The eager reference makes several passes over each row's state (gather, decay,
+The eager torch step makes several passes over each row's state (gather, decay,
 update, scatter, readout) plus temporaries; on this CPU that is the daemon's top
 cost. This loop reads each state element once, writes it once and accumulates the
 C readout on the way, row by row in place in the pool (no gather/scatter copies).
 It releases the GIL, so the gRPC thread runs meanwhile.
 
-Optional: used by ``ssm_step`` on CPU when numba is installed and every tensor is
-float32 (int64 slots); anything else, or ``NPC_VOICE_CPU_STEP=ref``, takes the
-reference. Same results as the reference within float rounding (the tests hold it
-to that); deterministic and independent of batch composition.
+Optional: ``ssm_step`` uses it on CPU when ``cpu_step_available`` says so (numba installed,
+every tensor float32, int64 slots, no autograd); anything else, or ``NPC_VOICE_CPU_STEP=torch``,
+takes ``ssm_step_torch``. Same results as ``ssm_step_ref`` within float rounding (the tests hold
+it to that); deterministic and independent of batch composition.
 """
 from __future__ import annotations
 
@@ -106,11 +106,22 @@ _kernel: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_rows_kernel) i
 _scan: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_scan_kernel) if numba is not None else None
 
 
-def cpu_step_available(*tensors: torch.Tensor) -> bool:
-    """Whether ``ssm_step_cpu`` can take these tensors (else use the reference)."""
-    if _kernel is None or os.environ.get("NPC_VOICE_CPU_STEP", "") == "ref":
+def cpu_step_available(slots: torch.Tensor, *floats: torch.Tensor) -> bool:
+    """Whether ``ssm_step_cpu`` and ``ssm_chunk_cpu`` can take these tensors: numba is installed and
+    not switched off (``NPC_VOICE_CPU_STEP=torch``), everything is on the CPU, ``slots`` int64 and
+    every other tensor float32."""
+    if _kernel is None or os.environ.get("NPC_VOICE_CPU_STEP", "") == "torch":
         return False
-    return all(t.device.type == "cpu" for t in tensors)
+    tensors = (slots, *floats)
+    return all(t.device.type == "cpu" for t in tensors) and slots.dtype == torch.int64 and all(
+        t.dtype == torch.float32 for t in floats)
+
+
+def _require(slots: torch.Tensor, *floats: torch.Tensor) -> None:
+    if not cpu_step_available(slots, *floats):
+        raise ValueError("the numba step needs numba, CPU tensors, int64 slots and float32 otherwise "
+                         f"(got slots {slots.dtype}, {sorted({str(t.dtype) for t in floats})}); "
+                         "call ssm_step, which chooses")
 
 
 def ssm_step_cpu(
@@ -132,15 +143,10 @@ def ssm_step_cpu(
     xbc [B, conv_dim], dt [B, nheads], z [B, d_inner]; conv_state [slots, layers, d_conv-1,
     conv_dim] and ssm_state [slots, layers, nheads, headdim, d_state] updated in place at rows
     ``slots`` [B] (padding rows at scratch slot 0); conv_w [conv_dim, d_conv]; conv_b [conv_dim];
-    dt_bias, A_log, D [nheads]. Returns [B, d_inner] float32.
-    Falls back to ``ssm_step_ref`` for other dtypes or when numba is missing.
+    dt_bias, A_log, D [nheads]. Returns [B, d_inner] float32. ValueError unless
+    ``cpu_step_available``.
     """
-    from npc_voice_kernels.ssm_step import ssm_step_ref  # noqa: PLC0415  (ssm_step imports this module)
-
-    args = (xbc, dt, z, conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
-    floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
-    if _kernel is None or slots.dtype != torch.int64 or any(t.dtype != torch.float32 for t in floats):
-        return ssm_step_ref(*args)
+    _require(slots, xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
     n_rows = xbc.shape[0]
     nheads, headdim = ssm_state.shape[2], ssm_state.shape[3]
     out = torch.empty((n_rows, nheads * headdim), dtype=torch.float32)
@@ -171,12 +177,8 @@ def ssm_chunk_cpu(
 
     The causal conv, softplus, decays and SiLUs have no recurrence: they run vectorized in torch
     over all K*B rows (one exp per element in SIMD instead of scalar calls in the loop). Only the
-    state recurrence runs in numba (``_scan_kernel``). Falls back to K single steps for other
-    dtypes or when numba is missing."""
-    floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
-    if _scan is None or slots.dtype != torch.int64 or any(t.dtype != torch.float32 for t in floats):
-        return torch.stack([ssm_step_cpu(xbc[k], dt[k], z[k], conv_state, ssm_state, slots, layer, conv_w, conv_b,
-                                         dt_bias, A_log, D) for k in range(xbc.shape[0])])
+    state recurrence runs in numba (``_scan_kernel``). ValueError unless ``cpu_step_available``."""
+    _require(slots, xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
     n_frames, n_rows = xbc.shape[0], xbc.shape[1]
     nheads, headdim, d_state = ssm_state.shape[2], ssm_state.shape[3], ssm_state.shape[4]
     d_inner = nheads * headdim

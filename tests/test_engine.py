@@ -423,11 +423,11 @@ def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine)
 def test_padded_batches_as_on_cuda_change_nothing(voice: VoiceModel) -> None:
     """The CUDA path pads each batch to a power-of-two bucket with rows on scratch slot 0;
     run that padding eagerly on CPU: three streams (bucket 4) equal each alone."""
-    from npc_voice_kernels.cuda_graphs import GraphedStep
+    from npc_voice.engine.device import DeviceStep
 
     engine = Engine({"tiny": voice}, EngineConfig(slots=8, frames_per_tick=K, threads=1, lookahead_ms=FREE_RUN))
     vr = engine.core.voices["tiny"]
-    vr.step = GraphedStep(lambda s, c, x: voice.step(vr.pool.tensors, s, c, x), "cpu", mode="padded")
+    vr.step = DeviceStep(voice, vr.pool.tensors, engine.device, max_batch=7, mode="padded")  # captured at start
     with engine:
         streams = [speak(engine, f"c{i}", text) for i, text in enumerate([LINE, LINE2, "Hello."])]
         pcms = [collect(s)[1] for s in streams]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu_step.py"
 
@@ -24,27 +24,37 @@ def gpu_step() -> ModuleType:
     return module
 
 
-def test_kernel_bench_bytes_model_matches_the_shipped_model_config(gpu_step: ModuleType) -> None:
-    from npc_voice.model import ModelConfig
+def test_kernel_bench_bytes_model_matches_the_tensors_a_voice_step_moves(
+        gpu_step: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's byte counts against the tensors themselves, for a voice of the shipped
+    ModelConfig: its pool's decoder state (the voice's own StateSpec), its decoder's kernel
+    weights, and the activations a real voice step hands ``ssm_step_chunk`` (recorded)."""
+    from npc_voice.model import ModelConfig, random_voice
+    from npc_voice.model import ssm as ssm_module
 
-    cfg, shape = ModelConfig(), gpu_step.DecoderShape()
-    assert (shape.layers, shape.d_model, shape.expand, shape.headdim, shape.d_state, shape.d_conv) == (
-        cfg.n_layers,
-        cfg.d_model,
-        cfg.expand,
-        cfg.headdim,
-        cfg.d_state,
-        cfg.d_conv,
-    ), "bench defaults drifted from the shipped voice's ModelConfig"
-    conv = cfg.n_layers * (cfg.d_conv - 1) * cfg.conv_dim * 4
-    ssm = cfg.n_layers * cfg.nheads * cfg.headdim * cfg.d_state * 4
-    assert shape.state_bytes() == conv + ssm
-    per_row = 2 * shape.state_bytes() + shape.activation_bytes()
-    assert shape.bytes_per_step(10) == shape.weight_bytes() + 10 * per_row
-    proj = gpu_step.projection(shape, 4.3e12)
-    budget = 4.3e12 / gpu_step.FRAMES_PER_S - shape.weight_bytes()
-    assert proj["max_realtime_streams"] == math.floor(budget / per_row)
-    assert proj["max_realtime_streams"] >= 10_000  # the issue's on-paper H200 target
+    voice = random_voice(ModelConfig(), seed=0)
+    shape = gpu_step.DecoderShape()
+    state = voice.new_state(2)
+    assert shape.state_bytes() == state["dec_conv"][0].nbytes + state["dec_ssm"][0].nbytes
+    kernel_weights = [p for b in voice.net.decoder.blocks for p in (b.conv_w, b.conv_b, b.dt_bias, b.A_log, b.D)]
+    assert shape.weight_bytes() == sum(p.nbytes for p in kernel_weights)
+
+    moved: list[int] = []
+    real = ssm_module.ssm_step_chunk
+
+    def recording(xbc: torch.Tensor, dt: torch.Tensor, z: torch.Tensor, *rest: object) -> torch.Tensor:
+        out = real(xbc, dt, z, *rest)  # type: ignore[arg-type]
+        moved.append(xbc.nbytes + dt.nbytes + z.nbytes + out.nbytes)
+        return out
+
+    monkeypatch.setattr(ssm_module, "ssm_step_chunk", recording)
+    rows, frames = 3, 2
+    state = voice.new_state(rows + 1)
+    voice.step_params(state, torch.arange(1, rows + 1), torch.randn(rows, frames, voice.d_cond))
+    assert len(moved) == shape.layers
+    assert sum(moved) == rows * frames * shape.activation_bytes()
+    assert shape.bytes_per_step(rows) == shape.weight_bytes() + rows * (2 * shape.state_bytes()
+                                                                        + shape.activation_bytes())
 
 
 def test_kernel_bench_cpu_smoke_runs_and_writes_json(gpu_step: ModuleType, tmp_path: Path) -> None:

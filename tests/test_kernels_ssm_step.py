@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from npc_voice_kernels.ssm_step import ssm_step, ssm_step_ref
+from npc_voice_kernels.ssm_step import ssm_step, ssm_step_ref, ssm_step_torch
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -239,40 +239,9 @@ def test_kernel_dispatch_on_cpu_matches_the_reference() -> None:
     torch.testing.assert_close(ssm_a, ssm_b, rtol=1e-5, atol=1e-5)
 
 
-def _ssm_step_original(
-    xbc: torch.Tensor,
-    dt: torch.Tensor,
-    z: torch.Tensor,
-    conv_state: torch.Tensor,
-    ssm_state: torch.Tensor,
-    slots: torch.Tensor,
-    layer: int,
-    conv_w: torch.Tensor,
-    conv_b: torch.Tensor,
-    dt_bias: torch.Tensor,
-    A_log: torch.Tensor,
-    D: torch.Tensor,
-) -> torch.Tensor:
-    """The contract's math written literally (advanced indexing, einsum): the reference must stay equal to it."""
-    B = xbc.shape[0]
-    nheads, headdim, d_state = ssm_state.shape[2:]
-    d_inner = nheads * headdim
-    win = torch.cat([conv_state[slots, layer].float(), xbc.float()[:, None, :]], dim=1)
-    conv_state[slots, layer] = win[:, 1:].to(conv_state.dtype)
-    xbc_c = torch.nn.functional.silu((win * conv_w.float().t()[None]).sum(1) + conv_b.float())
-    x, Bv, Cv = torch.split(xbc_c, [d_inner, d_state, d_state], dim=-1)
-    x = x.reshape(B, nheads, headdim)
-    dt_s = torch.nn.functional.softplus(dt.float() + dt_bias.float())
-    dA = torch.exp(-torch.exp(A_log.float()) * dt_s)
-    h = ssm_state[slots, layer] * dA[:, :, None, None] + (dt_s[:, :, None] * x)[..., None] * Bv[:, None, None, :]
-    ssm_state[slots, layer] = h
-    y = torch.einsum("bhpn,bn->bhp", h, Cv) + D.float()[None, :, None] * x
-    return (y.reshape(B, d_inner) * torch.nn.functional.silu(z.float())).to(xbc.dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_reference_equals_the_literal_math(dtype: torch.dtype) -> None:
-    """ssm_step_ref is written for CPU speed; it must compute exactly the documented math."""
+def test_kernel_torch_step_equals_the_reference(dtype: torch.dtype) -> None:
+    """ssm_step_torch (the reference rewritten for CPU speed) computes the reference's math."""
     s = Shapes()
     gen = torch.Generator().manual_seed(6)
     w = _weights(s, gen)
@@ -284,8 +253,8 @@ def test_kernel_reference_equals_the_literal_math(dtype: torch.dtype) -> None:
         xbc = torch.randn(5, s.conv_dim, generator=gen).to(dtype)
         dt = torch.randn(5, s.nheads, generator=gen).to(dtype)
         z = torch.randn(5, s.d_inner, generator=gen).to(dtype)
-        out_a = ssm_step_ref(xbc, dt, z, conv_a, ssm_a, slots, step % 2, *w.values())
-        out_b = _ssm_step_original(xbc, dt, z, conv_b, ssm_b, slots, step % 2, *w.values())
+        out_a = ssm_step_torch(xbc, dt, z, conv_a, ssm_a, slots, step % 2, *w.values())
+        out_b = ssm_step_ref(xbc, dt, z, conv_b, ssm_b, slots, step % 2, *w.values())
         torch.testing.assert_close(out_a[real], out_b[real], rtol=OUT_TOL[dtype][0], atol=OUT_TOL[dtype][1])
     torch.testing.assert_close(conv_a[1:], conv_b[1:], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-5, atol=1e-6)
@@ -319,8 +288,9 @@ def test_kernel_cpu_numba_step_matches_reference(pattern: str) -> None:
     assert torch.equal(ssm_a[untouched], ssm0[untouched]) and torch.equal(conv_a[untouched], conv0[untouched])
 
 
-def test_kernel_cpu_dispatch_falls_back_to_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16, autograd, or NPC_VOICE_CPU_STEP=ref: the reference, bit for bit."""
+def test_kernel_cpu_dispatch_falls_back_to_the_torch_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16, int32 slots, autograd, or NPC_VOICE_CPU_STEP=torch: ssm_step_torch, bit for bit; the
+    numba step itself refuses what it cannot take rather than computing something else."""
     s = Shapes()
     gen = torch.Generator().manual_seed(8)
     w = _weights(s, gen)
@@ -328,17 +298,24 @@ def test_kernel_cpu_dispatch_falls_back_to_the_reference(monkeypatch: pytest.Mon
     slots = torch.tensor([3, 1])
     xbc, dt, z = torch.randn(2, s.conv_dim), torch.randn(2, s.nheads), torch.randn(2, s.d_inner)
 
-    def both(xbc: torch.Tensor, dt: torch.Tensor, z: torch.Tensor, weights: list[torch.Tensor]) -> bool:
+    def both(xbc: torch.Tensor, dt: torch.Tensor, z: torch.Tensor, weights: list[torch.Tensor],
+             slots: torch.Tensor = slots) -> bool:
         ca, sa, cb, sb = conv0.clone(), ssm0.clone(), conv0.clone(), ssm0.clone()
         out_a = ssm_step(xbc, dt, z, ca, sa, slots, 0, *weights)
-        out_b = ssm_step_ref(xbc, dt, z, cb, sb, slots, 0, *weights)
+        out_b = ssm_step_torch(xbc, dt, z, cb, sb, slots, 0, *weights)
         return torch.equal(out_a, out_b) and torch.equal(sa, sb) and torch.equal(ca, cb)
 
     weights = list(w.values())
     assert both(xbc.bfloat16(), dt.bfloat16(), z.bfloat16(), weights)
+    assert both(xbc, dt, z, weights, slots.int())
     grad_weights = [t.clone().requires_grad_(True) for t in weights]
     assert both(xbc, dt, z, grad_weights)
-    monkeypatch.setenv("NPC_VOICE_CPU_STEP", "ref")
+    from npc_voice_kernels.ssm_step_cpu import _kernel, ssm_step_cpu
+
+    if _kernel is not None:
+        with pytest.raises(ValueError, match="bfloat16"):
+            ssm_step_cpu(xbc.bfloat16(), dt, z, conv0.clone(), ssm0.clone(), slots, 0, *weights)
+    monkeypatch.setenv("NPC_VOICE_CPU_STEP", "torch")
     assert both(xbc, dt, z, weights)
 
 

@@ -106,13 +106,15 @@ def test_forget_frees_slot_and_resets_state() -> None:
     assert float(pool.tensors["ssm"][slot].abs().sum()) == 0.0
 
 
-def test_fork_and_write_check_shapes() -> None:
+def test_write_copies_a_state_and_checks_shapes() -> None:
     pool = make_pool(slots=3)
     slot = pool.acquire("guard")
     assert slot is not None
     fill(pool, slot, 2.0)
-    assert pool.fork("guard", "guard/7")
-    assert not pool.fork("nobody", "x")
+    state = pool.read("guard")
+    assert state is not None
+    pool.write("guard/7", state)
+    assert pool.read("nobody") is None
     copy = pool.read("guard/7")
     assert copy is not None and float(copy["ssm"][0, 0]) == 2.0
     with pytest.raises(ValueError, match="ssm"):

@@ -36,10 +36,6 @@ class CondArena:
         index = torch.tensor(ids, dtype=torch.int64).to(self.pages.device, non_blocking=True)
         return self.pages.index_select(0, index)
 
-    @property
-    def free_pages(self) -> int:
-        return len(self._free)
-
     def _grow(self, needed: int) -> None:
         old = self.pages.shape[0]
         new = max(2 * old, old + needed)

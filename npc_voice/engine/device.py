@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable
 
 import torch
+from npc_voice_kernels.cuda_graphs import GraphedStep, bucket_for
 
 from npc_voice.model.api import VoiceModel
 
@@ -14,7 +15,7 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cpu", "cuda" or "cuda:N" as given."""
+    """"auto" -> cuda if available else cpu; "cpu", "cuda" or "cuda:N" as given. Chosen once at start-up."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu" or name == "cuda" or name.startswith("cuda:"):
@@ -24,34 +25,54 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
 
 
-def make_step(model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int) -> StepFn:
-    """``step(slots [B], cond [B, K, d], controls [B, 4]) -> pcm [B, K * hop]`` over ``pool``.
+class DeviceStep:
+    """``step(slots [B], cond [B, K, d], controls [B, N_CONTROLS]) -> pcm [B, K * hop]`` over one pool.
 
-    On CUDA the rows are padded to a power-of-two bucket (padding rows step scratch slot 0)
-    and replayed through a CUDA graph captured per bucket; if capture fails the engine keeps
-    the same padding but runs eagerly. On CPU the model is called as is (padding only costs)."""
+    On CUDA the rows are padded to a power-of-two bucket (padding rows step scratch slot 0) and
+    replayed through a CUDA graph per bucket. ``capture`` captures every bucket; the engine calls
+    it on its thread before the first tick (at start-up, and when a voice is added), so a tick
+    never captures. If capture fails the step keeps the same padding but runs eagerly. On CPU the
+    model is called as is (padding only costs); ``mode`` "padded" forces the padded path and its
+    up-front warm-up there, for tests."""
 
-    def eager(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        return model.step(pool, slots, cond, controls)
+    def __init__(self, model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int,
+                 mode: str = "auto") -> None:
+        def eager(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+            return model.step(pool, slots, cond, controls)
 
-    if device.type != "cuda":
-        return eager
-    from npc_voice_kernels.cuda_graphs import GraphedStep, bucket_for
+        if mode == "auto":
+            mode = "graphs" if device.type == "cuda" else "eager"
+        top = bucket_for(max_batch, tuple(2**i for i in range(31)))
+        buckets = tuple(2**i for i in range(top.bit_length()))
+        self._eager = eager
+        self._device, self._buckets = device, buckets
+        self._run: StepFn = eager if mode == "eager" else GraphedStep(eager, device, buckets, mode)
 
-    buckets = tuple(2**i for i in range(bucket_for(max_batch, tuple(2**i for i in range(31))).bit_length()))
-    return _FallbackStep(GraphedStep(eager, device, buckets=buckets), GraphedStep(eager, device, buckets, "padded"))
+    @property
+    def mode(self) -> str:
+        return self._run.mode if isinstance(self._run, GraphedStep) else "eager"
 
-
-class _FallbackStep:
-    def __init__(self, graphed: StepFn, padded: StepFn) -> None:
-        self.graphed: StepFn | None = graphed
-        self.padded = padded
+    def capture(self, cond: torch.Tensor, controls: torch.Tensor) -> None:
+        """Capture (or warm up, mode "padded") every bucket now. ``cond`` [1, K, d] and ``controls``
+        [1, N_CONTROLS] are the template row. A failed CUDA graph capture is logged and the step
+        runs padded and eagerly from then on (the daemon still serves)."""
+        run = self._run
+        if not isinstance(run, GraphedStep):
+            return
+        try:
+            run.capture_all(cond, controls)
+        except Exception:
+            if run.mode != "graphs":
+                raise
+            log.exception("CUDA graph capture of the voice step failed; running it padded and eagerly")
+            padded = GraphedStep(self._eager, self._device, self._buckets, "padded")
+            padded.capture_all(cond, controls)
+            self._run = padded
 
     def __call__(self, slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        if self.graphed is not None:
-            try:
-                return self.graphed(slots, cond, controls)
-            except RuntimeError:
-                log.exception("CUDA graph capture of the voice step failed; running the step eagerly from now on")
-                self.graphed = None
-        return self.padded(slots, cond, controls)
+        return self._run(slots, cond, controls)
+
+
+def make_step(model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int) -> DeviceStep:
+    """The model's batched step over ``pool`` on ``device`` (see DeviceStep)."""
+    return DeviceStep(model, pool, device, max_batch)

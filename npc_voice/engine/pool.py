@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
-from npc_voice.model.api import StateSpec
+from npc_voice.contracts import StateSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,6 @@ class StatePool:
 
     def slot_of(self, character: str) -> int | None:
         return self._slot_of.get(character)
-
-    def can_acquire(self, character: str) -> bool:
-        """Whether ``acquire`` would succeed now (without doing it)."""
-        if character in self._active:
-            return False
-        return character in self._slot_of or bool(self._free) or bool(self._idle)
 
     def acquire(self, character: str) -> int | None:
         """Give ``character`` a slot holding its state (restored, resident, or zeros if new).
@@ -142,15 +136,6 @@ class StatePool:
                 self._idle.move_to_end(character)
             return
         self._put_host(character, {name: state[name].to("cpu", copy=True) for name in self.spec})
-
-    def fork(self, source: str, target: str) -> bool:
-        """Copy ``source``'s state to ``target`` (a new instance of a template). False if
-        ``source`` has no state."""
-        state = self.read(source)
-        if state is None:
-            return False
-        self.write(target, state)
-        return True
 
     def check(self, state: Mapping[str, torch.Tensor]) -> None:
         """Raise ValueError naming the first tensor that does not fit this pool's spec."""
