@@ -113,7 +113,7 @@ class ServerSettings:
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
     max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)
     max_batch: int = 0  # most streams stepped per tick and voice; 0 = all usable slots
-    threads: int = 0  # torch CPU threads; 0 = all cores
+    threads: int = 0  # torch CPU threads for the engine; 0 = half the cores (the rest serve gRPC, encoder)
     host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)
     host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice; the lower bound wins
     device: str = "auto"  # auto | cpu | cuda

@@ -176,7 +176,7 @@ class EngineConfig:
     # larger than the lead a catch-up tick adds. The lead stays bounded by that sum.
     lookahead_ms: float = 150.0
     lead_slack_ms: float = 300.0
-    threads: int = 0  # torch threads on CPU; 0 = os.cpu_count()
+    threads: int = 0  # torch threads on CPU; 0 = half the cores (engine.default_threads)
     max_batch: int = 0  # most streams stepped per tick and voice (earliest deadline first); 0 = slots - 1
     # Admission from measured cost (on by default): a new stream is admitted only while the fitted
     # tick time with one more stream fits in this fraction of the audio a tick makes; otherwise it
