@@ -646,3 +646,15 @@ def test_no_new_stream_is_admitted_while_speaking_ones_are_behind(voice: VoiceMo
         first.cancel()
         end = list(events)[-1]
         assert isinstance(end, EndEvent) and end.reason == "cancelled"
+
+
+def test_admission_overhead_learns_from_busy_rounds_only(make_engine) -> None:  # type: ignore[no-untyped-def]
+    """Rounds that stepped teach the overhead factor (round time / step time); the sleep between
+    paced rounds is no overhead (it once made admission refuse at a third of capacity)."""
+    core = make_engine().core
+    core.overhead = 1.0
+    for _ in range(200):
+        core._round_step_s = 0.010
+        core.learn_round(0.012)  # a round of 12 ms around a 10 ms step
+        core.learn_round(0.001)  # a round that stepped nothing: ignored
+    assert core.overhead == pytest.approx(1.2, abs=0.01)

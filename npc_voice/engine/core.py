@@ -145,8 +145,7 @@ class EngineCore:
         self._retired = 0  # voice models replaced by a reload so far
         self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
-        self._last_tick = (0.0, 0.0)  # (start, seconds in model steps) of the last stepping tick
-        self._hop_s = min((vr.model.hop / vr.model.sample_rate for vr in voices.values()), default=0.0116)
+        self._round_step_s = 0.0  # seconds in model steps during the current round
         self.snapshot = self._build_snapshot()
 
     # ---- any thread --------------------------------------------------------------------------
@@ -411,24 +410,21 @@ class EngineCore:
         step_s = 0.0
         for voice, rows in batches.items():
             step_s += self._step(self.voices[voice], rows)
-        self._learn_overhead(start, step_s)
+        self._round_step_s = step_s
         self.counters.ticks += 1
         elapsed = time.monotonic() - start
         self.tick_ms.append(elapsed * 1000.0)
         self.tick_hist.observe(elapsed)
         return 0.0
 
-    def _learn_overhead(self, start: float, step_s: float) -> None:
-        """The engine loop's period between back-to-back ticks against the model steps in it: what
-        a round costs beyond the fitted step (commands, events out, bookkeeping; the event loop
-        and the frontend competing for the cores), as a factor admission applies to the fit."""
-        last, last_step = self._last_tick
-        self._last_tick = (start, step_s)
-        audio_s = self.k * self._hop_s
-        period = start - last
-        if last_step > 0.0 and period < 1.5 * audio_s:  # back to back: the loop is busy
-            ratio = min(3.0, max(1.0, period / last_step))
-            self.overhead = 0.9 * self.overhead + 0.1 * ratio
+    def learn_round(self, round_s: float) -> None:
+        """A whole round (commands, tick, events out; never the sleep between rounds) against the
+        model steps in it: what a round costs beyond the fitted step (bookkeeping, events, the
+        event loop and the line encoder competing for the cores), as a factor admission applies."""
+        step_s, self._round_step_s = self._round_step_s, 0.0
+        if step_s > 0.0:
+            ratio = min(3.0, max(1.0, round_s / step_s))
+            self.overhead = 0.95 * self.overhead + 0.05 * ratio
 
     def _admit(self, now: float) -> None:
         per_voice: dict[str, int] = {}

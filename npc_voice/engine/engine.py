@@ -163,6 +163,7 @@ class Engine:
         failed_ticks = 0
         while self._running:
             core.wait(delay)
+            round_start = time.perf_counter()
             core.run_commands()
             if not self._running:
                 break
@@ -176,6 +177,7 @@ class Engine:
                     core.fail_running(EngineError("internal engine error (see the daemon log)"))
                 delay = min(1.0, 0.01 * 2**failed_ticks)
             core.publish()
+            core.learn_round(time.perf_counter() - round_start)
 
     # ---- streams ------------------------------------------------------------------------
 
