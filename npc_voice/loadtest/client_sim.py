@@ -264,17 +264,24 @@ class Simulation:
             else:
                 await self._speak(role, character, rng.choice(BARKS), False, rng, False)
 
-    async def _churn(self, character: str, text: str, rng: random.Random) -> None:
-        mode = rng.choice(CHURN_MODES)
+    def _new_line(
+        self, kind: str, character: str, text: str, burst: bool = False
+    ) -> tuple[LineRecord, pb.SpeakRequest]:
+        """A record of the line (sent now) and its SpeakRequest (s16 at the configured rate)."""
         t = self.now()
-        rec = LineRecord(kind="churn", character=character, t_sent=t, t_ref=t)
+        rec = LineRecord(kind=kind, character=character, t_sent=t, t_ref=t, burst=burst)
         self.lines.append(rec)
         request = pb.SpeakRequest(
             character=character,
             text=text,
             format=pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hz=self.cfg.sample_rate),
-            request_id=f"lt-{character}",
+            request_id=f"lt-{character}-{len(self.lines)}",
         )
+        return rec, request
+
+    async def _churn(self, character: str, text: str, rng: random.Random) -> None:
+        mode = rng.choice(CHURN_MODES)
+        rec, request = self._new_line("churn", character, text)
         timeout = rng.uniform(0.05, 0.3) if mode == "deadline" else self.cfg.duration_s + self.cfg.grace_s
         call = self.stub.Speak(request, metadata=self._meta(character), timeout=timeout)
         try:
@@ -305,15 +312,7 @@ class Simulation:
         rec.t_end = self.now()
 
     async def _speak(self, kind: str, character: str, text: str, cancel: bool, rng: random.Random, burst: bool) -> None:
-        t = self.now()
-        rec = LineRecord(kind=kind, character=character, t_sent=t, t_ref=t, burst=burst)
-        self.lines.append(rec)
-        request = pb.SpeakRequest(
-            character=character,
-            text=text,
-            format=pb.AudioFormat(encoding=pb.PCM_S16LE, sample_rate_hz=self.cfg.sample_rate),
-            request_id=f"lt-{character}-{len(self.lines)}",
-        )
+        rec, request = self._new_line(kind, character, text, burst)
         cancel_after_s = rng.uniform(0.2, 0.8) if cancel else None
         call = self.stub.Speak(request, metadata=self._meta(character), timeout=self.cfg.duration_s + self.cfg.grace_s)
         await self._consume(call, rec, cancel_after_s, slow=kind == "slow_reader")
