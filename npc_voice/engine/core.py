@@ -146,6 +146,7 @@ class EngineCore:
         self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
         self._round_step_s = 0.0  # seconds in model steps during the current round
+        self._opened: list[Request] = []  # taken in this round: their handles hear it at publish
         self.snapshot = self._build_snapshot()
 
     # ---- any thread --------------------------------------------------------------------------
@@ -194,7 +195,10 @@ class EngineCore:
         """End of a round: publish the snapshot, then hand out the round's events."""
         self.snapshot = self._build_snapshot()
         out, self._out = self._out, []
+        opened, self._opened = self._opened, []
         wakeups: Wakeups = {}
+        for req in opened:
+            req.stream.mark_opened(wakeups)
         for req, item in out:
             if isinstance(item, BaseException):
                 req.stream.fail(item)
@@ -224,6 +228,7 @@ class EngineCore:
                 return
         self.waiting[req] = None
         self.queued[req.character] = waiting + 1
+        self._opened.append(req)
 
     def cmd_say(self, req: Request, phonemes: PhonemeInput, line: PreparedLine | None = None,
                 model: object = None) -> None:

@@ -127,6 +127,7 @@ class Stream:
         self._ended = threading.Event()
         self._end: EndEvent | None = None
         self._waiters: list[Waiter] = []  # (loop, event) of each events() consumer
+        self._opened = False  # the engine has taken the stream in (queued or admitted)
 
     def bind(self, engine: Commands, token: object, max_symbols: int = 0, model: VoiceModel | None = None) -> None:
         """Called once by the engine that opened the stream. ``model``: the voice's model, to
@@ -285,6 +286,35 @@ class Stream:
                 wakeups.setdefault(loop, []).append(wake)
         if is_end:
             self._ended.set()
+
+    async def opened(self) -> None:
+        """Wait until the engine has taken the stream in (queued for admission, or admitted), or
+        raise why it refused it at once (BusyError, ...). Lets a caller skip the frontend and
+        encoder for a line that would be refused anyway."""
+        wake = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), wake)
+        with self._cond:
+            self._waiters.append(waiter)
+        try:
+            while True:
+                with self._cond:
+                    if self._error is not None:
+                        raise self._error
+                    if self._opened or self._finished or self._closed:
+                        return
+                    wake.clear()
+                await wake.wait()
+        finally:
+            with self._cond:
+                self._waiters.remove(waiter)
+
+    def mark_opened(self, wakeups: Wakeups) -> None:
+        """Engine side: the stream is queued or admitted (wakes ``opened``)."""
+        with self._cond:
+            self._opened = True
+            waiters = list(self._waiters)
+        for loop, wake in waiters:
+            wakeups.setdefault(loop, []).append(wake)
 
     def fail(self, error: BaseException) -> None:
         with self._cond:

@@ -118,6 +118,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             try:
                 # TextError surfaces here, before anything is sent. The frontend costs a few ms
                 # of CPU: a worker thread keeps the event loop free for other streams' audio.
+                await stream.opened()  # refused at once (busy, queue full): no frontend/encoder spent
                 await asyncio.to_thread(stream.say, text)
                 stream.end_input()
                 events = stream.events()
