@@ -7,6 +7,7 @@ See docs/ARCHITECTURE.md, "Layers".
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -135,3 +136,8 @@ class StateSpec:
 
     shape: tuple[int, ...]  # per-slot shape
     dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one slot's tensor."""
+        return math.prod(self.shape) * self.dtype.itemsize

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from npc_voice.audio.pcm import BYTES_PER_SAMPLE, encode_pcm
 from npc_voice.engine.api import (
     AudioEvent,
     BusyError,
@@ -240,7 +241,6 @@ class EngineCore:
             req.prepared.append((line, phonemes))
         else:
             req.lines.append(phonemes)
-        req.said += 1
 
     def cmd_end_input(self, req: Request) -> None:
         req.input_ended = True
@@ -789,8 +789,8 @@ class EngineCore:
 
 
 def _encode(speakers: list[Speaker | None], audios: list[AudioEvent | None]) -> list[AudioEvent | None]:
-    """Wire bytes for the rows whose stream asked for an encoding: one conversion per encoding for
-    the whole batch (the samples are clipped and finite already), then one slice per row."""
+    """Wire bytes for the rows whose stream asked for an encoding: one ``encode_pcm`` per encoding
+    for the whole batch, then one slice of the bytes per row."""
     groups: dict[str, list[int]] = {}
     for i, (sp, audio) in enumerate(zip(speakers, audios, strict=True)):
         if audio is not None and sp is not None and sp.encoding:
@@ -798,13 +798,14 @@ def _encode(speakers: list[Speaker | None], audios: list[AudioEvent | None]) -> 
     out = list(audios)
     for encoding, rows in groups.items():
         pcms = [audios[i].pcm for i in rows]  # type: ignore[union-attr]
-        flat = np.concatenate(pcms)
-        wire = np.rint(flat * 32767.0).astype("<i2") if encoding == "s16le" else flat.astype("<f4")
+        wire = encode_pcm(np.concatenate(pcms), encoding)
+        width = BYTES_PER_SAMPLE[encoding]
         start = 0
         for i, pcm in zip(rows, pcms, strict=True):
             a = audios[i]
             assert a is not None
-            out[i] = AudioEvent(a.pcm, a.sample_offset, wire[start : start + len(pcm)].tobytes())
-            start += len(pcm)
+            end = start + len(pcm) * width
+            out[i] = AudioEvent(a.pcm, a.sample_offset, wire[start:end])
+            start = end
     return out
 

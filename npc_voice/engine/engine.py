@@ -20,7 +20,6 @@ it does is its ``BusyPolicy`` (queue with bounds, interrupt, reject).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -80,7 +79,7 @@ class Engine:
                              f"load voices with device={self.device.type!r}")
         config = self.config
         spec = model.state_spec()
-        state_bytes = sum(math.prod(s.shape) * torch.empty((), dtype=s.dtype).element_size() for s in spec.values())
+        state_bytes = sum(s.nbytes for s in spec.values())
         host_states = min(config.host_cache_characters, int(config.host_cache_mb * 1e6 // max(1, state_bytes)))
         pool = StatePool(spec, config.slots, self.device, host_states)
         silence = model.silence_cond().to(self.device, torch.float32)
@@ -113,9 +112,7 @@ class Engine:
             return
         if self.device.type == "cpu":
             torch.set_num_threads(self.config.threads or default_threads())
-        state_bytes = sum(
-            t[0].numel() * t.element_size() for vr in self.core.voices.values() for t in vr.pool.tensors.values()
-        )
+        state_bytes = sum(s.nbytes for vr in self.core.voices.values() for s in vr.pool.spec.values())
         host = sum(vr.pool.host_capacity for vr in self.core.voices.values())
         log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads; "
                  "idle states in host memory: up to %d characters (%.2f GB)",

@@ -63,7 +63,6 @@ class Request:
     cancel_requested: bool = False  # fade out at the next frame, then end "cancelled"
     interrupt_requested: bool = False  # same, ending "interrupted"
     speaker: Speaker | None = None  # slot, line position and clocks while RUNNING
-    said: int = 0  # lines accepted so far
 
     @property
     def stopping(self) -> bool:
@@ -72,9 +71,3 @@ class Request:
     @property
     def has_audio(self) -> bool:
         return self.speaker is not None and self.speaker.gen > 0
-
-    @property
-    def idle(self) -> bool:
-        """Running with nothing to speak now (between lines)."""
-        sp = self.speaker
-        return sp is not None and sp.line is None and not self.prepared and not self.lines

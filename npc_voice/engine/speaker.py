@@ -95,13 +95,6 @@ class Speaker:
             words=self._marks(self.line.words),
         )
 
-    def render(self, row: np.ndarray, k: int, now: float) -> list[MarkEvent | AudioEvent]:
-        """The events for one stepped row [K * hop]: the line's marks first (at its first
-        chunk), then the audio of its real frames (or, when cancelled, one frame faded to 0)."""
-        events, chunk = self.cut(row, k, now)
-        audio = self.audio(chunk if self.resampler is None else self.resampler.process(chunk))
-        return events if audio is None else [*events, audio]
-
     def cut(self, row: np.ndarray, k: int, now: float) -> tuple[list[MarkEvent | AudioEvent], np.ndarray]:
         """Account one stepped row: (the line's marks if due, its native audio to send — the real
         frames, or when cancelled one frame faded to 0). Resampling and the AudioEvent follow
@@ -114,11 +107,7 @@ class Speaker:
         else:
             frames = min(k, self.n_frames - self.pos)
             chunk = row[: frames * self.hop]
-        self.pos += frames
-        self.gen += len(chunk)
-        if self.first_audio_at is None:
-            self.first_audio_at = now
-            self.anchor_t, self.anchor_gen = now, 0
+        self._account(chunk, frames, now)
         return events, chunk
 
     def audio(self, pcm: np.ndarray) -> AudioEvent | None:
@@ -129,12 +118,17 @@ class Speaker:
 
     def emit(self, chunk: np.ndarray, frames: int, now: float) -> AudioEvent | None:
         """Account ``frames`` frames of native audio ``chunk`` and resample it."""
+        self._account(chunk, frames, now)
+        return self.audio(chunk if self.resampler is None else self.resampler.process(chunk))
+
+    def _account(self, chunk: np.ndarray, frames: int, now: float) -> None:
+        """``frames`` frames (``chunk``, native samples) leave the stream now: positions and the
+        playback clock, which starts at the first chunk."""
         self.pos += frames
         self.gen += len(chunk)
         if self.first_audio_at is None:
             self.first_audio_at = now
             self.anchor_t, self.anchor_gen = now, 0
-        return self.audio(chunk if self.resampler is None else self.resampler.process(chunk))
 
     def flush(self) -> AudioEvent | None:
         """The resampler's tail at the end of the stream."""

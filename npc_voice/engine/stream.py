@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -218,12 +219,22 @@ class Stream:
         self._ended.wait(timeout)
         return self._end
 
-    async def events(self) -> AsyncIterator[Event]:
+    @contextmanager
+    def _waiter(self) -> Iterator[asyncio.Event]:
+        """An asyncio.Event the engine sets when something arrives for this handle (registered
+        while the block runs; the engine wakes each event loop once per round)."""
         wake = asyncio.Event()
         waiter = (asyncio.get_running_loop(), wake)
         with self._cond:
             self._waiters.append(waiter)
         try:
+            yield wake
+        finally:
+            with self._cond:
+                self._waiters.remove(waiter)
+
+    async def events(self) -> AsyncIterator[Event]:
+        with self._waiter() as wake:
             while True:
                 item = self._next()
                 if item is None:
@@ -238,9 +249,6 @@ class Stream:
                 yield item
                 if isinstance(item, EndEvent):
                     return
-        finally:
-            with self._cond:
-                self._waiters.remove(waiter)
 
     def events_sync(self, timeout: float | None = None) -> Iterator[Event]:
         """Blocking iterator; raises TimeoutError when no event arrives within ``timeout`` s."""
@@ -291,11 +299,7 @@ class Stream:
         """Wait until the engine has taken the stream in (queued for admission, or admitted), or
         raise why it refused it at once (BusyError, ...). Lets a caller skip the frontend and
         encoder for a line that would be refused anyway."""
-        wake = asyncio.Event()
-        waiter = (asyncio.get_running_loop(), wake)
-        with self._cond:
-            self._waiters.append(waiter)
-        try:
+        with self._waiter() as wake:
             while True:
                 with self._cond:
                     if self._error is not None:
@@ -304,9 +308,6 @@ class Stream:
                         return
                     wake.clear()
                 await wake.wait()
-        finally:
-            with self._cond:
-                self._waiters.remove(waiter)
 
     def mark_opened(self, wakeups: Wakeups) -> None:
         """Engine side: the stream is queued or admitted (wakes ``opened``)."""

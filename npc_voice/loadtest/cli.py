@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from npc_voice.loadtest.client_sim import SCENARIOS, SimConfig, SimResult, Simulation
-from npc_voice.loadtest.report import build_report, summary_text, write_json, write_plot
+from npc_voice.loadtest.report import build_report, fmt_fill, summary_text, write_json, write_plot
 from npc_voice.loadtest.resources import ResourceSampler, resources_report, resources_text
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,6 @@ def _suffixed(path: str | None, n: int, sweep: bool) -> str | None:
     return f"{stem}-n{n}.{ext}" if dot else f"{path}-n{n}"
 
 
-def _fill(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
 def passes(report: dict[str, Any]) -> bool:
     """The target for one run: zero underruns, p99 first audio <= 150 ms, nothing failed; for
     continuous also nothing refused; for churn every steady line completed and the daemon idle after."""
@@ -178,7 +174,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             p99 = "-" if fa["p99"] is None else f"{fa['p99']:.0f}"
             print(
                 f"{n:>8} {p50:>7} {p99:>7} {r['underruns']['count']:>9} {r['counts']['failed']:>6} "
-                f"{r['counts']['rejected']:>8} {_fill(r['batch_fill']):>5}  {'holds' if passes(r) else 'misses'}"
+                f"{r['counts']['rejected']:>8} {fmt_fill(r['batch_fill']):>5}  {'holds' if passes(r) else 'misses'}"
             )
         best = max((n for n, r in zip(counts, reports, strict=True) if passes(r)), default=None)
         print(f"largest N holding the target: {best if best is not None else 'none'}")

@@ -144,7 +144,7 @@ def summary_text(report: dict[str, Any]) -> str:
             *[f"  {kind:<12}{k['started']} started, {k['completed']} completed, {k['dropped']} dropped, "
               f"{k['cancelled']} cancelled, {k['rejected']} rejected, {k['failed']} failed"
               for kind, k in report["counts_by_kind"].items()],
-            f"daemon        batch fill {_fill(report['batch_fill'])}, back to 0 active streams "
+            f"daemon        batch fill {fmt_fill(report['batch_fill'])}, back to 0 active streams "
             f"{_settled(report['settled_s'])}",
             f"audio         {report['audio_s_total']:.1f} s in {report['wall_s']:.1f} s wall "
             f"(aggregate {'-' if agg is None else f'{agg:.1f}'}x real time)",
@@ -158,7 +158,7 @@ def _settled(v: float | None) -> str:
     return "NOT within 10 s" if v is None else f"after {v:.2f} s"
 
 
-def _fill(v: float | None) -> str:
+def fmt_fill(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 

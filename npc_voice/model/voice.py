@@ -186,5 +186,4 @@ class SSMVoice:
 
     def state_bytes(self) -> int:
         """Bytes of per-stream state (decoder + vocoder)."""
-        return sum(math.prod(s.shape) * torch.empty((), dtype=s.dtype).element_size()
-                   for s in self.state_spec().values())
+        return sum(s.nbytes for s in self.state_spec().values())
