@@ -160,8 +160,8 @@ def ssm_step_chunk(
     loop; elsewhere K calls of ``ssm_step``."""
     rest = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
     floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
-    if not xbc.is_cuda and not _wants_grad(floats) and cpu_step_available(slots, *floats):
-        return ssm_chunk_cpu(xbc, dt, z, *rest)
+    if xbc.shape[0] > 1 and not xbc.is_cuda and not _wants_grad(floats) and cpu_step_available(slots, *floats):
+        return ssm_chunk_cpu(xbc, dt, z, *rest)  # (one frame: the single-step loop below is faster)
     return torch.stack([ssm_step(xbc[k], dt[k], z[k], *rest) for k in range(xbc.shape[0])])
 
 

@@ -215,8 +215,10 @@ def test_render_text_through_the_frontend(voice: SSMVoice) -> None:
 
 
 def test_step_over_more_rows_than_one_vocoder_call_equals_rows_alone(voice: SSMVoice) -> None:
-    """Past VOCODER_ROWS the CPU step runs the vocoder in pieces: no row may notice."""
-    from npc_voice.model.voice import VOCODER_ROWS
+    """Past VOCODER_FRAMES the CPU step runs the vocoder in pieces: no row may notice."""
+    from npc_voice.model.voice import VOCODER_FRAMES
+
+    VOCODER_ROWS = VOCODER_FRAMES // 4  # rows per piece at K=4 (this test steps 4 frames at a time)
 
     n = VOCODER_ROWS + 7
     cond = voice.prepare(line()).cond[:8]
