@@ -117,6 +117,7 @@ class ServerSettings:
     host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)
     host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice; the lower bound wins
     device: str = "auto"  # auto | cpu | cuda
+    engine_process: str = "auto"  # auto | on | off: the engine in its own process (auto: on CPU)
     tls_cert: str | None = None  # PEM files; both or neither
     tls_key: str | None = None
     token_file: str | None = None  # shared secret for `authorization: Bearer <token>`
@@ -321,6 +322,14 @@ class _Parser:
         for k in ("host", "device", "tls_cert", "tls_key", "token_file", "token_env"):
             if s.get(k) is not None:
                 out[k] = self.string(s[k], f"server.{k}")
+        if "engine_process" in s:
+            value = s["engine_process"]
+            if isinstance(value, bool):  # YAML reads a bare on/off as a boolean
+                value = "on" if value else "off"
+            mode = self.string(value, "server.engine_process").lower()
+            if mode not in ("auto", "on", "off"):
+                raise self.fail("server.engine_process", f"{value!r} is not one of auto, on, off")
+            out["engine_process"] = mode
         ints = (
             ("port", 0, 65535),
             ("metrics_port", 0, 65535),

@@ -10,6 +10,7 @@ from npc_voice.engine.api import (
     EngineConfig,
     EngineError,
     EngineStats,
+    EngineUnavailableError,
     LineRequest,
     MarkEvent,
     StateFormatError,
@@ -18,7 +19,7 @@ from npc_voice.engine.api import (
     VoiceControls,
 )
 from npc_voice.engine.device import resolve_device
-from npc_voice.engine.engine import Engine
+from npc_voice.engine.engine import Engine, EngineService
 from npc_voice.engine.stream import Stream
 
 __all__ = [
@@ -30,9 +31,11 @@ __all__ = [
     "CapacityError",
     "EndEvent",
     "Engine",
+    "EngineService",
     "EngineConfig",
     "EngineError",
     "EngineStats",
+    "EngineUnavailableError",
     "LineRequest",
     "MarkEvent",
     "StateFormatError",

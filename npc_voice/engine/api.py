@@ -137,6 +137,10 @@ class EngineError(Exception):
     """Base of the engine's errors; the message is user-facing and quotes the bad value."""
 
 
+class EngineUnavailableError(EngineError):
+    """The engine cannot take this now (stopped, or its process is restarting) (-> UNAVAILABLE)."""
+
+
 class UnknownVoiceError(EngineError):
     """The voice name is not one of the engine's voices (-> NOT_FOUND)."""
 

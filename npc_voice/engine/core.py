@@ -148,6 +148,7 @@ class EngineCore:
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
         self._round_step_s = 0.0  # seconds in model steps during the current round
         self._opened: list[Request] = []  # taken in this round: their handles hear it at publish
+        self.on_publish: Callable[[EngineStats], None] | None = None  # after each round's events (engine process)
         self.snapshot = self._build_snapshot()
 
     # ---- any thread --------------------------------------------------------------------------
@@ -206,6 +207,8 @@ class EngineCore:
             else:
                 req.stream.push(item, wakeups)
         wake_loops(wakeups)
+        if self.on_publish is not None:
+            self.on_publish(self.snapshot)
 
     def cmd_open(self, req: Request) -> None:
         self.counters.opened += 1

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -58,9 +58,36 @@ CLOSE_FADE_WAIT_S = 2.0  # close() lets open streams fade out for at most this l
 FAILED_TICKS_BEFORE_GIVING_UP = 3  # unexpected tick errors in a row before running streams fail
 
 
+class EngineService(Protocol):
+    """What the server uses of an engine: ``Engine`` (a thread in this process) and
+    ``ProcessEngine`` (npc_voice.engine.process: the engine in its own process) both are one."""
+
+    voices: dict[str, VoiceModel]
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def open_stream(self, character: str, voice: str, controls: VoiceControls, lexicon: Mapping[str, str],
+                    sample_rate: int, request_id: str, busy: BusyPolicy = BusyPolicy.QUEUE,
+                    wait_s: float | None = None, encoding: str | None = None) -> Stream: ...
+
+    def cancel_character(self, character: str, request_id: str = "") -> tuple[bool, int]: ...
+
+    def reset_character(self, character: str) -> None: ...
+
+    def export_character(self, character: str, voice: str = "") -> bytes: ...
+
+    def import_character(self, character: str, data: bytes, voice: str = "") -> None: ...
+
+    def add_voices(self, voices: Mapping[str, VoiceModel]) -> None: ...
+
+    def stats(self) -> EngineStats: ...
+
+
 class Engine:
     def __init__(self, voices: Mapping[str, VoiceModel], config: EngineConfig) -> None:
-        _check_config(config)
+        check_config(config)
         if not voices:
             raise ValueError("the engine needs at least one voice")
         self.config = config
@@ -198,33 +225,27 @@ class Engine:
         converted once per batch on the engine thread."""
         if self._thread is None or not self._running:
             raise EngineError("the engine is not running")
-        if voice not in self.voices:
-            raise UnknownVoiceError(f"unknown voice {voice!r}; this daemon has {sorted(self.voices)}")
-        if sample_rate not in SAMPLE_RATES:
-            raise ValueError(f"sample rate {sample_rate} Hz is not supported; use one of {list(SAMPLE_RATES)}")
-        _check_controls(controls)
+        check_open(self.voices, voice, sample_rate, controls, encoding)
         stream = Stream(character=character, voice=voice, controls=controls, lexicon=lexicon,
                         sample_rate=sample_rate, request_id=request_id)
-        wait = self.config.max_queue_wait_s if wait_s is None else wait_s
-        if encoding not in (None, "s16le", "f32le"):
-            raise ValueError(f"encoding {encoding!r} is not one of s16le, f32le")
-        req = Request(stream, character, voice, controls, dict(lexicon), sample_rate, request_id, busy,
-                      time.monotonic(), wait, encoding)
-        stream.bind(self.core, req, self.config.max_line_symbols, self.voices[voice])
-        self.core.post(self.core.cmd_open, req)
+        self.attach(stream, busy, wait_s, encoding)
         return stream
+
+    def attach(self, stream: Stream, busy: BusyPolicy = BusyPolicy.QUEUE, wait_s: float | None = None,
+               encoding: str | None = None, opened_at: float | None = None) -> None:
+        """Open a handle the caller built (``open_stream`` does; the engine process opens its
+        relay handles this way): bind it to this engine and post its open command. ``opened_at``
+        (monotonic, default now) is when the caller asked: the wait for admission counts from it."""
+        wait = self.config.max_queue_wait_s if wait_s is None else wait_s
+        req = Request(stream, stream.character, stream.voice, stream.controls, dict(stream.lexicon),
+                      stream.sample_rate, stream.request_id, busy,
+                      time.monotonic() if opened_at is None else opened_at, wait, encoding)
+        stream.bind(self.core, req, self.config.max_line_symbols, self.voices[stream.voice])
+        self.core.post(self.core.cmd_open, req)
 
     def speak(self, req: LineRequest) -> Stream:
         """One line: open_stream + say + end_input. TextError is raised here, before any audio."""
-        stream = self.open_stream(req.character, req.voice, req.controls, req.lexicon, req.sample_rate,
-                                  req.request_id, req.busy)
-        try:
-            stream.say(req.text)
-        except BaseException:
-            stream.close()
-            raise
-        stream.end_input()
-        return stream
+        return speak_line(self, req)
 
     def cancel_character(self, character: str, request_id: str = "") -> tuple[bool, int]:
         """Cancel the character's stream(s) (only ``request_id``'s if given): (was speaking,
@@ -315,6 +336,19 @@ class Engine:
         return future.result(COMMAND_TIMEOUT_S)
 
 
+def speak_line(engine: EngineService, req: LineRequest) -> Stream:
+    """One line on ``engine``: open_stream + say + end_input (TextError raised before any audio)."""
+    stream = engine.open_stream(req.character, req.voice, req.controls, req.lexicon, req.sample_rate,
+                                req.request_id, req.busy)
+    try:
+        stream.say(req.text)
+    except BaseException:
+        stream.close()
+        raise
+    stream.end_input()
+    return stream
+
+
 def default_threads() -> int:
     """Half the cores for the engine's intra-op threads: its ops are small (B * K rows), and the
     gRPC event loop and the line encoder (on the callers' threads) need the other half. On the
@@ -322,7 +356,7 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def _check_config(config: EngineConfig) -> None:
+def check_config(config: EngineConfig) -> None:
     if config.slots < 2:
         raise ValueError(f"EngineConfig.slots must be >= 2 (slot 0 is scratch), got {config.slots}")
     if config.frames_per_tick < 1:
@@ -335,6 +369,18 @@ def _check_config(config: EngineConfig) -> None:
         raise ValueError(f"EngineConfig.lookahead_ms must be >= 0, got {config.lookahead_ms}")
     if config.host_cache_characters < 0 or config.threads < 0 or config.max_batch < 0 or config.max_line_symbols < 0:
         raise ValueError(f"EngineConfig counts must be >= 0: {config}")
+
+
+def check_open(voices: Mapping[str, object], voice: str, sample_rate: int, controls: VoiceControls,
+               encoding: str | None) -> None:
+    """What ``open_stream`` refuses before anything is queued (UnknownVoiceError, ValueError)."""
+    if voice not in voices:
+        raise UnknownVoiceError(f"unknown voice {voice!r}; this daemon has {sorted(voices)}")
+    if sample_rate not in SAMPLE_RATES:
+        raise ValueError(f"sample rate {sample_rate} Hz is not supported; use one of {list(SAMPLE_RATES)}")
+    _check_controls(controls)
+    if encoding not in (None, "s16le", "f32le"):
+        raise ValueError(f"encoding {encoding!r} is not one of s16le, f32le")
 
 
 def _check_controls(c: VoiceControls) -> None:

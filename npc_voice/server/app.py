@@ -24,7 +24,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from npc_voice.config import Config, ServerSettings, load_config
-from npc_voice.engine import Engine, EngineConfig, resolve_device
+from npc_voice.engine import Engine, EngineConfig, EngineService, resolve_device
+from npc_voice.engine.process import ProcessEngine
 from npc_voice.model.api import VoiceModel
 from npc_voice.server.auth import BearerTokenInterceptor, TokenSource, exposure_warnings
 from npc_voice.server.metrics import MetricsServer, grpc_health_reader
@@ -40,6 +41,7 @@ SERVICE_NAME = npc_voice_pb2.DESCRIPTOR.services_by_name["NpcVoice"].full_name  
 # Shutdown never takes longer than the drain grace plus this: the engine's fade-out
 # (CLOSE_FADE_WAIT_S), the last StreamEnds written, the gRPC server stopped.
 STOP_MARGIN_S = 5.0
+ENGINE_HEALTH_POLL_S = 0.5  # how often gRPC health re-reads the engine's serving flag
 _INT32_MAX = 2**31 - 1
 
 
@@ -101,7 +103,7 @@ class Daemon:
     def __init__(self, options: DaemonOptions) -> None:
         self.options = options
         self.server: grpc.aio.Server | None = None
-        self.engine: Engine | None = None
+        self.engine: EngineService | None = None
         self.store: ConfigStore | None = None
         self.port = 0
         self.settings = ServerSettings()  # the effective settings once started
@@ -142,8 +144,9 @@ class Daemon:
             host_cache_characters=settings.host_cache_characters,
             host_cache_mb=settings.host_cache_mb,
         )
-        self.engine = Engine(voices, engine_config)
-        self.engine.start()
+        own_process = engine_in_process(settings.engine_process, device)
+        self.engine = ProcessEngine(voices, engine_config) if own_process else Engine(voices, engine_config)
+        await asyncio.to_thread(self.engine.start)
         self.store = ConfigStore(config, voices, self.options.config_path, device, self._add_voices)
         try:
             await self._serve(settings, token)
@@ -163,6 +166,7 @@ class Daemon:
             len(config.characters),
             config.default_character,
         )
+        self._tasks.append(asyncio.create_task(self._follow_engine_health()))
         if self.options.watch_interval_s > 0 and self.options.config_path:
             self._tasks.append(asyncio.create_task(self.store.watch(self.options.watch_interval_s)))
         if self.options.handle_signals:
@@ -221,6 +225,23 @@ class Daemon:
         assert self.server is not None
         await self.server.wait_for_termination()
 
+    async def _follow_engine_health(self) -> None:
+        """gRPC health follows the engine: NOT_SERVING while its model steps keep failing or its
+        process restarts, SERVING again once it serves (cancelled when the drain begins)."""
+        assert self.engine is not None and self.health is not None
+        serving = True
+        while True:
+            await asyncio.sleep(ENGINE_HEALTH_POLL_S)
+            now = self.engine.stats().serving
+            if now == serving:
+                continue
+            serving = now
+            log.log(logging.INFO if now else logging.WARNING, "gRPC health: %s (the engine %s)",
+                    "SERVING" if now else "NOT_SERVING", "serves again" if now else "is not serving")
+            status = health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain, then stop; bounded by ``grace_s`` (default server.drain_grace_s) + STOP_MARGIN_S.
 
@@ -268,12 +289,21 @@ class Daemon:
             await stopping
 
 
+def engine_in_process(setting: str, device: str) -> bool:
+    """``server.engine_process``: "auto" runs the engine in its own process on CPU, where the
+    GIL shared with the gRPC edge cost it a third of its time (bench/README.md); on a GPU the
+    engine thread stays in the daemon (CUDA graphs, one context)."""
+    if setting == "auto":
+        return device == "cpu"
+    return setting == "on"
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-async def _close_engine(engine: Engine, timeout_s: float) -> None:
+async def _close_engine(engine: EngineService, timeout_s: float) -> None:
     """``engine.close()`` in a daemon thread: a close that hangs cannot keep the process alive
     (``asyncio.to_thread`` would: ``asyncio.run`` joins its executor on exit)."""
     loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from npc_voice.engine import EndEvent, Engine, MarkEvent, Stream
+from npc_voice.engine import EndEvent, EngineService, MarkEvent, Stream
 from npc_voice.server import convert
 from npc_voice.server.errors import LimitError
 from npc_voice.server.reload import ConfigStore
@@ -92,7 +92,7 @@ class _Context:
 class ConverseSession:
     """One Converse call: reads requests, keeps contexts, merges their events into one output."""
 
-    def __init__(self, engine: Engine, store: ConfigStore) -> None:
+    def __init__(self, engine: EngineService, store: ConfigStore) -> None:
         self.engine = engine
         self.store = store
         self.limits = store.config.server  # the limits this call started with

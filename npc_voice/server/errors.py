@@ -16,7 +16,13 @@ import grpc
 
 from npc_voice.config import CharacterIdError, UnknownCharacterError
 from npc_voice.contracts import TextError
-from npc_voice.engine.api import CapacityError, StateFormatError, StepError, UnknownVoiceError
+from npc_voice.engine.api import (
+    CapacityError,
+    EngineUnavailableError,
+    StateFormatError,
+    StepError,
+    UnknownVoiceError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (StateFormatError, grpc.StatusCode.INVALID_ARGUMENT),
     (CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (EngineUnavailableError, grpc.StatusCode.UNAVAILABLE),  # stopping, or the engine process restarts
     (StepError, grpc.StatusCode.INTERNAL),  # a known fault (logged where it happened), only its streams fail
 )
 

@@ -35,7 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from npc_voice.engine import Engine, EngineStats
+from npc_voice.engine import EngineService, EngineStats
 from npc_voice.server.reload import ConfigStore
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ class MetricsServer:
         PlatformCollector(registry=self.registry)
         self.interceptor = RpcMetricsInterceptor(self.registry)
         self.registry.register(DaemonCollector(self))
-        self.engine: Engine | None = None
+        self.engine: EngineService | None = None
         self.store: ConfigStore | None = None
         self._grpc_serving: Callable[[], bool] | None = None
         self.draining = False
@@ -318,7 +318,7 @@ class MetricsServer:
         self._thread.start()
         log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", self.host, self.port)
 
-    def attach(self, engine: Engine, store: ConfigStore, grpc_serving: Callable[[], bool] | None = None) -> None:
+    def attach(self, engine: EngineService, store: ConfigStore, grpc_serving: Callable[[], bool] | None = None) -> None:
         """The daemon serves from now on: voices loaded, engine running, gRPC bound."""
         self.engine, self.store, self._grpc_serving = engine, store, grpc_serving
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from npc_voice.engine import EndEvent, Engine
+from npc_voice.engine import EndEvent, EngineService
 from npc_voice.engine.api import STATE_FORMAT_VERSION as ENGINE_STATE_VERSION
 from npc_voice.server import convert
 from npc_voice.server.converse import ConverseSession
@@ -62,7 +62,7 @@ class ResponseWriter:
 
 
 class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
-    def __init__(self, engine: Engine, store: ConfigStore) -> None:
+    def __init__(self, engine: EngineService, store: ConfigStore) -> None:
         self.engine = engine
         self.store = store
         self.streaming_calls = 0  # Speak and Converse calls in progress (drain waits for them)
