@@ -104,7 +104,7 @@ class ServerSettings:
     port: int = 50051
     metrics_port: int = 0  # HTTP /metrics, /healthz, /readyz on `host`; 0 = off (README "Operating it")
     slots: int = 256  # engine pool rows (slot 0 is scratch)
-    frames_per_tick: int = 4
+    frames_per_tick: int = 8
     max_queue_wait_s: float = 2.0  # bounded wait for a slot before RESOURCE_EXHAUSTED
     max_text_bytes: int = 4096  # UTF-8 bytes per Speak text / Converse phrase (proto says 4096)
     lookahead_ms: float = 150.0  # how far generation runs ahead of each stream's playback clock

@@ -289,3 +289,25 @@ def test_a_long_line_is_split_into_consecutive_lines_with_continuous_audio_and_m
     assert [w[0] for w in words] == list(whole.words)
     starts = [w[1] for w in words]
     assert starts == sorted(starts) and starts[-1] < len(pcm) == end.total_samples  # one continuous clock
+
+
+def test_a_new_stream_gets_a_first_audio_tick_of_its_own_while_the_others_are_ahead(voice: VoiceModel) -> None:
+    """Paced streams well ahead of their clocks are not stepped early for a newcomer: its first
+    tick steps it alone (first audio without a full batch step), later ticks step everyone."""
+    w = WrappedVoice(voice)
+    batches: list[int] = []
+    config = EngineConfig(slots=12, frames_per_tick=K, threads=1, lookahead_ms=300.0, max_load=0.0)
+    with Engine({"tiny": w}, config) as engine:  # type: ignore[dict-item]
+        steady = [speak(engine, f"steady{i}", LONG) for i in range(3)]
+        for s in steady:
+            next(s.events_sync(timeout=10))  # speaking, then pacing: ~300 ms ahead
+        time.sleep(0.5)
+        w.on_step = batches.append
+        late = speak(engine, "late", LINE)
+        assert collect(late)[2].reason == "completed"
+        w.on_step = None
+        for s in steady:
+            s.cancel()
+            s.wait_ended(10)
+    assert batches[0] == 1, batches  # the newcomer alone
+    assert max(batches) == 4, batches  # then in lockstep with the others

@@ -168,7 +168,7 @@ class StateFormatError(EngineError):
 @dataclass(frozen=True)
 class EngineConfig:
     slots: int = 256  # pool rows (slot 0 is scratch, so slots-1 usable)
-    frames_per_tick: int = 4  # K: frames every running stream advances per tick (4 = 46 ms)
+    frames_per_tick: int = 8  # K: frames every running stream advances per tick (8 = 93 ms; bench/README.md)
     max_queue_wait_s: float = 2.0  # bounded wait (capacity, or a busy character) before CapacityError
     max_waiting_per_character: int = 4  # streams queued behind a busy character; more: BusyError at once
     host_cache_characters: int = 100_000  # idle states kept in host memory per voice (LRU); older ones forgotten

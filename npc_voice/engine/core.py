@@ -568,10 +568,14 @@ class EngineCore:
         return True
 
     def _choose(self, now: float) -> dict[str, list[Request]]:
-        """Lockstep: if any stream needs audio, every stream under the lead cap steps."""
+        """Lockstep: if any speaking stream needs audio, every stream under the lead cap steps.
+        A stream with no audio yet, while every other is still ahead of its clock, steps alone
+        with the other new ones (a first-audio tick: it does not wait for the next full tick,
+        and the full batch is not pulled forward for it)."""
         target = self.config.lookahead_ms / 1000.0
         cap = target + self.config.lead_slack_ms / 1000.0
         rows: list[Request] = []
+        fresh: list[Request] = []  # no audio yet
         due = False
         speaking = 0
         behind = 0
@@ -582,26 +586,32 @@ class EngineCore:
                 continue
             speaking += 1
             if sp.fading:
-                due = True
+                fresh.append(req)  # one faded frame: it goes in whichever tick runs now
                 rows.append(req)
                 continue
             ahead = sp.ahead_s(now)
-            if ahead is not None:
-                if ahead < 0.0 and not sp.behind:
-                    self.counters.underruns += 1
-                sp.behind = ahead < 0.0
-                behind += ahead < -BEHIND_S
-            if ahead is None or ahead < target:
+            if ahead is None:
+                fresh.append(req)
+                rows.append(req)
+                continue
+            if ahead < 0.0 and not sp.behind:
+                self.counters.underruns += 1
+            sp.behind = ahead < 0.0
+            behind += ahead < -BEHIND_S
+            if ahead < target:
                 due = True
-            if ahead is None or ahead < cap:
+            if ahead < cap:
                 rows.append(req)
         self.behind = behind
         if not due:
-            return {}
+            if not fresh:
+                return {}
+            rows = fresh
+        else:
+            self.fill.append(len(rows) / speaking)  # lockstep ticks only
         if len(rows) > self.max_batch:
             rows.sort(key=lambda r: -math.inf if r.speaker.fading else r.speaker.deadline())  # type: ignore[union-attr]
             rows = rows[: self.max_batch]
-        self.fill.append(len(rows) / speaking)
         batches: dict[str, list[Request]] = {}
         for req in rows:
             batches.setdefault(req.voice, []).append(req)
