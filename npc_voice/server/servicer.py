@@ -40,6 +40,9 @@ from npc_voice.v1 import npc_voice_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 
+_timeout = getattr(asyncio, "timeout", None)
+
+
 class ResponseWriter:
     """``context.write`` with a bound: a write the client does not take within ``timeout_s``
     raises SlowReaderError (RESOURCE_EXHAUSTED), so a client that stops reading cannot hold a
@@ -51,7 +54,11 @@ class ResponseWriter:
 
     async def write(self, response: pb.SpeakResponse) -> None:
         try:
-            await asyncio.wait_for(self.context.write(response), self.timeout_s)
+            if _timeout is not None:  # Python 3.11+: a timer, no task per write (one write per chunk)
+                async with _timeout(self.timeout_s):
+                    await self.context.write(response)
+            else:
+                await asyncio.wait_for(self.context.write(response), self.timeout_s)
         except asyncio.TimeoutError:
             raise SlowReaderError(
                 f"the client took no response for {self.timeout_s:g} s (server.slow_reader_timeout_s): "
