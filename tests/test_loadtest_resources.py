@@ -67,3 +67,22 @@ def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFi
         assert live.wait_exit(30)[0] == 0
     finally:
         live.kill()
+
+
+def test_sample_process_counts_child_processes() -> None:
+    """The daemon's engine runs in a child process: its memory must be in the soak figures."""
+    import subprocess
+    import sys
+    import time
+
+    alone = sample_process(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 << 20); time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while (s := sample_process(os.getpid())).rss_kib < alone.rss_kib + 150_000:
+            assert time.monotonic() < deadline, (alone, s)
+            time.sleep(0.1)
+        assert s.threads >= alone.threads + 1
+    finally:
+        child.kill()
+        child.wait()

@@ -1,11 +1,12 @@
 """The daemon's own resources during a load test, for soak runs: does anything grow?
 
-``npc-voice loadtest --daemon-pid PID`` samples ``/proc/PID`` (resident memory, threads, open
-file descriptors) every few seconds in a background thread and adds a ``resources`` section to
-the report: every sample, the first sample after warm-up, the last one, the peak, and the growth
-from first-after-warm-up to last in percent. A daemon that leaks shows growth that keeps rising
-with the run's length; a sound one stays flat within a few percent after warm-up (the engine's
-state pool, the host cache and the allocator settle in the first minute).
+``npc-voice loadtest --daemon-pid PID`` samples ``/proc/PID`` and its child processes (the
+engine process), summed: resident memory, threads, open file descriptors, every few seconds in
+a background thread, and adds a ``resources`` section to the report: every sample, the first
+sample after warm-up, the last one, the peak, and the growth from first-after-warm-up to last in
+percent. A daemon that leaks shows growth that keeps rising with the run's length; a sound one
+stays flat within a few percent after warm-up (the engine's state pool, the host cache and the
+allocator settle in the first minute).
 
 Linux only (``/proc``), and the daemon must run on this machine.
 """
@@ -32,14 +33,46 @@ class ResourceSample:
 
 
 def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
-    """One reading of ``/proc/PID``; OSError when the process is gone or not ours to read."""
+    """One reading of ``/proc/PID`` plus its descendants (the daemon's engine process, which
+    holds the model and the states), summed; OSError when PID is gone or not ours to read."""
+    rss, threads, fds = _read_one(pid)
+    for child in _descendants(pid):
+        try:
+            c_rss, c_threads, c_fds = _read_one(child)
+        except OSError:  # it exited between listing and reading
+            continue
+        rss, threads, fds = rss + c_rss, threads + c_threads, fds + c_fds
+    return ResourceSample(t, rss, threads, fds)
+
+
+def _read_one(pid: int) -> tuple[int, int, int]:
     fields: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "Threads"):
             fields[key] = int(value.split()[0])  # "VmRSS:   123456 kB"
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return ResourceSample(t, fields.get("VmRSS", 0), fields.get("Threads", 0), fds)
+    return fields.get("VmRSS", 0), fields.get("Threads", 0), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid`` (parent ids from every /proc/N/stat)."""
+    parent_of: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        parent_of[int(name)] = int(stat.rsplit(")", 1)[1].split()[1])  # "pid (comm) state ppid ..."
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parent_of.items() if pp == parent]
+        found += kids
+        todo += kids
+    return found
 
 
 class ResourceSampler:
