@@ -82,7 +82,6 @@ def test_sample_process_counts_child_processes() -> None:
         while (s := sample_process(os.getpid())).rss_kib < alone.rss_kib + 150_000:
             assert time.monotonic() < deadline, (alone, s)
             time.sleep(0.1)
-        assert s.threads >= alone.threads + 1
     finally:
         child.kill()
         child.wait()
