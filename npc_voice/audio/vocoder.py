@@ -9,8 +9,10 @@ streams and frames (two real FFTs per frame, no per-stream Python):
   sqrt(period); plus white noise read from a fixed table at an offset hashed from the stream's
   frame counter (the same samples whatever the batch or slot).
 - Filter: the minimum-phase spectrum of the envelope (log magnitude from the 60 mel bands,
-  phase = its Hilbert transform via the folded real cepstrum, a fixed matrix). Minimum phase
-  gives every harmonic its own phase, like a real glottal pulse through a vocal tract, instead
+  phase = its Hilbert transform via the folded real cepstrum, a fixed matrix). Above 1 kHz the bands
+  are deconvolved (the band values whose interpolation re-analyses to the features) and sharpened,
+  each frame's energy kept: the 60 bands smooth formants, and that cost DNSMOS P.808 0.2 (``_env_to_bins``).
+  Minimum phase gives every harmonic its own phase, like a real glottal pulse through a vocal tract, instead
   of the buzz of all harmonics starting in phase.
 - Mix: per frequency, periodic power fraction = voicing * voicing control * (1 - aperiodicity)
   * (1 - breathiness * w(f)); the rest is noise; total power follows the envelope (cheaptrick's power
@@ -64,6 +66,8 @@ FORMANT_CLAMP = CONTROL_RANGES["formant"].value  # what the engine accepts; also
 TILT_CLAMP = (-12.0, 12.0)  # dB per octave
 TILT_RANGE_HZ = (125.0, 8000.0)  # the tilt is flat outside this range, 0 dB at 1 kHz
 BREATH_BAND_HZ = (500.0, 3000.0)  # breathiness weight w(f): 0 below, 1 above, log-linear between
+ENV_DETAIL_HZ = (500.0, 1000.0)  # envelope: interpolated below, reconstructed and sharpened above (_env_to_bins)
+ENV_SHARPEN = 0.5  # cepstral lifter on the reconstructed envelope above ENV_DETAIL_HZ
 ENV_CLAMP = (F.ENV_FLOOR - 10.0, 6.0)  # log amplitude; speech sits around -12..0
 NOISE_TABLE = 1 << 16  # samples of stored white noise (3 s), read at a hashed offset per frame
 TAPS = 16  # windowed-sinc taps per pulse (fractional placement, band-limited)
@@ -89,6 +93,25 @@ def _lifter(boost: float) -> torch.Tensor:
     dct[0] /= np.sqrt(2.0)
     gain = np.where(np.arange(n) >= 2, 1.0 + boost, 1.0)
     return torch.tensor(dct.T @ np.diag(gain) @ dct)  # symmetric: env @ L == L @ env
+
+
+def _env_to_bins() -> torch.Tensor:
+    """[N_ENV, N_BINS] float64: the 60 band values -> log|H| on the filter's bins.
+
+    Below ENV_DETAIL_HZ[0], linear interpolation between band centres. Above ENV_DETAIL_HZ[1], the
+    consistent reconstruction: the band values v whose interpolation, averaged again under the analysis
+    bands (``F.env_filterbank``), gives back the features (v = env A^-1, A = interp @ filterbank^T,
+    condition number 3), then the cepstral lifter 1 + ENV_SHARPEN. Plain interpolation smooths every
+    formant twice (the analysis triangles, then the interpolation's): 1.83 dB mean error against
+    cheaptrick's 513-bin envelope on held-out teacher frames, 1.51 dB reconstructed. Measured on 15
+    held-out lines (DNSMOS P.808): teacher resynthesis 3.78 -> 3.95 reconstructed, student 3.53 -> 3.70,
+    and with the lifter 3.99 (MODEL_CARD.md). Between the two frequencies a log-frequency crossfade: the
+    low bands are only ~30 Hz apart and follow single harmonics, where the sharpening made the voice
+    rougher (DNSMOS SIG 3.48 -> 3.43)."""
+    interp = F.interp_matrix(F.env_centres_hz(), N_BINS)
+    consistent = np.linalg.solve(interp @ F.env_filterbank(N_BINS).T, interp)
+    detail = _lifter(ENV_SHARPEN).numpy() @ consistent
+    return torch.tensor(interp + _log_freq_ramp(*ENV_DETAIL_HZ) * (detail - interp))
 
 
 def _log_freq_ramp(lo_hz: float, hi_hz: float) -> np.ndarray:
@@ -124,15 +147,16 @@ class Vocoder(torch.nn.Module):
 
     def __init__(self, postfilter: float = 0.0) -> None:
         """``postfilter`` > 0 deepens the envelope's formant structure (cepstral lifter 1 + postfilter on
-        c2 and up, frame energy kept): a remedy for a model's over-smoothed envelopes. 0 = off."""
+        c2 and up, frame energy kept) on top of the built-in sharpening (ENV_SHARPEN above 1 kHz). 0 = off."""
         super().__init__()
         if not (math.isfinite(postfilter) and 0.0 <= postfilter <= 2.0):
             raise ValueError(f"postfilter must be in [0, 2], got {postfilter!r}")
         self.postfilter = postfilter
-        interp = torch.tensor(F.interp_matrix(F.env_centres_hz(), N_BINS))  # [N_ENV, N_BINS] bands -> bins
+        interp = _env_to_bins()  # [N_ENV, N_BINS] bands -> log|H| on bins
         # complex log spectrum of the minimum-phase filter, linear in env: [N_ENV, 2, N_BINS] (log|H|, phase)
         log_spec = torch.cat([interp, interp @ _min_phase_matrix().double()], dim=1)
-        self.register_buffer("_plain_mag", interp.float(), persistent=False)
+        self.register_buffer("_plain_mag", torch.tensor(F.interp_matrix(F.env_centres_hz(), N_BINS)).float(),
+                             persistent=False)  # [N_ENV, N_BINS] plain interpolation: the level reference
         self.register_buffer("_log_spec", (_lifter(postfilter) @ log_spec).float(), persistent=False)
         # No DC and little below 40 Hz (a pulse train through an envelope with a DC value drifts). Part of
         # the minimum-phase filter, so it stays causal: a zero-phase notch rings both ways, and its
@@ -175,10 +199,10 @@ class Vocoder(torch.nn.Module):
         Formant warp a: H'(f) = H(f / a), so a > 1 moves formants up (a smaller vocal tract). The
         phase is warped with the magnitude (close to the warped envelope's own minimum phase)."""
         log_spec = (env @ self._log_spec.flatten(1)).view(-1, 2, N_BINS)  # [R, 2, N_BINS]
-        if self.postfilter > 0.0:  # keep each frame's energy: shift log|H| by half the log energy change
-            before = torch.logsumexp(2.0 * (env @ self._plain_mag), dim=1)
-            after = torch.logsumexp(2.0 * log_spec[:, 0], dim=1)
-            log_spec = log_spec - torch.stack([0.5 * (after - before), torch.zeros_like(after)], dim=1)[:, :, None]
+        # keep each frame's energy (the plain interpolation's): shift log|H| by half the log energy change
+        before = torch.logsumexp(2.0 * (env @ self._plain_mag), dim=1)
+        after = torch.logsumexp(2.0 * log_spec[:, 0], dim=1)
+        log_spec = log_spec - torch.stack([0.5 * (after - before), torch.zeros_like(after)], dim=1)[:, :, None]
         log_spec = log_spec + self._lowcut_spec + tilt[:, None, None] * self._tilt_spec
         pos = (torch.arange(N_BINS, device=env.device, dtype=torch.float32) / formant[:, None]).clamp(max=N_BINS - 1)
         i0 = pos.floor().long().clamp(max=N_BINS - 2)  # [R, N_BINS]
