@@ -545,8 +545,14 @@ class _Host:
             _, sid, character, voice, controls, lexicon, rate, request_id, busy, wait_s, encoding, at = message
             relay = _Relay(sid, self.outbox, character=character, voice=voice, controls=controls,
                            lexicon=lexicon, sample_rate=rate, request_id=request_id)
+            try:
+                engine.attach(relay, busy, wait_s, encoding, at)
+            except Exception as e:  # a bug: the caller must hear it, not wait for ever
+                log.exception("engine process: opening stream %r failed", request_id)
+                self.link.send(("round", [(sid, "fail", EngineError(
+                    f"internal engine error ({type(e).__name__}; see the daemon log)"))], engine.stats()))
+                return
             self.relays[sid] = relay
-            engine.attach(relay, busy, wait_s, encoding, at)
             self._sweep()
             return
         if kind == "call":
