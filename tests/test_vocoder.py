@@ -227,3 +227,18 @@ def test_postfilter_deepens_formants_and_keeps_the_level() -> None:
     assert float(np.sqrt(np.mean(sharp ** 2))) == pytest.approx(float(np.sqrt(np.mean(plain ** 2))), rel=0.2)
     with pytest.raises(ValueError, match="-1"):
         Vocoder(postfilter=-1.0)
+
+
+def test_envelope_is_reconstructed_and_sharpened_above_1khz_only() -> None:
+    from npc_voice.audio.vocoder import N_BINS, _env_to_bins
+
+    m = _env_to_bins().numpy()
+    plain = F.interp_matrix(F.env_centres_hz(), N_BINS)
+    freqs = np.linspace(0.0, F.NYQUIST, N_BINS)
+    assert np.allclose(m.sum(axis=0), 1.0)  # a flat envelope stays flat: the level calibration holds
+    np.testing.assert_allclose(m[:, freqs <= 500.0], plain[:, freqs <= 500.0], atol=1e-9)  # low bands interpolated
+    centres = F.env_centres_hz()
+    env = -4.0 + 1.5 * np.exp(-((centres - 2500.0) / 300.0) ** 2)  # a formant at 2.5 kHz
+    peak, valley = np.argmin(np.abs(freqs - 2500.0)), np.argmin(np.abs(freqs - 4000.0))
+    contrast = [(env @ x)[peak] - (env @ x)[valley] for x in (plain, m)]
+    assert contrast[1] > contrast[0] + 0.1  # the bands' smoothing undone (natural log units)
