@@ -183,3 +183,24 @@ def test_daemon_with_the_engine_process_survives_its_death(tmp_path: Path) -> No
             assert wait_idle(stub).active_streams == 0
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("after_s", [0.1, 1.5])  # while waiting to restart / while the new one starts
+def test_close_during_a_restart_leaves_no_engine_process(voice: VoiceModel, after_s: float) -> None:
+    import multiprocessing
+
+    engine = ProcessEngine({"tiny": voice}, config())
+    engine.start()
+    pid = engine.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(after_s)
+    t0 = time.monotonic()
+    engine.close()
+    assert time.monotonic() - t0 < 30.0
+    deadline = time.monotonic() + 10
+    while [p for p in multiprocessing.active_children() if p.name == "npc-voice-engine"]:
+        assert time.monotonic() < deadline, multiprocessing.active_children()
+        time.sleep(0.05)
+    with pytest.raises(EngineUnavailableError):
+        engine.open_stream("c/x", "tiny", VoiceControls(), {}, 22050, "r")

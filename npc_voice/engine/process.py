@@ -196,8 +196,9 @@ class _Child:
                                    args=(theirs, blob, owner.config, logging.getLogger().level), daemon=True)
         self.ready = threading.Event()
         self.error: str | None = None
-        self.closing = False
-        self.dead = False  # set by the reader thread before it fails the open streams
+        self.closing = False  # being stopped on purpose
+        self.serving = False  # came up (ready) as far as the daemon knows
+        self.dead = False  # its link closed (set by the reader thread before it fails the open streams)
         self.started_at = time.monotonic()
         self.link = Link(mine, "engine-link", self._handle, self._eof)
         self.process.start()
@@ -246,6 +247,8 @@ class ProcessEngine:
         self._child: _Child | None = None
         self._generation = 0
         self._running = False
+        self._stopping = threading.Event()  # close() was called: no more restarts
+        self._restarter: threading.Thread | None = None
         self._deaths = 0  # in a row
         self.restarts = 0
 
@@ -268,20 +271,32 @@ class ProcessEngine:
         self._generation += 1
         child = _Child(self, self._generation)
         self._child = child
-        if not child.ready.wait(START_TIMEOUT_S) or child.error is not None or not child.process.is_alive():
+        ok = child.ready.wait(START_TIMEOUT_S) and child.error is None and not child.dead
+        if not ok:
             why = child.error or (f"it did not start within {START_TIMEOUT_S:.0f} s"
                                   if not child.ready.is_set() else f"it exited (code {child.process.exitcode})")
             child.closing = True
             child.process.kill()
+            child.process.join(5.0)
             raise EngineError(f"the engine process failed to start: {why}")
+        child.serving = True
         log.info("engine process %d serving (generation %d)", child.process.pid, child.generation)
 
     def close(self) -> None:
-        """Stop the engine process: open streams end "cancelled" (faded out), then it exits."""
+        """Stop the engine process: open streams end "cancelled" (faded out), then it exits.
+        A restart in progress stops too (the restarter stops a process it started too late)."""
+        self._running = False
+        self._stopping.set()
         child = self._child
-        if child is None:
-            self._running = False
-            return
+        if child is not None:
+            self._stop_child(child)
+        restarter = self._restarter
+        if restarter is not None and restarter is not threading.current_thread():
+            restarter.join(START_TIMEOUT_S)
+        self._fail_all(EngineUnavailableError("the engine has stopped"))  # only if it died on the way
+        self._child = None
+
+    def _stop_child(self, child: _Child) -> None:
         child.closing = True  # no new streams, no restart; commands of open streams still go
         child.link.send(("stop",))
         child.link.join_reader(CLOSE_FADE_WAIT_S + 10.0)  # its last rounds, then EOF
@@ -291,9 +306,6 @@ class ProcessEngine:
             log.warning("engine process %d did not exit; killing it", child.process.pid)
             child.process.kill()
             child.process.join(5.0)
-        self._running = False
-        self._fail_all(EngineUnavailableError("the engine has stopped"))  # only if it died on the way
-        self._child = None
 
     def __enter__(self) -> ProcessEngine:
         self.start()
@@ -334,7 +346,7 @@ class ProcessEngine:
         child = self._child
         if child is None or not self._running:
             raise EngineUnavailableError("the engine is not running")
-        if not child.ready.is_set() or child.closing or child.dead:
+        if not child.serving or child.closing or child.dead:
             raise EngineUnavailableError("the engine process is restarting; try again in a moment")
         check_open(self.voices, voice, sample_rate, controls, encoding)
         stream = Stream(character=character, voice=voice, controls=controls, lexicon=lexicon,
@@ -380,7 +392,7 @@ class ProcessEngine:
         snap = self._snapshot
         assert snap is not None, "stats() before start()"
         child = self._child
-        if child is None or not child.ready.is_set() or child.closing or child.dead:
+        if child is None or not child.serving or child.closing or child.dead:
             return dataclasses.replace(snap, serving=False)
         return snap
 
@@ -432,8 +444,8 @@ class ProcessEngine:
     def _child_gone(self, child: _Child) -> None:
         """The link to ``child`` closed: at close(), or because the process died."""
         child.dead = True
-        if child is not self._child or child.closing or not self._running:
-            return
+        if child.closing or not child.serving or not self._running:
+            return  # stopped on purpose, or it never came up (_spawn reports that)
         child.process.join(1.0)
         code = child.process.exitcode
         log.error("the engine process %d exited unexpectedly (code %s); failing its %d open stream(s) "
@@ -443,19 +455,24 @@ class ProcessEngine:
         if time.monotonic() - child.started_at > STABLE_S:
             self._deaths = 0
         self._deaths += 1
-        threading.Thread(target=self._restart, args=(child,), name="engine-restart", daemon=True).start()
+        self._restarter = threading.Thread(target=self._restart, name="engine-restart", daemon=True)
+        self._restarter.start()
 
-    def _restart(self, dead: _Child) -> None:
+    def _restart(self) -> None:
+        """After a death: start a new engine process (backing off) until one serves or close()."""
         delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** (self._deaths - 1))
-        time.sleep(delay)
-        while self._running and self._child is dead:
+        while not self._stopping.wait(delay):
             try:
                 self._spawn()
-                self.restarts += 1
-                return
             except Exception:
-                log.exception("could not restart the engine process; trying again in %.0f s", RESTART_MAX_S)
-                time.sleep(RESTART_MAX_S)
+                log.exception("could not start a new engine process; trying again in %.0f s", RESTART_MAX_S)
+                delay = RESTART_MAX_S
+                continue
+            if self._stopping.is_set() and self._child is not None:  # close() came while it started
+                self._stop_child(self._child)
+                return
+            self.restarts += 1
+            return
 
     def _fail_all(self, error: EngineError) -> None:
         for sid in list(self._streams):
