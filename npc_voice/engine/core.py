@@ -147,6 +147,7 @@ class EngineCore:
         self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
         self._round_step_s = 0.0  # seconds in model steps during the current round
+        self._first_audio_last = False  # the last tick was a first-audio tick (the next due one is full)
         self._opened: list[Request] = []  # taken in this round: their handles hear it at publish
         self.on_publish: Callable[[EngineStats], None] | None = None  # after each round's events (engine process)
         self.snapshot = self._build_snapshot()
@@ -569,9 +570,10 @@ class EngineCore:
 
     def _choose(self, now: float) -> dict[str, list[Request]]:
         """Lockstep: if any speaking stream needs audio, every stream under the lead cap steps.
-        A stream with no audio yet, while every other is still ahead of its clock, steps alone
-        with the other new ones (a first-audio tick: it does not wait for the next full tick,
-        and the full batch is not pulled forward for it)."""
+        Streams with no audio yet (new lines) and fading ones first get a first-audio tick of
+        their own: their first chunk goes out at the end of this short round instead of after a
+        full tick, and the full batch is not pulled forward for them. A full tick that is due
+        waits for at most one such tick (the next round runs it, new lines included)."""
         target = self.config.lookahead_ms / 1000.0
         cap = target + self.config.lead_slack_ms / 1000.0
         rows: list[Request] = []
@@ -603,12 +605,14 @@ class EngineCore:
             if ahead < cap:
                 rows.append(req)
         self.behind = behind
-        if not due:
-            if not fresh:
-                return {}
-            rows = fresh
-        else:
+        if fresh and not (due and self._first_audio_last):
+            rows = fresh  # a first-audio tick; a due full tick runs next round (at most one waits)
+            self._first_audio_last = True
+        elif due:
             self.fill.append(len(rows) / speaking)  # lockstep ticks only
+            self._first_audio_last = False
+        else:
+            return {}
         if len(rows) > self.max_batch:
             rows.sort(key=lambda r: -math.inf if r.speaker.fading else r.speaker.deadline())  # type: ignore[union-attr]
             rows = rows[: self.max_batch]
