@@ -151,6 +151,8 @@ class Stream:
             phonemes = phonemize(text, self.lexicon)
             pieces = split_phonemes(phonemes, self._max_symbols) if self._max_symbols else [phonemes]
             model = self._model
+            if self._stopped or self._finished:  # refused or cancelled meanwhile: no encoder for nothing
+                return
             lines = [self._prepare(model, p) for p in pieces] if model is not None else [None] * len(pieces)
         except (TextError, StepError) as e:  # the engine ends the stream "failed" with it; the caller gets it now
             if self._engine is not None:

@@ -68,6 +68,11 @@ class ResponseWriter:
             raise CallEndedError(f"write failed, the call is over: {type(e).__name__}") from e
 
 
+def _ignore_outcome(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "exception was never retrieved" warning
+
+
 class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     def __init__(self, engine: EngineService, store: ConfigStore) -> None:
         self.engine = engine
@@ -123,10 +128,18 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             # A client that goes away (cancel, deadline, disconnect) frees the slot at once.
             context.add_done_callback(lambda _ctx: stream.close())  # type: ignore[union-attr]
             try:
-                # TextError surfaces here, before anything is sent. The frontend costs a few ms
-                # of CPU: a worker thread keeps the event loop free for other streams' audio.
-                await stream.opened()  # refused at once (busy, queue full): no frontend/encoder spent
-                await asyncio.to_thread(stream.say, text)
+                # TextError surfaces here, before anything is sent. The frontend and encoder cost
+                # ~10-20 ms of CPU: a worker thread keeps the event loop free for other streams'
+                # audio, and it starts beside the engine's answer to the open (one engine round),
+                # not after it. A stream refused at once (busy, queue full) ends that work early:
+                # say() skips preparing once the stream has ended.
+                say = asyncio.ensure_future(asyncio.to_thread(stream.say, text))
+                try:
+                    await stream.opened()
+                except BaseException:
+                    say.add_done_callback(_ignore_outcome)  # the refusal is the answer
+                    raise
+                await say
                 stream.end_input()
                 events = stream.events()
                 # StreamStart goes out with the first event, i.e. once the engine has admitted the
