@@ -118,17 +118,10 @@ class Link:
                 except queue.Empty:
                     break
             stop = None in batch
-            parts = []
-            for message in batch:
-                if message is None:
-                    continue
-                try:
-                    parts.append(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-                except Exception:  # one message that cannot cross (a bug): log it, send the rest
-                    log.exception("engine link: could not send a %r message", message[0])
+            messages = [m for m in batch if m is not None]
             try:
-                if parts:
-                    self._conn.send_bytes(pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL))
+                if messages:
+                    self._conn.send_bytes(_dumps(messages))
             except (OSError, ValueError):  # the other side is gone: its reader's EOF says so
                 return
             if stop:
@@ -145,14 +138,29 @@ class Link:
                     data = self._conn.recv_bytes()
                 except (EOFError, OSError):
                     return
-                for part in pickle.loads(data):
+                for message in pickle.loads(data):
                     try:
-                        message = pickle.loads(part)
                         self._handle(message)
                     except Exception:  # a bug in one message's handling must not stop the link
                         log.exception("engine link: handling a message failed")
         finally:
             self._on_eof()
+
+
+def _dumps(messages: list[tuple[Any, ...]]) -> bytes:
+    """One pickle for the batch (one per engine round: every stream's audio). If a message
+    cannot cross (a bug), it is logged and left out, and the rest still go."""
+    try:
+        return pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        good = []
+        for message in messages:
+            try:
+                pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                good.append(message)
+            except Exception:
+                log.exception("engine link: could not send a %r message", message[0])
+        return pickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ---- the daemon's side --------------------------------------------------------------------

@@ -144,7 +144,7 @@ class Daemon:
             host_cache_characters=settings.host_cache_characters,
             host_cache_mb=settings.host_cache_mb,
         )
-        own_process = engine_in_process(settings.engine_process, device)
+        own_process = engine_in_own_process(settings.engine_process, device)
         self.engine = ProcessEngine(voices, engine_config) if own_process else Engine(voices, engine_config)
         await asyncio.to_thread(self.engine.start)
         self.store = ConfigStore(config, voices, self.options.config_path, device, self._add_voices)
@@ -289,7 +289,7 @@ class Daemon:
             await stopping
 
 
-def engine_in_process(setting: str, device: str) -> bool:
+def engine_in_own_process(setting: str, device: str) -> bool:
     """``server.engine_process``: "auto" runs the engine in its own process on CPU, where the
     GIL shared with the gRPC edge cost it a third of its time (bench/README.md); on a GPU the
     engine thread stays in the daemon (CUDA graphs, one context)."""
