@@ -308,3 +308,37 @@ def test_overrides_reach_the_voice(stub: pb_grpc.NpcVoiceStub) -> None:
     assert len(high) == len(full) and not np.allclose(high, full, atol=1e-3)
     fast = collect(speak(stub, SHORT, "guard/ov-4", encoding="f32le", speed=2.0)).pcm
     assert len(fast) < len(full)
+
+
+def test_a_draining_daemon_refuses_new_calls_with_unavailable_and_still_answers_health(tmp_path: Path) -> None:
+    """Shutdown: new calls get a retryable UNAVAILABLE from the drain gate while the speaking call
+    goes on and ends with StreamEnd; health checks still answer (NOT_SERVING), not refused."""
+    d = start_daemon(tmp_path)
+    stopping = None
+    try:
+        with grpc.insecure_channel(d.address) as ch:
+            stub = pb_grpc.NpcVoiceStub(ch)
+            speaking = stub.Speak(speak_request(LONG, "guard/drain"), timeout=60)
+            first = next(iter(speaking))
+            assert first.HasField("start")
+            stopping = asyncio.run_coroutine_threadsafe(d.daemon.stop(3.0), d.loop)
+            refused = None
+            for _ in range(200):
+                try:
+                    stub.ListCharacters(pb.ListCharactersRequest(), timeout=5)
+                except grpc.RpcError as e:
+                    refused = e
+                    break
+                time.sleep(0.01)
+            assert refused is not None
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in (refused.details() or "")
+            check = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            rest = list(speaking)
+            _, _, end = check_stream([first, *rest])
+            assert end.reason in (pb.END_REASON_COMPLETED, pb.END_REASON_CANCELLED)
+            stopping.result(timeout=30)
+    finally:
+        if stopping is not None:
+            stopping.result(timeout=30)
+        d.stop()

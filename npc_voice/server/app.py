@@ -27,7 +27,7 @@ from npc_voice.config import Config, ServerSettings, load_config
 from npc_voice.engine import Engine, EngineConfig, EngineService, resolve_device
 from npc_voice.engine.process import ProcessEngine
 from npc_voice.model.api import VoiceModel
-from npc_voice.server.auth import BearerTokenInterceptor, TokenSource, exposure_warnings
+from npc_voice.server.auth import BearerTokenInterceptor, DrainGate, TokenSource, exposure_warnings
 from npc_voice.server.metrics import MetricsServer, grpc_health_reader
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.servicer import NpcVoiceServicer
@@ -115,6 +115,7 @@ class Daemon:
         self.certificate: ServerCertificate | None = None  # idem
         self._stopped = False
         self.metrics: MetricsServer | None = None  # server.metrics_port > 0
+        self.gate = DrainGate()  # closed when the drain starts: new calls get UNAVAILABLE
 
     async def start(self) -> None:
         config = load_config(self.options.config_path)
@@ -176,7 +177,9 @@ class Daemon:
     async def _serve(self, settings: ServerSettings, token: str | None) -> None:
         """Build the gRPC server (NpcVoice, health, reflection, auth), bind and start it."""
         assert self.engine is not None and self.store is not None and self.token is not None
-        interceptors: list[grpc.aio.ServerInterceptor] = [BearerTokenInterceptor(self.token)] if token else []
+        interceptors: list[grpc.aio.ServerInterceptor] = [self.gate]
+        if token:  # outside the gate: a caller without the token hears UNAUTHENTICATED, draining or not
+            interceptors.insert(0, BearerTokenInterceptor(self.token))
         if self.metrics is not None:  # first: it also counts the calls the token check rejects
             interceptors.insert(0, self.metrics.interceptor)
         self.server = grpc.aio.server(
@@ -267,15 +270,15 @@ class Daemon:
         log.info("npc-voice stopped")
 
     async def _drain(self, grace_s: float) -> None:
+        # From now on new calls are refused with UNAVAILABLE by the gate (health checks still
+        # answer, NOT_SERVING); running ones go on. The gRPC server itself stops at the end.
+        self.gate.closed = True
         if self.metrics is not None:  # /readyz 503 first: balancers stop routing here
             self.metrics.set_draining()
         for t in self._tasks:
             t.cancel()
         if self.health is not None:  # tell load balancers first: every service NOT_SERVING
             await self.health.enter_graceful_shutdown()
-        stopping = None
-        if self.server is not None:  # from now on new calls are refused; running ones go on
-            stopping = asyncio.create_task(self.server.stop(grace_s + STOP_MARGIN_S))
         left = 0
         if self.servicer is not None:
             left = await self.servicer.drain(grace_s)
@@ -285,8 +288,8 @@ class Daemon:
             await _close_engine(self.engine, STOP_MARGIN_S / 2)
         if self.servicer is not None and left:  # their StreamEnd goes out before the server stops
             await self.servicer.drain(STOP_MARGIN_S / 4)
-        if stopping is not None:
-            await stopping
+        if self.server is not None:
+            await self.server.stop(STOP_MARGIN_S / 4)
 
 
 def engine_in_own_process(setting: str, device: str) -> bool:

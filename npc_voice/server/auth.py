@@ -166,13 +166,17 @@ _DENIED = "missing or wrong 'authorization: Bearer <token>' metadata"
 
 
 def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that fails with UNAUTHENTICATED."""
+    return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+
+
+def refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that fails every call with ``code``."""
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+        await context.abort(code, message)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+        await context.abort(code, message)
         yield  # pragma: no cover  (makes this an async generator)
 
     de, ser = handler.request_deserializer, handler.response_serializer
@@ -183,3 +187,27 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(streaming, de, ser)
     return grpc.unary_unary_rpc_method_handler(unary, de, ser)
+
+
+class DrainGate(grpc.aio.ServerInterceptor):
+    """While the daemon drains, every new call except health checks fails with UNAVAILABLE.
+
+    The gRPC server itself keeps accepting until the drain is over: a call that arrives
+    while grpc-core shuts down can end CANCELLED, a code clients do not retry. UNAVAILABLE
+    is the code gRPC retry policies and balancers treat as "try another instance"."""
+
+    MESSAGE = "npc-voice is shutting down (draining); retry on another instance"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or not self.closed or method.startswith("/grpc.health.v1.Health/"):
+            return handler
+        return refusing(handler, grpc.StatusCode.UNAVAILABLE, self.MESSAGE)
