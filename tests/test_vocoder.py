@@ -242,3 +242,29 @@ def test_envelope_is_reconstructed_and_sharpened_above_1khz_only() -> None:
     peak, valley = np.argmin(np.abs(freqs - 2500.0)), np.argmin(np.abs(freqs - 4000.0))
     contrast = [(env @ x)[peak] - (env @ x)[valley] for x in (plain, m)]
     assert contrast[1] > contrast[0] + 0.1  # the bands' smoothing undone (natural log units)
+
+
+@pytest.mark.parametrize("n_formants", [1, 3, 20])
+def test_the_cpu_filter_per_formant_group_equals_the_per_row_warp(voc: Vocoder, n_formants: int) -> None:
+    """On CPU the warp is folded into one matrix per distinct formant (20 distinct values take the
+    per-row path); both give the same filter as the per-row gather the GPU path uses."""
+    g = torch.Generator().manual_seed(n_formants)
+    rows = 96
+    env = -6.0 + 2.0 * torch.randn(rows, F.N_ENV, generator=g)
+    values = torch.linspace(0.7, 1.4, n_formants)
+    formant = values[torch.randint(0, n_formants, (rows,), generator=g)]
+    tilt = 3.0 * torch.randn(rows, generator=g)
+    mag, phase = voc._filter(env, formant, tilt)
+    mag_ref, phase_ref = voc._filter_gather(env, formant, tilt)
+    assert torch.allclose(mag, mag_ref, atol=1e-4) and torch.allclose(phase, phase_ref, atol=1e-4)
+    assert (mag - mag_ref).abs().max() < 1e-4 < (mag_ref.max() - mag_ref.min())  # not trivially equal
+
+
+def test_the_warp_matrix_cache_stays_bounded() -> None:
+    from npc_voice.audio.vocoder import WARP_CACHE
+
+    voc = Vocoder()
+    env = torch.zeros(4, F.N_ENV)
+    for i in range(3 * WARP_CACHE):  # e.g. a client sweeping a formant override
+        voc._filter(env, torch.full((4,), 0.7 + 0.01 * i), torch.zeros(4))
+        assert len(voc._warp_cache) <= WARP_CACHE

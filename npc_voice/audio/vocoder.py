@@ -71,6 +71,8 @@ ENV_SHARPEN = 0.5  # cepstral lifter on the reconstructed envelope above ENV_DET
 ENV_CLAMP = (F.ENV_FLOOR - 10.0, 6.0)  # log amplitude; speech sits around -12..0
 NOISE_TABLE = 1 << 16  # samples of stored white noise (3 s), read at a hashed offset per frame
 TAPS = 16  # windowed-sinc taps per pulse (fractional placement, band-limited)
+WARP_CACHE = 32  # formant values whose warped filter matrix is kept (~250 KiB each)
+MAX_WARP_GROUPS = 12  # distinct formants in one batch above which the per-row warp is cheaper
 _SINC_CUT = 0.92  # pulse bandwidth as a fraction of Nyquist (the window's transition fits under it)
 
 
@@ -136,6 +138,7 @@ class Vocoder(torch.nn.Module):
     """Batched streaming vocoder. No trainable weights; the buffers are fixed tables."""
 
     _log_spec: torch.Tensor
+    _energy_mags: torch.Tensor
     _plain_mag: torch.Tensor
     _ap_interp: torch.Tensor
     _lowcut_spec: torch.Tensor
@@ -158,6 +161,9 @@ class Vocoder(torch.nn.Module):
         self.register_buffer("_plain_mag", torch.tensor(F.interp_matrix(F.env_centres_hz(), N_BINS)).float(),
                              persistent=False)  # [N_ENV, N_BINS] plain interpolation: the level reference
         self.register_buffer("_log_spec", (_lifter(postfilter) @ log_spec).float(), persistent=False)
+        self.register_buffer("_energy_mags", torch.cat([self._log_spec[:, :N_BINS], self._plain_mag], dim=1),
+                             persistent=False)  # [N_ENV, 2 * N_BINS]
+        self._warp_cache: dict[float, torch.Tensor] = {}  # formant -> _warped_matrix (CPU path)
         # No DC and little below 40 Hz (a pulse train through an envelope with a DC value drifts). Part of
         # the minimum-phase filter, so it stays causal: a zero-phase notch rings both ways, and its
         # pre-ringing wrapped around the FFT buffer into an echo three frames later.
@@ -192,32 +198,77 @@ class Vocoder(torch.nn.Module):
 
     # -- spectra -------------------------------------------------------------------------------------
 
-    def _filter(self, env: torch.Tensor, formant: torch.Tensor, tilt: torch.Tensor) -> torch.Tensor:
+    def _filter(self, env: torch.Tensor, formant: torch.Tensor, tilt: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """env [R, N_ENV] log amplitude on mel centres, formant [R], tilt [R] dB/octave
-        -> minimum-phase filter [R, N_BINS] complex.
+        -> minimum-phase filter as (log|H|, phase), each [R, N_BINS].
 
         Formant warp a: H'(f) = H(f / a), so a > 1 moves formants up (a smaller vocal tract). The
-        phase is warped with the magnitude (close to the warped envelope's own minimum phase)."""
-        log_spec = (env @ self._log_spec.flatten(1)).view(-1, 2, N_BINS)  # [R, 2, N_BINS]
-        # keep each frame's energy (the plain interpolation's): shift log|H| by half the log energy change
-        before = torch.logsumexp(2.0 * (env @ self._plain_mag), dim=1)
-        after = torch.logsumexp(2.0 * log_spec[:, 0], dim=1)
-        log_spec = log_spec - torch.stack([0.5 * (after - before), torch.zeros_like(after)], dim=1)[:, :, None]
-        log_spec = log_spec + self._lowcut_spec + tilt[:, None, None] * self._tilt_spec
-        pos = (torch.arange(N_BINS, device=env.device, dtype=torch.float32) / formant[:, None]).clamp(max=N_BINS - 1)
+        phase is warped with the magnitude (close to the warped envelope's own minimum phase).
+
+        Two exact forms of the same arithmetic: on CPU the warp is folded into one matrix per
+        distinct formant value (``_warped_matrix``; a batch holds few characters), so each row is one
+        matrix product; elsewhere (CUDA graphs: fixed shapes, no host syncs) the warp gathers per row."""
+        if env.device.type != "cpu" or env.shape[0] == 0:
+            return self._filter_gather(env, formant, tilt)
+        values, group = torch.unique(formant, return_inverse=True)
+        if len(values) > MAX_WARP_GROUPS:
+            return self._filter_gather(env, formant, tilt)
+        # [env | tilt | 1] @ [warped log spectrum; warped tilt; warped low cut]: the warped (log|H|, phase)
+        x = torch.cat([env, tilt[:, None], torch.ones_like(tilt)[:, None]], dim=1)  # [R, N_ENV + 2]
+        if len(values) == 1:
+            warped = x @ self._warped_matrix(float(values[0]))
+        else:
+            warped = torch.empty(env.shape[0], 2 * N_BINS, device=env.device)
+            for i, a in enumerate(values.tolist()):
+                rows = (group == i).nonzero().squeeze(1)
+                warped[rows] = x[rows] @ self._warped_matrix(a)
+        shift = 0.5 * self._energy_change(env)  # the warp weights sum to 1: a constant shift commutes with it
+        return warped[:, :N_BINS] - shift[:, None], warped[:, N_BINS:]
+
+    def _energy_change(self, env: torch.Tensor) -> torch.Tensor:
+        """[R] log energy of the reconstructed envelope minus that of the plain interpolation."""
+        both = env @ self._energy_mags  # [R, 2 * N_BINS]: (log|H| reconstructed, plain interpolation)
+        return torch.logsumexp(2.0 * both[:, :N_BINS], dim=1) - torch.logsumexp(2.0 * both[:, N_BINS:], dim=1)
+
+    def _warped_matrix(self, formant: float) -> torch.Tensor:
+        """[N_ENV + 2, 2 * N_BINS]: rows (env, tilt, 1) -> the warped (log|H|, phase), cached per value."""
+        m = self._warp_cache.get(formant)
+        if m is None or m.device != self._log_spec.device:
+            stacked = torch.cat([self._log_spec.view(-1, 2, N_BINS), self._tilt_spec[None], self._lowcut_spec[None]])
+            f = torch.full((stacked.shape[0],), formant, device=stacked.device)
+            m = self._warp(stacked, f).flatten(1).contiguous()  # [N_ENV + 2, 2 * N_BINS]
+            if len(self._warp_cache) >= WARP_CACHE:  # many override values: start over (each op atomic)
+                self._warp_cache.clear()
+            self._warp_cache[formant] = m
+        return m
+
+    @staticmethod
+    def _warp(log_spec: torch.Tensor, formant: torch.Tensor) -> torch.Tensor:
+        """[R, 2, N_BINS] sampled at bin / formant (linear interpolation), per row."""
+        bins = torch.arange(N_BINS, device=log_spec.device, dtype=torch.float32)
+        pos = (bins / formant[:, None]).clamp(max=N_BINS - 1)
         i0 = pos.floor().long().clamp(max=N_BINS - 2)  # [R, N_BINS]
         w = (pos - i0)[:, None, :]
         idx = i0[:, None, :].expand(-1, 2, -1)
         lo = torch.gather(log_spec, 2, idx)
-        warped = lo + (torch.gather(log_spec, 2, idx + 1) - lo) * w
-        return torch.polar(torch.exp(warped[:, 0]), warped[:, 1])
+        return lo + (torch.gather(log_spec, 2, idx + 1) - lo) * w
+
+    def _filter_gather(self, env: torch.Tensor, formant: torch.Tensor, tilt: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_filter`` row by row: fixed shapes, no host syncs."""
+        log_spec = (env @ self._log_spec.flatten(1)).view(-1, 2, N_BINS)  # [R, 2, N_BINS]
+        # keep each frame's energy (the plain interpolation's): shift log|H| by half the log energy change
+        log_spec = log_spec - torch.stack([0.5 * self._energy_change(env), torch.zeros_like(tilt)], dim=1)[:, :, None]
+        warped = self._warp(log_spec + self._lowcut_spec + tilt[:, None, None] * self._tilt_spec, formant)
+        return warped[:, 0], warped[:, 1]
 
     def _frame_responses(self, feats: torch.Tensor, controls: torch.Tensor, pulse_pos: torch.Tensor,
                          pulse_amp: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Rows R = B*K. feats [R, 68], controls [R, N_CONTROLS], pulse_pos/amp [R, P] (amp 0 = no pulse),
         noise [R, HOP] -> time-domain response [R, N_FFT]."""
         r = feats.shape[0]
-        filt = self._filter(feats[:, F.ENV], controls[:, CONTROL_FORMANT], controls[:, CONTROL_TILT])  # [R, N_BINS]
+        log_mag, phase = self._filter(feats[:, F.ENV], controls[:, CONTROL_FORMANT], controls[:, CONTROL_TILT])
         ap_db = (feats[:, F.AP] @ self._ap_interp).clamp(F.AP_MIN_DB, 0.0)  # [R, N_BINS]
         ap = torch.exp(ap_db * (math.log(10.0) / 10.0))
         voicing = ((feats[:, F.VUV] - 0.25) * 2.0).clamp(0.0, 1.0) * controls[:, CONTROL_VOICING]  # soft decision
@@ -232,8 +283,11 @@ class Vocoder(torch.nn.Module):
         exc[0].scatter_add_(1, (taps + DELAY).long().flatten(1), (kernel * pulse_amp[..., None]).flatten(1))
         exc[1, :, DELAY:DELAY + HOP] = noise
         spec = torch.fft.rfft(exc, n=N_FFT)  # [2, R, N_BINS]
-        mixed = spec[0] * periodic.sqrt() + spec[1] * (1.0 - periodic).sqrt()
-        return torch.fft.irfft(mixed * filt, n=N_FFT)
+        # mix under |H|, then turn by the filter's phase (torch.polar and complex-by-complex products
+        # of the mix cost twice as much on CPU)
+        gain = torch.exp(log_mag)
+        mixed = spec[0] * (gain * periodic.sqrt()) + spec[1] * (gain * (1.0 - periodic).sqrt())
+        return torch.fft.irfft(mixed * torch.complex(torch.cos(phase), torch.sin(phase)), n=N_FFT)
 
     # -- excitation timing ---------------------------------------------------------------------------
 
