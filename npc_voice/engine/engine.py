@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 import torch
 
 from npc_voice.contracts import CONTROL_RANGES
+from npc_voice.engine.allocator import keep_freed_memory
 from npc_voice.engine.api import (
     SAMPLE_RATES,
     BusyPolicy,
@@ -92,6 +93,8 @@ class Engine:
             raise ValueError("the engine needs at least one voice")
         self.config = config
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on every step's FFT buffers (allocator.py)
         runtimes = {name: self._runtime(name, model) for name, model in voices.items()}
         self.voices = dict(voices)
         self.core = EngineCore(runtimes, config, self.device)

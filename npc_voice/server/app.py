@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from npc_voice.config import Config, ServerSettings, load_config
 from npc_voice.engine import Engine, EngineConfig, EngineService, resolve_device
+from npc_voice.engine.allocator import keep_freed_memory
 from npc_voice.engine.process import ProcessEngine
 from npc_voice.model.api import VoiceModel
 from npc_voice.server.auth import BearerTokenInterceptor, DrainGate, TokenSource, exposure_warnings
@@ -118,6 +119,7 @@ class Daemon:
         self.gate = DrainGate()  # closed when the drain starts: new calls get UNAVAILABLE
 
     async def start(self) -> None:
+        keep_freed_memory()  # the edge prepares lines (encoder tensors): same allocator churn as the engine
         config = load_config(self.options.config_path)
         settings = effective_settings(config, self.options)
         self.token = TokenSource(settings.token_file, settings.token_env)
