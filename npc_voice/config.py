@@ -112,7 +112,7 @@ class ServerSettings:
     max_load: float = 0.85  # admit streams only while the measured tick cost fits this share of real time; 0 = off
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
     max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)
-    max_batch: int = 0  # most streams stepped per tick and voice; 0 = all usable slots
+    max_batch: int = 0  # most streams per model call (a larger tick steps in pieces); 0 = auto: 32 CPU, all slots GPU
     threads: int = 0  # torch CPU threads for the engine; 0 = half the cores (the rest serve gRPC, encoder)
     host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)
     host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice; the lower bound wins

@@ -311,3 +311,31 @@ def test_a_new_stream_gets_a_first_audio_tick_of_its_own_while_the_others_are_ah
             s.wait_ended(10)
     assert batches[0] == 1, batches  # the newcomer alone
     assert max(batches) == 4, batches  # then in lockstep with the others
+
+
+def test_max_batch_auto_is_a_32_row_piece_on_cpu_and_every_slot_on_gpu() -> None:
+    import torch
+
+    from npc_voice.engine.core import resolve_max_batch
+
+    assert resolve_max_batch(EngineConfig(slots=256), torch.device("cpu")) == 32
+    assert resolve_max_batch(EngineConfig(slots=12), torch.device("cpu")) == 11
+    assert resolve_max_batch(EngineConfig(slots=256), torch.device("cuda")) == 255
+    assert resolve_max_batch(EngineConfig(slots=256, max_batch=100), torch.device("cpu")) == 100
+
+
+def test_a_tick_larger_than_max_batch_steps_in_full_pieces(voice: VoiceModel) -> None:
+    """Five streams, max_batch 2: no model call holds more than 2 rows, every line completes, and
+    batch fill counts the pieces as full (rows / min(running, max_batch)), not as 2 of 5."""
+    w = WrappedVoice(voice)
+    batches: list[int] = []
+    w.on_step = batches.append
+    config = EngineConfig(slots=8, frames_per_tick=K, threads=1, lookahead_ms=300.0, max_load=0.0, max_batch=2)
+    with Engine({"tiny": w}, config) as engine:  # type: ignore[dict-item]
+        streams = [speak(engine, f"s{i}", LINE) for i in range(5)]
+        for s in streams:
+            assert collect(s)[2].reason == "completed"
+        fill = engine.stats().batch_fill
+    assert batches and max(batches) <= 2, batches
+    assert batches.count(2) > len(batches) // 2, batches  # mostly full pieces
+    assert fill >= 0.9, fill

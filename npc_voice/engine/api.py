@@ -181,7 +181,8 @@ class EngineConfig:
     lookahead_ms: float = 150.0
     lead_slack_ms: float = 300.0
     threads: int = 0  # torch threads on CPU; 0 = half the cores (engine.default_threads)
-    max_batch: int = 0  # most streams stepped per tick and voice (earliest deadline first); 0 = slots - 1
+    max_batch: int = 0  # most streams stepped per model call (earliest deadline first; a lockstep tick beyond it is
+    # stepped in pieces, a first-audio tick may run between them); 0 = auto: 32 on CPU, slots - 1 on GPU
     # Admission from measured cost (on by default): a new stream is admitted only while the fitted
     # tick time with one more stream fits in this fraction of the audio a tick makes; otherwise it
     # waits (max_queue_wait_s) and is then refused, so streams already speaking keep real time.
