@@ -2,6 +2,7 @@
 
     npc-voice eval [--voice DIR] [--lines FILE] [--out DIR] [--teacher-dir DIR] [--systems ...]
                    [--config F] [--characters C ...] [--styles S ...] [--no-dnsmos] [--threads N]
+    npc-voice eval --merge PART/report.json ... --out DIR   (runs over parts of the lines -> one report)
 
 Systems: ``teacher`` (Piper's own audio), ``resynth`` (teacher audio -> analysis -> our vocoder:
 the ceiling the student can reach) and ``student`` (the voice model, durations predicted).
@@ -300,23 +301,54 @@ CLOSENESS = ("mcd_db", "f0_rmse_cents", "f0_gross_error_pct", "f0_fine_rmse_cent
 
 def summarize(texts: list[str], per_line: list[dict[str, Any]], r: Rendered) -> dict[str, dict[str, float]]:
     """System -> WER (%), mean DNSMOS, closeness means and real-time factor."""
-    from npc_voice.train.naturalness import MOS_KEYS
-
     summary: dict[str, dict[str, float]] = {}
     for name, clips in r.audio.items():
         if len(clips) != len(texts):
             continue
-        s: dict[str, float] = {"wer_pct": 100.0 * word_error_rate(texts, [row[f"{name}_asr"] for row in per_line])}
-        keys = [f"dnsmos_{k}" for k in MOS_KEYS] + list(CLOSENESS)
-        for key in keys:
-            vals = [row[f"{name}_{key}"] for row in per_line if np.isfinite(row.get(f"{name}_{key}", np.nan))]
-            if vals:
-                s[key] = float(np.mean(vals))
+        s = summarize_lines(texts, per_line, name)
         audio_s = sum(len(c) for c in clips) / F.SAMPLE_RATE
         if r.render_s.get(name, 0.0) > 0:
             s["rtf"] = r.render_s[name] / max(audio_s, 1e-9)
         summary[name] = s
     return summary
+
+
+def summarize_lines(texts: list[str], per_line: list[dict[str, Any]], name: str) -> dict[str, float]:
+    """One system's corpus WER (%) and per-line means (DNSMOS, closeness) from the per-line rows."""
+    from npc_voice.train.naturalness import MOS_KEYS
+
+    s: dict[str, float] = {"wer_pct": 100.0 * word_error_rate(texts, [row[f"{name}_asr"] for row in per_line])}
+    for key in [f"dnsmos_{k}" for k in MOS_KEYS] + list(CLOSENESS):
+        vals = [row[f"{name}_{key}"] for row in per_line if np.isfinite(row.get(f"{name}_{key}", np.nan))]
+        if vals:
+            s[key] = float(np.mean(vals))
+    return s
+
+
+def merge_reports(reports: list[dict[str, Any]], out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Reports of runs over consecutive parts of one line list (``--limit N``, then ``--lines`` with the
+    rest) -> the report of one run over all the lines: WER is recomputed over the whole corpus (not a
+    mean of the parts' WERs), DNSMOS and closeness are means over every line. The render real-time
+    factor is left out (a report keeps no render times). The parts must agree on voice, config, cast
+    and postfilter. Written to out_dir/report.json when out_dir is given."""
+    if not reports:
+        raise ValueError("nothing to merge")
+    same = ("voice", "voice_version", "student_postfilter", "config", "cast", "definitions")
+    for r in reports[1:]:
+        differ = [k for k in same if r.get(k) != reports[0].get(k)]
+        if differ:
+            raise ValueError(f"reports differ in {differ}: not parts of one evaluation")
+    per_line = [row for r in reports for row in r["per_line"]]
+    texts = [row["text"] for row in per_line]
+    names = [n for n in reports[0]["summary"] if all(n in r["summary"] for r in reports)]
+    report = {k: reports[0].get(k) for k in same}
+    report |= {"lines": len(texts), "lines_file": " + ".join(f"{r['lines_file']} ({r['lines']})" for r in reports),
+               "summary": {n: summarize_lines(texts, per_line, n) for n in names}, "per_line": per_line}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    return report
 
 
 def run_eval(voice: Any = None, lines_file: str | Path | None = None, out_dir: str | Path = "eval_out",
@@ -401,12 +433,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS naturalness (WER and closeness only)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for Whisper and DNSMOS")
     p.add_argument("--postfilter", type=float, help="render the student with this vocoder postfilter (0 = off)")
+    p.add_argument("--merge", nargs="+", metavar="REPORT",
+                   help="render nothing: merge report.json files of runs over consecutive parts of one line list "
+                        "(e.g. --limit 33, then --lines with the rest) into --out/report.json")
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """run_eval with the command line's options (npc-voice eval and python -m npc_voice.train.evaluate)."""
+    """run_eval with the command line's options (npc-voice eval and python -m npc_voice.train.evaluate); with
+    ``--merge``, the merged report of earlier runs instead."""
     from npc_voice.config import load_config
 
+    if getattr(args, "merge", None):
+        return merge_reports([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge], args.out)
     mos: Any = None
     if not args.no_dnsmos:
         from npc_voice.train.naturalness import DnsMos
