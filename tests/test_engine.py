@@ -524,6 +524,9 @@ def test_step_cost_fit() -> None:
     a, b = cost.fit()  # type: ignore[misc]
     assert a == pytest.approx(0.002) and b == pytest.approx(0.001)
     assert cost.capacity(0.042) == pytest.approx(40.0)
+    assert cost.predict(64) == pytest.approx(0.066)
+    assert cost.predict(64, piece=32) == pytest.approx(0.068)  # two calls, two fixed costs
+    assert cost.predict(20, piece=32) == pytest.approx(0.022)
 
 
 class LinearCostVoice(SlowVoice):

@@ -497,7 +497,7 @@ class EngineCore:
         for name, other in self.voices.items():
             n = per_voice.get(name, 0) + (1 if other is vr else 0)
             if n:
-                total += other.cost.predict(n)
+                total += other.cost.predict(n, self.max_batch)
         total *= self.overhead
         if total <= budget:
             return ""
@@ -773,7 +773,8 @@ class EngineCore:
         for name, vr in self.voices.items():
             n = per_voice.get(name, 0)
             if n:
-                load += self.overhead * vr.cost.predict(n) / (self.k * vr.model.hop / vr.model.sample_rate)
+                tick_audio_s = self.k * vr.model.hop / vr.model.sample_rate
+                load += self.overhead * vr.cost.predict(n, self.max_batch) / tick_audio_s
         return EngineStats(
             active_streams=len(self.running),
             slots_in_use=sum(p.active_count for _, p in pools),

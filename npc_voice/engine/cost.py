@@ -36,13 +36,15 @@ class StepCost:
             return st / n, 0.0
         return max(0.0, a), b
 
-    def predict(self, batch: int) -> float:
-        """Fitted seconds for a step of ``batch`` streams (0 before any sample)."""
+    def predict(self, batch: int, piece: int = 0) -> float:
+        """Fitted seconds to step ``batch`` streams (0 before any sample): in calls of at most
+        ``piece`` rows when given (the engine's max_batch), each call paying the fixed cost."""
         fitted = self.fit()
         if fitted is None:
             return 0.0
         a, b = fitted
-        return a + b * batch
+        calls = max(1, math.ceil(batch / piece)) if piece > 0 else 1
+        return a * calls + b * batch
 
     def capacity(self, budget_s: float) -> float:
         """Streams whose step fits in ``budget_s`` (inf when unknown or free)."""
