@@ -43,7 +43,7 @@ from npc_voice.engine.api import (
     VoiceControls,
 )
 from npc_voice.engine.arena import CondArena
-from npc_voice.engine.core import EngineCore, VoiceRuntime
+from npc_voice.engine.core import EngineCore, VoiceRuntime, resolve_max_batch
 from npc_voice.engine.device import make_step, resolve_device
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request
@@ -113,7 +113,7 @@ class Engine:
         host_states = min(config.host_cache_characters, int(config.host_cache_mb * 1e6 // max(1, state_bytes)))
         pool = StatePool(spec, config.slots, self.device, host_states)
         silence = model.silence_cond().to(self.device, torch.float32)
-        step = make_step(model, pool.tensors, self.device, config.max_batch or config.slots - 1)
+        step = make_step(model, pool.tensors, self.device, resolve_max_batch(config, self.device))
         arena = CondArena(config.frames_per_tick, model.d_cond, self.device)
         return VoiceRuntime(name, model, pool, silence, step, arena)
 
