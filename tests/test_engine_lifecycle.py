@@ -291,9 +291,15 @@ def test_a_long_line_is_split_into_consecutive_lines_with_continuous_audio_and_m
     assert starts == sorted(starts) and starts[-1] < len(pcm) == end.total_samples  # one continuous clock
 
 
-def test_a_new_stream_gets_a_first_audio_tick_of_its_own_while_the_others_are_ahead(voice: VoiceModel) -> None:
-    """Paced streams well ahead of their clocks are not stepped early for a newcomer: its first
-    tick steps it alone (first audio without a full batch step), later ticks step everyone."""
+def test_a_new_stream_gets_a_first_audio_tick_at_once_topped_up_to_first_tick_rows(
+    voice: VoiceModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paced streams ahead of their clocks do not make a newcomer wait until they are due: its
+    first tick runs at once, topped up with the streams nearest their deadline to FIRST_TICK_ROWS
+    rows (the call's fixed cost is paid anyway); later ticks step everyone in lockstep."""
+    from npc_voice.engine import core
+
+    monkeypatch.setattr(core, "FIRST_TICK_ROWS", 2)
     w = WrappedVoice(voice)
     batches: list[int] = []
     config = EngineConfig(slots=12, frames_per_tick=K, threads=1, lookahead_ms=300.0, max_load=0.0)
@@ -309,7 +315,7 @@ def test_a_new_stream_gets_a_first_audio_tick_of_its_own_while_the_others_are_ah
         for s in steady:
             s.cancel()
             s.wait_ended(10)
-    assert batches[0] == 1, batches  # the newcomer alone
+    assert batches[0] == 2, batches  # the newcomer and the most urgent other, no more
     assert max(batches) == 4, batches  # then in lockstep with the others
 
 

@@ -66,6 +66,7 @@ BACKOFF_FIRST_S = 0.05  # after a failed step; doubles per consecutive failure
 BACKOFF_MAX_S = 2.0
 TICK_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+FIRST_TICK_ROWS = 16  # a first-audio tick (none due) steps the new lines and the most urgent others up to this
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
@@ -148,7 +149,6 @@ class EngineCore:
         self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
         self._round_step_s = 0.0  # seconds in model steps during the current round
-        self._first_audio_last = False  # the last tick was a first-audio tick (the next due one is full)
         self._opened: list[Request] = []  # taken in this round: their handles hear it at publish
         self.on_publish: Callable[[EngineStats], None] | None = None  # after each round's events (engine process)
         self.snapshot = self._build_snapshot()
@@ -570,11 +570,13 @@ class EngineCore:
         return True
 
     def _choose(self, now: float) -> dict[str, list[Request]]:
-        """Lockstep: if any speaking stream needs audio, every stream under the lead cap steps.
-        Streams with no audio yet (new lines) and fading ones first get a first-audio tick of
-        their own: their first chunk goes out at the end of this short round instead of after a
-        full tick, and the full batch is not pulled forward for them. A full tick that is due
-        waits for at most one such tick (the next round runs it, new lines included)."""
+        """Lockstep: if any speaking stream needs audio, every stream under the lead cap steps,
+        in pieces of at most max_batch rows, most urgent first (fading streams, new lines, then by
+        deadline). New lines (no audio yet) get a short piece of FIRST_TICK_ROWS rows at once,
+        whether a full tick is due or not: themselves first, topped up with the streams nearest
+        their deadline, since the call's fixed cost is paid anyway and a row more costs little.
+        (Before, a first-audio tick stepped only the new lines; at 64 streams those small ticks
+        had cost 15-20 % of the model time: bench/README.md.)"""
         target = self.config.lookahead_ms / 1000.0
         cap = target + self.config.lead_slack_ms / 1000.0
         rows: list[Request] = []
@@ -606,17 +608,18 @@ class EngineCore:
             if ahead < cap:
                 rows.append(req)
         self.behind = behind
-        if fresh and not (due and self._first_audio_last):
-            rows = fresh  # a first-audio tick; a due full tick runs next round (at most one waits)
-            self._first_audio_last = True
-        elif due:  # lockstep ticks only; a piece cannot hold more than max_batch rows
+        if due:  # lockstep; a piece cannot hold more than max_batch rows
             self.fill.append(min(len(rows), self.max_batch) / min(speaking, self.max_batch))
-            self._first_audio_last = False
+            limit = self.max_batch
+            if fresh:  # a short first piece: new lines' first audio does not wait for a full one
+                limit = min(limit, max(len(fresh), FIRST_TICK_ROWS))
+        elif fresh:  # a first-audio tick, topped up
+            limit = max(len(fresh), min(self.max_batch, FIRST_TICK_ROWS))
         else:
             return {}
-        if len(rows) > self.max_batch:
-            rows.sort(key=lambda r: -math.inf if r.speaker.fading else r.speaker.deadline())  # type: ignore[union-attr]
-            rows = rows[: self.max_batch]
+        if len(rows) > limit:
+            rows.sort(key=_urgency)
+            rows = rows[:limit]
         batches: dict[str, list[Request]] = {}
         for req in rows:
             batches.setdefault(req.voice, []).append(req)
@@ -805,6 +808,14 @@ class EngineCore:
             first_audio_seconds_buckets=self.first_audio_hist.cumulative(),
             first_audio_seconds_sum=self.first_audio_hist.sum,
         )
+
+
+def _urgency(req: Request) -> float:
+    """Sort key of a piece: fading streams, then new lines (deadline = when they opened), then by
+    when playback reaches the end of their generated audio."""
+    sp = req.speaker
+    assert sp is not None
+    return -math.inf if sp.fading else sp.deadline()
 
 
 def resolve_max_batch(config: EngineConfig, device: torch.device) -> int:
