@@ -219,3 +219,6 @@ def test_sweep_helpers() -> None:
     churn = {**good, "config": {"scenario": "churn"}}
     assert passes(churn) and not passes({**churn, "target": {**target, "settled_to_zero": False}})
     assert not passes({**churn, "target": {**target, "steady_all_completed": False}})
+    slow = {**target, "p99_first_audio_ms_le_150": False}  # judged for continuous, only reported for churn
+    assert passes({**churn, "target": slow}) and not passes({**continuous, "target": slow})
+    assert not passes({**churn, "target": {**slow, "zero_underruns": False}})

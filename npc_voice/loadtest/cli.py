@@ -130,10 +130,13 @@ def _suffixed(path: str | None, n: int, sweep: bool) -> str | None:
 
 def passes(report: dict[str, Any]) -> bool:
     """The target for one run: zero underruns, p99 first audio <= 150 ms, nothing failed; for
-    continuous also nothing refused; for churn every steady line completed and the daemon idle after."""
+    continuous also nothing refused. For churn: zero underruns, nothing failed, every steady line
+    completed and the daemon idle after; the p99 first audio is reported, not judged (the storm's
+    thousands of opened-and-dropped lines queue ahead of the steady speakers' next lines on purpose)."""
     t = report["target"]
-    ok = bool(t["zero_underruns"] and t["p99_first_audio_ms_le_150"] and report["counts"]["failed"] == 0)
     scenario = report["config"]["scenario"]
+    quick = t["p99_first_audio_ms_le_150"] or scenario == "churn"
+    ok = bool(t["zero_underruns"] and quick and report["counts"]["failed"] == 0)
     if scenario == "continuous":
         ok = ok and report["counts"]["rejected"] == 0 and t["steady_all_completed"]
     if scenario == "churn":
