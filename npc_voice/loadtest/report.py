@@ -19,8 +19,9 @@ Report keys (all latencies in ms, audio in s):
     counts_by_kind      the same counts per kind (bark, conversation, slow_reader, continuous, steady, churn)
     batch_fill          the daemon's mean stepped rows / speaking streams per model step (GetStats)
     settled_s           after the run, seconds until the daemon had no active stream (None: not within 10 s)
-    target              the issue's CPU target: zero underruns and p99 first audio <= 150 ms; for churn the p99 is not judged, and
-                        every steady line completed and the daemon back to 0 active streams
+    target              the issue's CPU target: zero underruns and p99 first audio <= 150 ms; for churn
+                        the p99 is not judged, and every steady line completed and the daemon back
+                        to 0 active streams
 """
 
 from __future__ import annotations
