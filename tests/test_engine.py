@@ -420,6 +420,25 @@ def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine)
     assert chosen == [reqs[1], reqs[2]]
 
 
+def test_new_lines_beyond_max_batch_wait_for_the_next_piece(make_engine) -> None:  # type: ignore[no-untyped-def]
+    """More new lines (no audio yet) than a piece holds, none due: the piece is still max_batch
+    rows, the earliest opened first; the rest go in the next round."""
+    engine = make_engine(max_batch=2, lookahead_ms=150.0)
+    core = engine.core
+    now = 1000.0
+    reqs = fake_running(engine, [(0.0, 0)] * 5, now)
+    for i, req in enumerate(reqs):
+        sp = req.speaker
+        assert sp is not None
+        sp.anchor_t, sp.opened_at = None, now - 1.0 + i * 0.1  # no audio yet; opened in this order
+    saved, core.running = core.running, dict.fromkeys(reversed(reqs))
+    try:
+        chosen = core._choose(now)["tiny"]
+    finally:
+        core.running = saved
+    assert chosen == reqs[:2]
+
+
 def test_padded_batches_as_on_cuda_change_nothing(voice: VoiceModel) -> None:
     """The CUDA path pads each batch to a power-of-two bucket with rows on scratch slot 0;
     run that padding eagerly on CPU: three streams (bucket 4) equal each alone."""

@@ -66,7 +66,7 @@ BACKOFF_FIRST_S = 0.05  # after a failed step; doubles per consecutive failure
 BACKOFF_MAX_S = 2.0
 TICK_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
-FIRST_TICK_ROWS = 16  # a first-audio tick (none due) steps the new lines and the most urgent others up to this
+FIRST_TICK_ROWS = 16  # rows of a piece while new lines wait: they first, topped up with the most urgent
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
@@ -608,15 +608,13 @@ class EngineCore:
             if ahead < cap:
                 rows.append(req)
         self.behind = behind
-        if due:  # lockstep; a piece cannot hold more than max_batch rows
-            self.fill.append(min(len(rows), self.max_batch) / min(speaking, self.max_batch))
-            limit = self.max_batch
-            if fresh:  # a short first piece: new lines' first audio does not wait for a full one
-                limit = min(limit, max(len(fresh), FIRST_TICK_ROWS))
-        elif fresh:  # a first-audio tick, topped up
-            limit = max(len(fresh), min(self.max_batch, FIRST_TICK_ROWS))
-        else:
+        if not (due or fresh):
             return {}
+        if due:
+            self.fill.append(min(len(rows), self.max_batch) / min(speaking, self.max_batch))
+        limit = self.max_batch  # a piece never holds more
+        if fresh:  # a short first piece: new lines' first audio does not wait for a full one
+            limit = min(limit, max(len(fresh), FIRST_TICK_ROWS))
         if len(rows) > limit:
             rows.sort(key=_urgency)
             rows = rows[:limit]
