@@ -41,6 +41,20 @@ def test_report_compares_the_first_sample_after_warmup_with_the_last() -> None:
     assert res["peak"] == {"rss_kib": 103_000, "threads": 10, "fds": 25}
     text = resources_text(res)
     assert "RSS MiB" in text and "+3.0%" in text and "+25.0%" in text
+    assert "cpu_cores" in res  # no CPU readings in these samples: 0 cores, reported as such
+    assert res["cpu_cores"] == {"daemon": 0.0, "engine": 0.0}
+
+
+def test_cpu_cores_are_the_cpu_time_after_warmup_over_the_wall_time() -> None:
+    sampler = ResourceSampler(os.getpid(), interval_s=1.0)
+    sampler.samples = [  # 50 s run: warm-up 10 s; from t=10 to t=50 the daemon used 20 CPU-s, the engine 36
+        ResourceSample(0.0, 1, 1, 1, cpu_s=1.0, child_cpu_s=0.0),
+        ResourceSample(10.0, 1, 1, 1, cpu_s=5.0, child_cpu_s=4.0),
+        ResourceSample(50.0, 1, 1, 1, cpu_s=25.0, child_cpu_s=40.0),
+    ]
+    res = resources_report(sampler, duration_s=50.0)
+    assert res["cpu_cores"] == {"daemon": pytest.approx(0.5), "engine": pytest.approx(0.9)}
+    assert "1.40 cores after warm-up" in resources_text(res)
 
 
 def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,6 +76,8 @@ def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFi
         assert last["rss_kib"] > 50_000 and last["threads"] >= 3 and last["fds"] >= 5  # torch + grpc + engine
         assert set(res["growth_pct"]) == {"rss_kib", "threads", "fds"}
         assert all(v is not None and abs(v) < 100 for v in res["growth_pct"].values()), res["growth_pct"]
+        cores = res["cpu_cores"]  # the engine process stepped 3 streams; the daemon served them
+        assert cores["engine"] > 0.0 and cores["daemon"] > 0.0, cores
         assert "resources     daemon pid" in capsys.readouterr().out
         live.signal(signal.SIGTERM)
         assert live.wait_exit(30)[0] == 0
@@ -76,12 +92,16 @@ def test_sample_process_counts_child_processes() -> None:
     import time
 
     alone = sample_process(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 << 20); time.sleep(60)"])
+    # 200 MB, then ~0.3 s of CPU, then idle
+    code = ("import time; b = bytearray(200 << 20); t = time.process_time() + 0.3\n"
+            "while time.process_time() < t: pass\ntime.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 30
-        while (s := sample_process(os.getpid())).rss_kib < alone.rss_kib + 150_000:
+        while (s := sample_process(os.getpid())).rss_kib < alone.rss_kib + 150_000 or s.child_cpu_s < 0.25:
             assert time.monotonic() < deadline, (alone, s)
             time.sleep(0.1)
+        assert s.cpu_s >= alone.cpu_s > 0.0  # this process's own CPU stays apart from the child's
     finally:
         child.kill()
         child.wait()

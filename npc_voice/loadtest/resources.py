@@ -1,7 +1,9 @@
 """The daemon's own resources during a load test, for soak runs: does anything grow?
 
 ``npc-voice loadtest --daemon-pid PID`` samples ``/proc/PID`` and its child processes (the
-engine process), summed: resident memory, threads, open file descriptors, every few seconds in
+engine process), summed: resident memory, threads, open file descriptors, and CPU time (the
+daemon's own and its children's apart, so that the report can say how many cores the gRPC edge
+and the engine each used: what a server engineer sizes a machine by), every few seconds in
 a background thread, and adds a ``resources`` section to the report: every sample, the first
 sample after warm-up, the last one, the peak, and the growth from first-after-warm-up to last in
 percent. A daemon that leaks shows growth that keeps rising with the run's length; a sound one
@@ -30,19 +32,34 @@ class ResourceSample:
     rss_kib: int  # VmRSS: resident memory
     threads: int  # Threads: OS threads of the process
     fds: int  # entries of /proc/PID/fd: open files, sockets, pipes
+    cpu_s: float = 0.0  # user + system CPU seconds of the daemon process itself so far
+    child_cpu_s: float = 0.0  # ... of its descendants alive at the sample (the engine process)
 
 
 def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
     """One reading of ``/proc/PID`` plus its descendants (the daemon's engine process, which
     holds the model and the states), summed; OSError when PID is gone or not ours to read."""
     rss, threads, fds = _read_one(pid)
+    cpu = _cpu_seconds(pid)
+    child_cpu = 0.0
     for child in _descendants(pid):
         try:
             c_rss, c_threads, c_fds = _read_one(child)
+            c_cpu = _cpu_seconds(child)
         except OSError:  # it exited between listing and reading
             continue
-        rss, threads, fds = rss + c_rss, threads + c_threads, fds + c_fds
-    return ResourceSample(t, rss, threads, fds)
+        rss, threads, fds, child_cpu = rss + c_rss, threads + c_threads, fds + c_fds, child_cpu + c_cpu
+    return ResourceSample(t, rss, threads, fds, cpu, child_cpu)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` (fields 14 and 15 of /proc/PID/stat), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, utime field 14
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def _read_one(pid: int) -> tuple[int, int, int]:
@@ -142,6 +159,12 @@ def resources_report(sampler: ResourceSampler, duration_s: float) -> dict[str, A
     out["last"] = dataclasses.asdict(last)
     out["peak"] = {k: max(getattr(s, k) for s in samples) for k in ("rss_kib", "threads", "fds")}
     out["growth_pct"] = {k: _growth(getattr(first, k), getattr(last, k)) for k in ("rss_kib", "threads", "fds")}
+    span = last.t - first.t
+    if span > 0:  # cores used after warm-up; a child that exited meanwhile (engine restart) takes its CPU along
+        out["cpu_cores"] = {
+            "daemon": max(0.0, (last.cpu_s - first.cpu_s) / span),
+            "engine": max(0.0, (last.child_cpu_s - first.child_cpu_s) / span),
+        }
     return out
 
 
@@ -160,6 +183,11 @@ def resources_text(res: dict[str, Any]) -> str:
             f"  {name:10} {first[key] / scale:10.1f} {last[key] / scale:10.1f} {peak[key] / scale:10.1f} "
             f"{'-' if g is None else f'{g:+.1f}%':>8}"
         )
+    cores = res.get("cpu_cores")
+    if cores is not None:
+        lines.append(f"  CPU        {cores['daemon'] + cores['engine']:.2f} cores after warm-up: "
+                     f"daemon process (gRPC, line preparation) {cores['daemon']:.2f}, "
+                     f"engine process {cores['engine']:.2f}")
     if res["error"]:
         lines.append(f"  sampling stopped early: {res['error']}")
     return "\n".join(lines)
