@@ -12,7 +12,8 @@ Shape::
     daemon process                                   engine process (spawned)
     ─────────────────────────────────────────        ────────────────────────────────────────
     Stream handles (callers' threads: text,          Engine + EngineCore (the engine thread)
-      frontend, encoder)  ──post──> link sender ═══> host reader ──post──> core inbox
+      frontend; the preparer thread: encoder)
+                          ──post──> link sender ═══> host reader ──post──> core inbox
     ProcessEngine.stats() <── link reader <════════ host sender <── on_publish: one message per
       pushes events into the handles, wakes           round (every stream's events of the round
       each event loop once per round                  and the stats snapshot)
@@ -20,8 +21,9 @@ Shape::
 Ownership stays as in the engine: the engine process's core is owned by its engine thread; in
 each process the link's sender thread owns writing the pipe (any thread queues a message) and its
 reader thread owns reading it. Handles are registered by id before their open message leaves, and
-only the reader thread removes them (when their stream ends). Lines are prepared on the callers'
-threads here, with this process's copy of the voice, and cross as prepared conditioning frames.
+only the reader thread removes them (when their stream ends). Lines are prepared here, with this
+process's copy of the voice, by one preparer thread that batches the lines waiting
+(``engine/prepare.py``), and cross as prepared conditioning frames.
 
 If the engine process dies, every open stream fails with EngineUnavailableError (gRPC
 UNAVAILABLE), stats report ``serving=False``, and a new engine process starts (backing off
@@ -65,6 +67,7 @@ from npc_voice.engine.engine import (
     default_threads,
     speak_line,
 )
+from npc_voice.engine.prepare import Preparer
 from npc_voice.engine.stream import Event, Stream, Wakeups, wake_loops
 from npc_voice.model.api import PreparedLine, VoiceModel
 
@@ -235,8 +238,8 @@ class _Child:
 
 class ProcessEngine:
     """The Engine's interface, with the engine running in a spawned process (see the module doc).
-    ``voices`` are loaded here too: this process prepares lines (encoder + durations) on the
-    callers' threads, the engine process only steps."""
+    ``voices`` are loaded here too: this process prepares lines (encoder + durations) on its
+    preparer thread, the engine process only steps."""
 
     def __init__(self, voices: Mapping[str, VoiceModel], config: EngineConfig) -> None:
         check_config(config)
@@ -246,6 +249,7 @@ class ProcessEngine:
         self.device = resolve_device(config.device)
         self.voices = dict(voices)
         self._remote = _Remote(self)
+        self._preparer = Preparer()  # every stream's lines, batched, on one thread of this process
         self._ids = itertools.count(1)
         # id -> handle / pending call: added by the caller before its message leaves, removed by
         # the link's reader thread (or by _child_gone, on that same thread)
@@ -303,6 +307,7 @@ class ProcessEngine:
             restarter.join(START_TIMEOUT_S)
         self._fail_all(EngineUnavailableError("the engine has stopped"))  # only if it died on the way
         self._child = None
+        self._preparer.close()
 
     def _stop_child(self, child: _Child) -> None:
         child.closing = True  # no new streams, no restart; commands of open streams still go
@@ -360,7 +365,7 @@ class ProcessEngine:
         stream = Stream(character=character, voice=voice, controls=controls, lexicon=lexicon,
                         sample_rate=sample_rate, request_id=request_id)
         sid = next(self._ids)
-        stream.bind(self._remote, sid, self.config.max_line_symbols, self.voices[voice])
+        stream.bind(self._remote, sid, self.config.max_line_symbols, self.voices[voice], self._preparer)
         self._streams[sid] = stream
         child.link.send(("open", sid, character, voice, controls, dict(lexicon), sample_rate, request_id,
                          busy, wait_s, encoding, time.monotonic()))

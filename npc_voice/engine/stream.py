@@ -20,6 +20,7 @@ import torch
 
 from npc_voice.contracts import PhonemeInput, TextError
 from npc_voice.engine.api import AudioEvent, EndEvent, EngineError, MarkEvent, StepError, VoiceControls
+from npc_voice.engine.prepare import Preparer
 from npc_voice.frontend import text_to_phonemes
 from npc_voice.model.api import PreparedLine, VoiceModel
 
@@ -115,7 +116,8 @@ class Stream:
         self._engine: Commands | None = None
         self._token: object = None  # the engine's Request; opaque here
         self._max_symbols = 0  # longer lines are split (0: never)
-        self._model: VoiceModel | None = None  # prepares lines on the caller's thread
+        self._model: VoiceModel | None = None  # prepares lines in this process (see bind)
+        self._preparer: Preparer | None = None
         self._cond = threading.Condition()
         # caller side: only to answer say() sensibly; the engine keeps its own record
         self._input_ended = False
@@ -130,11 +132,14 @@ class Stream:
         self._waiters: list[Waiter] = []  # (loop, event) of each events() consumer
         self._opened = False  # the engine has taken the stream in (queued or admitted)
 
-    def bind(self, engine: Commands, token: object, max_symbols: int = 0, model: VoiceModel | None = None) -> None:
+    def bind(self, engine: Commands, token: object, max_symbols: int = 0, model: VoiceModel | None = None,
+             preparer: Preparer | None = None) -> None:
         """Called once by the engine that opened the stream. ``model``: the voice's model, to
-        prepare lines (encoder + durations) in ``say`` on the caller's thread instead of the
-        engine's, which then only steps."""
+        prepare lines (encoder + durations) in ``say``, before they reach the engine's thread,
+        which then only steps: on ``preparer``'s thread (batched with other streams' lines) when
+        given, else on the caller's."""
         self._engine, self._token, self._max_symbols, self._model = engine, token, max_symbols, model
+        self._preparer = preparer
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._engine is not None, "stream not opened by an engine"
@@ -153,7 +158,7 @@ class Stream:
             model = self._model
             if self._stopped or self._finished:  # refused or cancelled meanwhile: no encoder for nothing
                 return
-            lines = [self._prepare(model, p) for p in pieces] if model is not None else [None] * len(pieces)
+            lines = self._prepare(model, pieces) if model is not None else [None] * len(pieces)
         except (TextError, StepError) as e:  # the engine ends the stream "failed" with it; the caller gets it now
             if self._engine is not None:
                 self._post(self._engine.cmd_fail, e)
@@ -167,11 +172,13 @@ class Stream:
         for piece, line in zip(pieces, lines, strict=True):
             self._post(self._engine.cmd_say, piece, line, model)
 
-    def _prepare(self, model: VoiceModel, phonemes: PhonemeInput) -> PreparedLine:
+    def _prepare(self, model: VoiceModel, pieces: list[PhonemeInput]) -> list[PreparedLine | None]:
         """Encoder + durations (read-only weights; safe beside the engine's step on another thread)."""
         try:
+            if self._preparer is not None:
+                return list(self._preparer.prepare(model, pieces, self.controls.speed))
             with torch.inference_mode():
-                return model.prepare(phonemes, speed=self.controls.speed)
+                return [model.prepare(p, speed=self.controls.speed) for p in pieces]
         except TextError:
             raise
         except Exception as e:

@@ -129,10 +129,12 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             context.add_done_callback(lambda _ctx: stream.close())  # type: ignore[union-attr]
             try:
                 # TextError surfaces here, before anything is sent. The frontend and encoder cost
-                # ~10-20 ms of CPU: a worker thread keeps the event loop free for other streams'
-                # audio, and it starts beside the engine's answer to the open (one engine round),
-                # not after it. A stream refused at once (busy, queue full) ends that work early:
-                # say() skips preparing once the stream has ended.
+                # ~5-10 ms of CPU: a worker thread (the frontend; with the engine in its own
+                # process it then waits for the preparer thread, which batches encoder passes)
+                # keeps the event loop free for other streams' audio, and it starts beside the
+                # engine's answer to the open (one engine round), not after it. A stream refused at
+                # once (busy, queue full) ends that work early: say() skips preparing once the
+                # stream has ended.
                 say = asyncio.ensure_future(asyncio.to_thread(stream.say, text))
                 try:
                     await stream.opened()

@@ -1,0 +1,158 @@
+"""One thread prepares every line of a process (encoder + durations), several lines in one batch.
+
+Why: a line's preparation is ~40 small native ops (convolutions over a few dozen symbols and a
+few hundred frames). Run on each caller's own thread, at 64 continuous streams six to eight of
+them ran at once on the 2-vCPU VM beside the event loop and the engine process, and a line's
+``say`` (frontend + preparation) took p99 160-166 ms. One owner thread takes whatever lines wait
+when it comes round, groups them per voice and prepares up to ``max_batch`` of similar length in
+one ``prepare_batch``: the per-op cost is paid once per batch (one torch thread: 6.9 ms a line
+alone, 4.3 ms a line in batches of 4-8, ``bench/prepare_batch.py``), and ``say`` took p99
+86-89 ms in the same load (bench/README.md, 2026-12-06).
+
+Faults stay with their line: when a batch raises, its lines are prepared again one caller at a
+time, and only the caller whose text or model fails gets the error.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from npc_voice.contracts import PhonemeInput
+from npc_voice.model.api import PreparedLine, VoiceModel
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 8  # lines per prepare_batch: past ~8 padding to the longest costs more than it saves
+
+
+@dataclass
+class _Job:
+    model: VoiceModel
+    pieces: list[PhonemeInput]
+    speed: float
+    future: Future[list[PreparedLine]] = field(default_factory=Future)
+
+
+class Preparer:
+    """``prepare(model, pieces, speed)`` from any thread; the work runs on this preparer's
+    thread (started on first use, a daemon thread). Results equal ``model.prepare`` of each piece
+    up to the float rounding of batch composition."""
+
+    def __init__(self, max_batch: int = MAX_BATCH, name: str = "npc-voice-prepare") -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+        self._name = name
+        self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._start_once = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0  # prepare_batch calls made (owner thread writes; read for stats/tests)
+        self.lines = 0
+
+    def prepare(self, model: VoiceModel, pieces: list[PhonemeInput], speed: float) -> list[PreparedLine]:
+        """Block until ``pieces`` are prepared; raises what preparing them alone would raise."""
+        if not pieces:
+            return []
+        return self.submit(model, pieces, speed).result()
+
+    def submit(self, model: VoiceModel, pieces: list[PhonemeInput], speed: float) -> Future[list[PreparedLine]]:
+        job = _Job(model, list(pieces), speed)
+        if self._closed:
+            job.future.set_exception(RuntimeError("the line preparer has stopped"))
+            return job.future
+        self._ensure_started()
+        self._inbox.put(job)
+        return job.future
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread once the lines already submitted are done; later submits fail."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._inbox.put(None)
+            thread.join(timeout)
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_once:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    # ---- the owner thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._inbox.get()
+            if first is None:
+                break
+            jobs = [first]
+            n = len(first.pieces)
+            while n < self.max_batch:  # whatever else waits right now, up to one batch's worth
+                try:
+                    job = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                jobs.append(job)
+                n += len(job.pieces)
+            by_model: dict[int, list[_Job]] = {}
+            for job in jobs:
+                by_model.setdefault(id(job.model), []).append(job)
+            with torch.inference_mode():
+                for group in by_model.values():
+                    self._prepare_group(group)
+        while True:  # closing: fail what arrived after the stop
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.set_exception(RuntimeError("the line preparer has stopped"))
+
+    def _prepare_group(self, jobs: list[_Job]) -> None:
+        """One voice's jobs: sorted by length, prepared ``max_batch`` pieces at a time."""
+        model = jobs[0].model
+        items = [(job, i, p) for job in jobs for i, p in enumerate(job.pieces)]
+        items.sort(key=lambda it: len(it[2].symbols))
+        results: dict[int, list[PreparedLine | None]] = {id(j): [None] * len(j.pieces) for j in jobs}
+        failed: set[int] = set()
+        for start in range(0, len(items), self.max_batch):
+            chunk = [it for it in items[start : start + self.max_batch] if id(it[0]) not in failed]
+            if not chunk:
+                continue
+            try:
+                lines = model.prepare_batch([p for _, _, p in chunk], speeds=[job.speed for job, _, _ in chunk])
+            except Exception:
+                # someone's line cannot be prepared: each job of the chunk alone, so that only its owner fails
+                for job in {id(job): job for job, _, _ in chunk}.values():
+                    if id(job) in failed:
+                        continue
+                    try:
+                        alone = model.prepare_batch(job.pieces, speeds=[job.speed] * len(job.pieces))
+                    except BaseException as e:
+                        failed.add(id(job))
+                        job.future.set_exception(e)
+                    else:
+                        results[id(job)] = list(alone)
+                continue
+            self.batches += 1
+            self.lines += len(chunk)
+            for (job, i, _), line in zip(chunk, lines, strict=True):
+                results[id(job)][i] = line
+        for job in jobs:
+            if id(job) not in failed:
+                done = [line for line in results[id(job)] if line is not None]
+                assert len(done) == len(job.pieces), "every piece of a job is prepared or the job failed"
+                job.future.set_result(done)
