@@ -49,7 +49,9 @@ class Preparer:
         self.max_batch = max_batch
         self._name = name
         self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._start_once = threading.Lock()
+        # submit and close in one order: a job is either queued before the stop mark (and done)
+        # or refused, never left behind it in a queue nobody reads
+        self._lifecycle = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
         self.batches = 0  # prepare_batch calls made (owner thread writes; read for stats/tests)
@@ -63,29 +65,25 @@ class Preparer:
 
     def submit(self, model: VoiceModel, pieces: list[PhonemeInput], speed: float) -> Future[list[PreparedLine]]:
         job = _Job(model, list(pieces), speed)
-        if self._closed:
-            job.future.set_exception(RuntimeError("the line preparer has stopped"))
-            return job.future
-        self._ensure_started()
-        self._inbox.put(job)
+        with self._lifecycle:
+            if self._closed:
+                job.future.set_exception(RuntimeError("the line preparer has stopped"))
+                return job.future
+            if self._thread is None:  # started on first use
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._inbox.put(job)
         return job.future
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread once the lines already submitted are done; later submits fail."""
-        self._closed = True
-        thread = self._thread
+        with self._lifecycle:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._inbox.put(None)
         if thread is not None:
-            self._inbox.put(None)
             thread.join(timeout)
-
-    def _ensure_started(self) -> None:
-        if self._thread is not None:
-            return
-        with self._start_once:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                thread.start()
-                self._thread = thread
 
     # ---- the owner thread --------------------------------------------------------------------
 
@@ -113,13 +111,6 @@ class Preparer:
             with torch.inference_mode():
                 for group in by_model.values():
                     self._prepare_group(group)
-        while True:  # closing: fail what arrived after the stop
-            try:
-                job = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                job.future.set_exception(RuntimeError("the line preparer has stopped"))
 
     def _prepare_group(self, jobs: list[_Job]) -> None:
         """One voice's jobs: sorted by length, prepared ``max_batch`` pieces at a time."""
