@@ -10,11 +10,20 @@ TRITON_INTERPRET=1); it never imports npc_voice.
   fused CPU loop ``ssm_step_cpu.py`` (numba, optional: without it, ``ssm_step_torch``).
 - ``ssm_step_chunk`` / ``ssm_step_chunk_ref``: K consecutive frames of ``ssm_step`` (a
   tick): on CPU one fused numba pass that reads and writes each state row once.
+  ``ssm_step_chunk_packed`` takes the layer's packed projection batch-major (what the
+  model has): on CPU the conv and the recurrence read it in place, no split or transpose.
 - ``GraphedStep``, ``bucket_for``, ``DEFAULT_BUCKETS``: batch-size buckets and
   CUDA-graph replay of a whole batched step (cuda_graphs.py).
 """
 from npc_voice_kernels.cuda_graphs import DEFAULT_BUCKETS, GraphedStep, bucket_for
-from npc_voice_kernels.ssm_step import ssm_step, ssm_step_chunk, ssm_step_chunk_ref, ssm_step_ref, ssm_step_torch
+from npc_voice_kernels.ssm_step import (
+    ssm_step,
+    ssm_step_chunk,
+    ssm_step_chunk_packed,
+    ssm_step_chunk_ref,
+    ssm_step_ref,
+    ssm_step_torch,
+)
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -22,6 +31,7 @@ __all__ = [
     "bucket_for",
     "ssm_step",
     "ssm_step_chunk",
+    "ssm_step_chunk_packed",
     "ssm_step_chunk_ref",
     "ssm_step_ref",
     "ssm_step_torch",

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_chunk_cpu, ssm_step_cpu
+from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_chunk_cpu, ssm_chunk_packed_cpu, ssm_step_cpu
 
 
 def ssm_step_ref(
@@ -163,6 +163,33 @@ def ssm_step_chunk(
     if xbc.shape[0] > 1 and not xbc.is_cuda and not _wants_grad(floats) and cpu_step_available(slots, *floats):
         return ssm_chunk_cpu(xbc, dt, z, *rest)  # (one frame: the single-step loop below is faster)
     return torch.stack([ssm_step(xbc[k], dt[k], z[k], *rest) for k in range(xbc.shape[0])])
+
+
+def ssm_step_chunk_packed(
+    proj: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """``ssm_step_chunk`` on the layer's packed projection, batch-major, as the model holds it:
+    proj [B, K, d_inner + conv_dim + nheads] (z | xBC | dt) -> [B, K, d_inner]. On CPU (numba,
+    float32, no autograd, K > 1) one fused path without the split and transposes
+    (``ssm_chunk_packed_cpu``); elsewhere the split, frame-major ``ssm_step_chunk``."""
+    d_inner = ssm_state.shape[2] * ssm_state.shape[3]
+    floats = (proj, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
+    rest = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
+    if (proj.shape[1] > 1 and not proj.is_cuda and not _wants_grad(floats)
+            and cpu_step_available(slots, *floats)):
+        return ssm_chunk_packed_cpu(proj, *rest)
+    frames = proj.transpose(0, 1).contiguous()  # [K, B, P]: frame-major rows
+    z, xbc, dt = torch.split(frames, [d_inner, conv_w.shape[0], ssm_state.shape[2]], dim=-1)
+    return ssm_step_chunk(xbc, dt, z, *rest).transpose(0, 1)
 
 
 def ssm_step_chunk_ref(

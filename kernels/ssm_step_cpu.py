@@ -101,9 +101,74 @@ def _scan_kernel(
                     out[k, b, i] = y
 
 
+def _conv_packed_kernel(
+    proj: np.ndarray, off: int, conv: np.ndarray, slots: np.ndarray, layer: int, wt: np.ndarray,
+    conv_b: np.ndarray, out: np.ndarray,
+) -> None:
+    """Causal depthwise conv of K frames per row, read from the packed projection: proj [B, K, P]
+    (x|B|C at columns off..off+conv_dim), conv state [slots, layers, taps, conv_dim] (oldest
+    first; its last ``taps`` inputs are written back), wt [taps + 1, conv_dim] (conv_w
+    transposed) -> out [B, K, conv_dim] pre-activation. Multiply-adds only: it vectorizes."""
+    n_rows, n_frames = proj.shape[0], proj.shape[1]
+    conv_dim = out.shape[2]
+    taps = conv.shape[2]
+    win = np.empty((taps + n_frames, conv_dim), dtype=np.float32)  # state taps, then this call's inputs
+    for b in range(n_rows):
+        cs = conv[slots[b], layer]  # [taps, conv_dim] view into the pool
+        for j in range(taps):
+            for c in range(conv_dim):
+                win[j, c] = cs[j, c]
+        for k in range(n_frames):
+            for c in range(conv_dim):
+                win[taps + k, c] = proj[b, k, off + c]
+        for k in range(n_frames):
+            for c in range(conv_dim):
+                out[b, k, c] = conv_b[c]
+            for j in range(taps + 1):
+                for c in range(conv_dim):
+                    out[b, k, c] += win[k + j, c] * wt[j, c]
+        for j in range(taps):
+            for c in range(conv_dim):
+                cs[j, c] = win[n_frames + j, c]
+
+
+def _scan_packed_kernel(
+    xc: np.ndarray, dts: np.ndarray, decay: np.ndarray, gz: np.ndarray, d: np.ndarray, ssm: np.ndarray,
+    slots: np.ndarray, layer: int, out: np.ndarray,
+) -> None:
+    """``_scan_kernel`` batch-major with the skip and the gate folded in: xc [B, K, conv_dim] =
+    silu(conv) (x | B | C), dts/decay [B, K, nheads], gz [B, K, d_inner] = silu(z) ->
+    out [B, K, d_inner] = (h @ C + D * x) * gz per frame; state rows read and written once."""
+    n_rows, n_frames = xc.shape[0], xc.shape[1]
+    nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
+    d_inner = nheads * headdim
+    for b in range(n_rows):
+        s = slots[b]
+        for h in range(nheads):
+            hs = ssm[s, layer, h]  # [headdim, d_state] view into the pool
+            dh = d[h]
+            for p in range(headdim):
+                i = h * headdim + p
+                row = hs[p]
+                for k in range(n_frames):
+                    xv = xc[b, k, i]
+                    u = dts[b, k, h] * xv
+                    dk = decay[b, k, h]
+                    bk = xc[b, k, d_inner : d_inner + d_state]
+                    ck = xc[b, k, d_inner + d_state :]
+                    y = np.float32(0.0)
+                    for n in range(d_state):
+                        val = row[n] * dk + u * bk[n]
+                        row[n] = val
+                        y += val * ck[n]
+                    out[b, k, i] = (y + dh * xv) * gz[b, k, i]
+
+
 # fastmath lets LLVM vectorize the state loop (the readout sum is reassociated: rounding-level change).
 _kernel: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_rows_kernel) if numba is not None else None
 _scan: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_scan_kernel) if numba is not None else None
+_conv_packed: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_conv_packed_kernel) if numba else None
+_scan_packed: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_scan_packed_kernel) if numba else None
 
 
 def cpu_step_available(slots: torch.Tensor, *floats: torch.Tensor) -> bool:
@@ -198,3 +263,44 @@ def ssm_chunk_cpu(
     xh = x.reshape(n_frames, n_rows, nheads, headdim)
     y = y.view(n_frames, n_rows, nheads, headdim) + D[:, None] * xh
     return y.reshape(n_frames, n_rows, d_inner) * F.silu(z)
+
+
+def ssm_chunk_packed_cpu(
+    proj: torch.Tensor,
+    conv_state: torch.Tensor,
+    ssm_state: torch.Tensor,
+    slots: torch.Tensor,
+    layer: int,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """``ssm_chunk_cpu`` on the layer's packed input projection, batch-major: proj [B, K, d_inner
+    + conv_dim + nheads] (z | x B C | dt, as ``in_proj`` makes it) -> [B, K, d_inner] float32.
+
+    Fewer passes than splitting and transposing first: the conv reads the projection in place
+    (numba), torch applies the activations in SIMD (three ops over the batch), and the recurrence
+    adds the skip and the gate on its way out (numba). ValueError unless ``cpu_step_available``."""
+    _require(slots, proj, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
+    n_rows, n_frames = proj.shape[0], proj.shape[1]
+    nheads, headdim = ssm_state.shape[2], ssm_state.shape[3]
+    d_inner = nheads * headdim
+    conv_dim = conv_w.shape[0]
+    if proj.shape[2] != d_inner + conv_dim + nheads:
+        raise ValueError(f"proj has {proj.shape[2]} columns, expected z|xBC|dt = {d_inner}+{conv_dim}+{nheads}")
+    y = torch.empty((n_rows, n_frames, d_inner), dtype=torch.float32)
+    if n_rows == 0 or n_frames == 0:
+        return y
+    proj = proj.contiguous()
+    pre = torch.empty((n_rows, n_frames, conv_dim), dtype=torch.float32)
+    _conv_packed(proj.numpy(), d_inner, conv_state.detach().numpy(), slots.numpy(), int(layer),
+                 conv_w.detach().t().contiguous().numpy(), conv_b.detach().numpy(), pre.numpy())
+    xc = F.silu(pre, inplace=True)
+    dts = F.softplus(proj[..., d_inner + conv_dim :] + dt_bias)  # [B, K, nheads]
+    decay = torch.exp(dts * -torch.exp(A_log))
+    gz = F.silu(proj[..., :d_inner])  # [B, K, d_inner], contiguous
+    _scan_packed(xc.numpy(), dts.detach().numpy(), decay.detach().numpy(), gz.detach().numpy(),
+                 D.detach().numpy(), ssm_state.detach().numpy(), slots.numpy(), int(layer), y.numpy())
+    return y

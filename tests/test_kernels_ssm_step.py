@@ -348,3 +348,54 @@ def test_kernel_cpu_chunk_equals_k_reference_steps(pattern: str, k: int) -> None
     torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-4, atol=1e-5)
     untouched = [i for i in range(1, s.n_slots) if i not in SLOT_PATTERNS[pattern]]
     assert torch.equal(ssm_a[untouched], ssm0[untouched]) and torch.equal(conv_a[untouched], conv0[untouched])
+
+
+@pytest.mark.parametrize("path", ["numba", "torch"])
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("pattern", list(SLOT_PATTERNS), ids=list(SLOT_PATTERNS))
+def test_kernel_packed_chunk_equals_k_reference_steps(pattern: str, k: int, path: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packed, batch-major chunk (what SSMBlock.step_chunk calls: the in_proj output as it is)
+    against K single reference steps on its split, frame-major pieces: outputs and both states, over
+    several consecutive chunks, on the fused numba path and on the fallback."""
+    from npc_voice_kernels.ssm_step import ssm_step_chunk_packed, ssm_step_chunk_ref
+    from npc_voice_kernels.ssm_step_cpu import _scan_packed
+
+    if path == "numba" and _scan_packed is None:
+        pytest.skip("numba is not installed")
+    if path == "torch":
+        monkeypatch.setenv("NPC_VOICE_CPU_STEP", "torch")
+    s = Shapes()
+    gen = torch.Generator().manual_seed(12)
+    w = _weights(s, gen)
+    conv0, ssm0 = _pools(s, gen, torch.float32)
+    conv_a, ssm_a, conv_b, ssm_b = conv0.clone(), ssm0.clone(), conv0.clone(), ssm0.clone()
+    slots = torch.tensor(SLOT_PATTERNS[pattern])
+    real = slots != 0
+    n = len(slots)
+    for chunk in range(4):
+        proj = torch.randn(n, k, s.d_inner + s.conv_dim + s.nheads, generator=gen)  # z | xBC | dt
+        z, xbc, dt = torch.split(proj.transpose(0, 1), [s.d_inner, s.conv_dim, s.nheads], dim=-1)
+        out_a = ssm_step_chunk_packed(proj, conv_a, ssm_a, slots, chunk % 2, *w.values())
+        out_b = ssm_step_chunk_ref(xbc, dt, z, conv_b, ssm_b, slots, chunk % 2, *w.values())  # [K, B, d_inner]
+        assert out_a.shape == (n, k, s.d_inner)
+        torch.testing.assert_close(out_a[real], out_b.transpose(0, 1)[real], rtol=1e-4, atol=1e-5,
+                                   msg=f"output, chunk {chunk}")
+    torch.testing.assert_close(conv_a[1:], conv_b[1:], rtol=0, atol=0)
+    torch.testing.assert_close(ssm_a[1:], ssm_b[1:], rtol=1e-4, atol=1e-5)
+    untouched = [i for i in range(1, s.n_slots) if i not in SLOT_PATTERNS[pattern]]
+    assert torch.equal(ssm_a[untouched], ssm0[untouched]) and torch.equal(conv_a[untouched], conv0[untouched])
+    assert not torch.equal(ssm_a[1:], ssm0[1:])
+
+
+def test_kernel_packed_chunk_rejects_a_wrong_width() -> None:
+    from npc_voice_kernels.ssm_step_cpu import _scan_packed, ssm_chunk_packed_cpu
+
+    if _scan_packed is None:
+        pytest.skip("numba is not installed")
+    s = Shapes()
+    gen = torch.Generator().manual_seed(13)
+    conv, ssm = _pools(s, gen, torch.float32)
+    proj = torch.randn(2, 3, s.d_inner + s.conv_dim, generator=gen)  # dt columns missing
+    with pytest.raises(ValueError, match="columns"):
+        ssm_chunk_packed_cpu(proj, conv, ssm, torch.tensor([1, 2]), 0, *_weights(s, gen).values())

@@ -17,7 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from npc_voice_kernels import ssm_step, ssm_step_chunk
+from npc_voice_kernels import ssm_step, ssm_step_chunk_packed
 from torch import nn
 
 from npc_voice.model.config import ModelConfig
@@ -145,11 +145,9 @@ class SSMBlock(nn.Module):
     ) -> torch.Tensor:
         """K frames of ``step`` at once. The projections see no recurrence, so they run over all
         B*K rows in one matmul each; only the state update walks the K frames in order."""
-        proj = self.in_proj(self.norm(u)).transpose(0, 1).contiguous()  # [K, B, P]: frame-major rows
-        z, xbc, dt = self._split(proj)
-        y = ssm_step_chunk(xbc, dt, z, conv_state, ssm_state, slots, layer,
-                           self.conv_w, self.conv_b, self.dt_bias, self.A_log, self.D)  # [K, B, d_inner]
-        y = y.transpose(0, 1)  # [B, K, d_inner]
+        proj = self.in_proj(self.norm(u))  # [B, K, P] packed z | xBC | dt
+        y = ssm_step_chunk_packed(proj, conv_state, ssm_state, slots, layer,
+                                  self.conv_w, self.conv_b, self.dt_bias, self.A_log, self.D)  # [B, K, d_inner]
         return u + self.out_proj(self.out_norm(y))
 
 
