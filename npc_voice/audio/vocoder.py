@@ -60,6 +60,7 @@ N_FFT = 1024  # response length per frame: 256 samples + up to ~34 ms of filter 
 N_BINS = N_FFT // 2 + 1
 DELAY = 8  # samples; pulses/noise sit DELAY into the buffer so a pulse's sinc taps before it stay inside
 TAIL = N_FFT - HOP
+assert N_FFT % HOP == 0, "overlap-add works in whole frames (_overlap_add)"
 F0_CLAMP = (20.0, 1000.0)  # Hz, after the pitch control
 MAX_PULSES = math.ceil(HOP * F0_CLAMP[1] / F.SAMPLE_RATE) + 1  # pulses that can fall in one frame
 FORMANT_CLAMP = CONTROL_RANGES["formant"].value  # what the engine accepts; also guards direct callers
@@ -132,6 +133,28 @@ def _hash_uniform(index: torch.Tensor) -> torch.Tensor:
     x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
     x = x ^ (x >> 16)
     return x.to(torch.float32) * (1.0 / 4294967296.0)
+
+
+def _overlap_add(resp: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """resp [B, K, N_FFT] frame responses, tail [B, TAIL] -> (output frames [B, K, HOP], new tail).
+
+    The same sums in the same order as adding frame after frame into a running tail (so K frames
+    in one call equal K calls of one frame, bit for bit), in a few ops for the whole call. In
+    blocks of HOP samples (r_j[q]: block q of frame j's response; tail blocks T_0..T_{n-2}, where
+    n = N_FFT / HOP), frame j leaves T_{n-2} = r_j[n-1] and T_q = r_j[q+1] + T_{q+1} as it was
+    after frame j-1, and outputs r_j[0] + T_0 as it was. Each T_q is computed for all K frames at
+    once from T_{q+1} shifted by one frame (the incoming tail in front)."""
+    b, k, _ = resp.shape
+    n = N_FFT // HOP
+    r = resp.view(b, k, n, HOP)
+    t = tail.view(b, n - 1, HOP)
+    acc = r[:, :, n - 1]  # T_{n-2} after each frame
+    new_tail = [acc[:, -1]]
+    for q in range(n - 2, -1, -1):  # T_q after each frame; at q = 0 the output frames
+        acc = r[:, :, q] + torch.cat([t[:, q : q + 1], acc[:, :-1]], dim=1)
+        if q:
+            new_tail.append(acc[:, -1])
+    return acc, torch.stack(new_tail[::-1], dim=1).reshape(b, TAIL)
 
 
 class Vocoder(torch.nn.Module):
@@ -360,15 +383,9 @@ class Vocoder(torch.nn.Module):
         vol = controls[:, CONTROL_VOLUME].clamp(0.0, 16.0)
         ramp = torch.arange(1, HOP + 1, device=params.device, dtype=torch.float32) / HOP
         gain = prev[:, 1:2] + (vol - prev[:, 1])[:, None] * ramp  # [B, HOP]; from last volume to this one
-        out = []
-        for j in range(k):  # overlap-add, in the same order however many frames come per call
-            r = resp[:, j]
-            frame = r[:, :HOP] + tail[:, :HOP]
-            shifted = r[:, HOP:].clone()  # [B, TAIL]
-            shifted[:, :TAIL - HOP] += tail[:, HOP:]
-            tail = shifted
-            out.append(frame * (gain if j == 0 else vol[:, None]))
-        pcm = torch.nan_to_num(torch.cat(out, dim=1), nan=0.0).clamp(-1.0, 1.0)
+        frames, tail = _overlap_add(resp, tail)
+        scale = torch.cat([gain[:, None], vol[:, None, None].expand(b, k - 1, HOP)], dim=1)  # [B, K, HOP]
+        pcm = torch.nan_to_num((frames * scale).reshape(b, k * HOP), nan=0.0).clamp(-1.0, 1.0)
 
         state["voc_phase"][slots, 0] = phase_end
         state["voc_prev"][slots] = torch.stack([f0[:, -1], vol], dim=1)
