@@ -184,8 +184,8 @@ class Vocoder(torch.nn.Module):
         self.register_buffer("_plain_mag", torch.tensor(F.interp_matrix(F.env_centres_hz(), N_BINS)).float(),
                              persistent=False)  # [N_ENV, N_BINS] plain interpolation: the level reference
         self.register_buffer("_log_spec", (_lifter(postfilter) @ log_spec).float(), persistent=False)
-        self.register_buffer("_energy_mags", torch.cat([self._log_spec[:, :N_BINS], self._plain_mag], dim=1),
-                             persistent=False)  # [N_ENV, 2 * N_BINS]
+        self.register_buffer("_energy_mags", 2.0 * torch.cat([self._log_spec[:, :N_BINS], self._plain_mag], dim=1),
+                             persistent=False)  # [N_ENV, 2 * N_BINS], doubled: log power (x2 is exact in float)
         self._warp_cache: dict[float, torch.Tensor] = {}  # formant -> _warped_matrix (CPU path)
         # No DC and little below 40 Hz (a pulse train through an envelope with a DC value drifts). Part of
         # the minimum-phase filter, so it stays causal: a zero-phase notch rings both ways, and its
@@ -251,8 +251,9 @@ class Vocoder(torch.nn.Module):
 
     def _energy_change(self, env: torch.Tensor) -> torch.Tensor:
         """[R] log energy of the reconstructed envelope minus that of the plain interpolation."""
-        both = env @ self._energy_mags  # [R, 2 * N_BINS]: (log|H| reconstructed, plain interpolation)
-        return torch.logsumexp(2.0 * both[:, :N_BINS], dim=1) - torch.logsumexp(2.0 * both[:, N_BINS:], dim=1)
+        both = env @ self._energy_mags  # [R, 2 * N_BINS]: 2 log|H| (reconstructed, plain interpolation)
+        energy = torch.logsumexp(both.view(-1, 2, N_BINS), dim=2)  # [R, 2]
+        return energy[:, 0] - energy[:, 1]
 
     def _warped_matrix(self, formant: float) -> torch.Tensor:
         """[N_ENV + 2, 2 * N_BINS]: rows (env, tilt, 1) -> the warped (log|H|, phase), cached per value."""
