@@ -389,21 +389,34 @@ def fake_running(engine: Engine, rows: list[tuple[float, int]], now: float) -> l
     return out
 
 
-def test_lockstep_steps_every_stream_under_the_lead_cap_once_one_is_due(make_engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_beat_steps_every_stream_whose_audio_runs_out_within_lookahead_plus_a_tick(make_engine) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(lookahead_ms=150.0, lead_slack_ms=300.0)
     core = engine.core
     now = 1000.0
-    # leads: c0 +0.1 s (due), c1 +0.3 s (not due, under the cap), c2 +0.6 s (over the 0.45 s cap)
-    reqs = fake_running(engine, [(1000.0 - 0.9, int(22050 * 1.0)), (999.7, int(22050 * 0.6)),
-                                 (999.4, int(22050 * 1.2))], now)
-    saved, core.running = core.running, dict.fromkeys(reqs)
+    tick = core.tick_s  # K frames of audio
+
+    def leads(*aheads: float) -> list:  # type: ignore[type-arg]
+        return fake_running(engine, [(now - 1.0, int(22050 * (1.0 + a))) for a in aheads], now)
+
+    saved = core.running
     try:
-        chosen = core._choose(now)["tiny"]
-        core.running = dict.fromkeys(reqs[1:])  # nobody due: no step at all
+        # at a beat: +0.10 s and +(0.15 s + half a tick) run out within 0.15 s + one tick; +0.30 s does not
+        c0, c1, c2 = leads(0.10, 0.15 + tick / 2, 0.15 + 2 * tick)
+        core.running, core.beat_at = dict.fromkeys([c0, c1, c2]), now
+        assert core._choose(now)["tiny"] == [c0, c1]
+        assert core.beat_at == now  # the beat is not over until its rows have stepped
+        # between beats (the next in 50 ms): nobody steps but a stream still under the lookahead
+        # after that beat's step would be (+0.02 s: a line catching up after its first piece)
+        c3, c4 = leads(0.15 + tick / 2, 0.02)
+        core.running, core.beat_at = dict.fromkeys([c3]), now + 0.05
         assert core._choose(now) == {}
+        core.running = dict.fromkeys([c3, c4])
+        assert core._choose(now)["tiny"] == [c4]
+        # a beat with nothing left to step is over: the next one is a tick later
+        core.running, core.beat_at = dict.fromkeys(leads(0.15 + 2 * tick)), now
+        assert core._choose(now) == {} and core.beat_at == pytest.approx(now + tick)
     finally:
         core.running = saved
-    assert chosen == reqs[:2]
 
 
 def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine) -> None:  # type: ignore[no-untyped-def]

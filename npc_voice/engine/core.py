@@ -12,9 +12,10 @@ A tick (``tick``), on the engine thread:
 2. prepare every new line (encoder + durations), one ``prepare_batch`` per voice;
 3. advance every running request between frames: fade a cancelled one, start its next line,
    complete it;
-4. lockstep: when any stream needs audio (no audio yet, or less than ``lookahead_ms`` ahead of
-   its playback clock), step EVERY running stream of a voice that is less than ``lookahead_ms +
-   lead_slack_ms`` ahead — in steady state all of them — by K frames in one model step;
+4. lockstep on a beat: every K frames of audio, step every running stream of a voice whose
+   audio runs out within ``lookahead_ms`` + one tick — in steady state all of them — by K frames
+   in one model step (in pieces of at most max_batch rows); between beats only new lines (a
+   first piece at once) and streams still catching up step;
 5. per batch: clip, then per row marks, trim/fade and resample; queue events; finish lines.
 
 Faults stay where they happen: a line that fails to prepare fails its request; a failing step
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from npc_voice.audio.pcm import BYTES_PER_SAMPLE, encode_pcm
+from npc_voice.contracts import FRAMES_PER_S
 from npc_voice.engine.api import (
     AudioEvent,
     BusyError,
@@ -130,6 +132,9 @@ class EngineCore:
         self.config = config
         self.device = device
         self.k = config.frames_per_tick
+        self.tick_s = self.k / FRAMES_PER_S  # audio seconds one step adds to a stream
+        self.beat_at = 0.0  # monotonic time of the next lockstep beat (_choose)
+        self._filled_beat = -1.0  # the beat whose batch fill is recorded
         self.max_batch = resolve_max_batch(config, device)
         self.waiting: dict[Request, None] = {}  # FIFO (insertion order)
         self.running: dict[Request, None] = {}
@@ -570,20 +575,31 @@ class EngineCore:
         return True
 
     def _choose(self, now: float) -> dict[str, list[Request]]:
-        """Lockstep: if any speaking stream needs audio, every stream under the lead cap steps,
-        in pieces of at most max_batch rows, most urgent first (fading streams, new lines, then by
-        deadline). New lines (no audio yet) get a short piece of FIRST_TICK_ROWS rows at once,
-        whether a full tick is due or not: themselves first, topped up with the streams nearest
-        their deadline, since the call's fixed cost is paid anyway and a row more costs little.
-        (Before, a first-audio tick stepped only the new lines; at 64 streams those small ticks
-        had cost 15-20 % of the model time: bench/README.md.)"""
+        """Lockstep on a beat. Every K frames of audio (``tick_s``) a beat steps every speaking
+        stream whose generated audio runs out less than ``lookahead_ms`` + one tick after the beat
+        (at most ``lead_slack_ms``): in steady state all of them, once each, so they keep one
+        phase and the batch stays whole. Between beats only two kinds of rows step: new lines (no
+        audio yet, or fading) in a first piece at once, and streams that would still be under
+        ``lookahead_ms`` after the next beat's step (a new line catching up after its first piece,
+        a stream that fell behind). Pieces hold at most max_batch rows, the most urgent first; a
+        piece while new lines wait at most max(new lines, FIRST_TICK_ROWS), so their first audio
+        does not wait for a full one.
+
+        (Before, a tick ran whenever one stream fell under ``lookahead_ms`` and stepped everyone
+        under ``lookahead_ms + lead_slack_ms``; streams reached that cap at different phases and
+        the ticks split: batch fill 0.45-0.50 at 16-32 streams. bench/README.md, bench/pacing_sim.py.)"""
         target = self.config.lookahead_ms / 1000.0
-        cap = target + self.config.lead_slack_ms / 1000.0
-        rows: list[Request] = []
-        fresh: list[Request] = []  # no audio yet
-        due = False
+        lead = min(self.tick_s, self.config.lead_slack_ms / 1000.0)
+        if self.beat_at < now - self.tick_s:  # idle, or more than a tick late: the beats restart now
+            self.beat_at = now
+        beat = now >= self.beat_at
+        fresh: list[Request] = []  # no audio yet, or fading: a piece at once
+        urgent: list[Request] = []  # under lookahead even after the next beat's step
+        in_beat: list[Request] = []  # the next beat steps these
         speaking = 0
         behind = 0
+        catch_up = self.beat_at + target - self.tick_s
+        cap = self.beat_at + target + lead
         for req in self.running:
             sp = req.speaker
             assert sp is not None
@@ -591,27 +607,31 @@ class EngineCore:
                 continue
             speaking += 1
             if sp.fading:
-                fresh.append(req)  # one faded frame: it goes in whichever tick runs now
-                rows.append(req)
+                fresh.append(req)  # one faded frame: it goes in whichever piece runs now
                 continue
             ahead = sp.ahead_s(now)
             if ahead is None:
                 fresh.append(req)
-                rows.append(req)
                 continue
             if ahead < 0.0 and not sp.behind:
                 self.counters.underruns += 1
             sp.behind = ahead < 0.0
             behind += ahead < -BEHIND_S
-            if ahead < target:
-                due = True
-            if ahead < cap:
-                rows.append(req)
+            deadline = sp.deadline()
+            if deadline < catch_up:
+                urgent.append(req)
+            elif deadline < cap:
+                in_beat.append(req)
         self.behind = behind
-        if not (due or fresh):
+        if beat and not (urgent or in_beat):  # this beat is done (or had nothing): the next one
+            self.beat_at += self.tick_s
+            beat = False
+        rows = fresh + urgent + (in_beat if beat else [])
+        if not rows:
             return {}
-        if due:
-            self.fill.append(min(len(rows), self.max_batch) / min(speaking, self.max_batch))
+        if beat and self._filled_beat != self.beat_at:  # once per beat: the share of streams it steps
+            self._filled_beat = self.beat_at
+            self.fill.append((len(urgent) + len(in_beat)) / max(1, speaking - len(fresh)))
         limit = self.max_batch  # a piece never holds more
         if fresh:  # a short first piece: new lines' first audio does not wait for a full one
             limit = min(limit, max(len(fresh), FIRST_TICK_ROWS))
@@ -724,12 +744,12 @@ class EngineCore:
         self.backoff_until = 0.0
 
     def _next_due(self, now: float) -> float | None:
-        target = self.config.lookahead_ms / 1000.0
+        """Seconds until the next beat while any stream speaks (between beats nothing else
+        becomes due: a stream's lead and the catch-up bound fall at the same rate), or until the
+        earliest waiting request's bounded wait ends; None when only a command can bring work."""
         times = [req.opened_at + req.wait_s for req in self.waiting]
-        for req in self.running:
-            sp = req.speaker
-            if sp is not None and sp.line is not None and sp.anchor_t is not None:
-                times.append(sp.deadline() - target)
+        if any(req.speaker is not None and req.speaker.line is not None for req in self.running):
+            times.append(self.beat_at)
         if not times:
             return None
         return max(0.0005, min(times) - now)
