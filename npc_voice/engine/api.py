@@ -174,10 +174,11 @@ class EngineConfig:
     host_cache_characters: int = 100_000  # idle states kept in host memory per voice (LRU); older ones forgotten
     host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice (whichever bound is lower)
     device: str = "auto"  # auto|cpu|cuda; auto = cuda if available, chosen once at start
-    # Pacing. A tick runs when some stream's generated audio is less than lookahead_ms ahead of its
-    # playback clock (or has no audio yet); it then steps every running stream that is less than
-    # lookahead_ms + lead_slack_ms ahead — in practice all of them (lockstep), since the slack is
-    # larger than the lead a catch-up tick adds. The lead stays bounded by that sum.
+    # Pacing (EngineCore._choose). Every K frames of audio a beat steps, in one model step per voice,
+    # every speaking stream whose generated audio runs out within lookahead_ms + one tick (K frames)
+    # after the beat — in steady state all of them, so the batch stays whole; lead_slack_ms caps that
+    # extra tick. Between beats only new lines (a first piece at once) and streams still under
+    # lookahead_ms step. The lead stays at about lookahead_ms + one tick.
     lookahead_ms: float = 150.0
     lead_slack_ms: float = 300.0
     threads: int = 0  # torch threads on CPU; 0 = half the cores (engine.default_threads)
