@@ -28,7 +28,8 @@ def test_kernel_bench_bytes_model_matches_the_tensors_a_voice_step_moves(
         gpu_step: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bench's byte counts against the tensors themselves, for a voice of the shipped
     ModelConfig: its pool's decoder state (the voice's own StateSpec), its decoder's kernel
-    weights, and the activations a real voice step hands ``ssm_step_chunk`` (recorded)."""
+    weights, and the activations a real voice step hands ``ssm_step_chunk_packed`` (recorded: the
+    packed z | xBC | dt projection in, the gated output out)."""
     from npc_voice.model import ModelConfig, random_voice
     from npc_voice.model import ssm as ssm_module
 
@@ -40,14 +41,14 @@ def test_kernel_bench_bytes_model_matches_the_tensors_a_voice_step_moves(
     assert shape.weight_bytes() == sum(p.nbytes for p in kernel_weights)
 
     moved: list[int] = []
-    real = ssm_module.ssm_step_chunk
+    real = ssm_module.ssm_step_chunk_packed
 
-    def recording(xbc: torch.Tensor, dt: torch.Tensor, z: torch.Tensor, *rest: object) -> torch.Tensor:
-        out = real(xbc, dt, z, *rest)  # type: ignore[arg-type]
-        moved.append(xbc.nbytes + dt.nbytes + z.nbytes + out.nbytes)
+    def recording(proj: torch.Tensor, *rest: object) -> torch.Tensor:
+        out = real(proj, *rest)  # type: ignore[arg-type]
+        moved.append(proj.nbytes + out.nbytes)
         return out
 
-    monkeypatch.setattr(ssm_module, "ssm_step_chunk", recording)
+    monkeypatch.setattr(ssm_module, "ssm_step_chunk_packed", recording)
     rows, frames = 3, 2
     state = voice.new_state(rows + 1)
     voice.step_params(state, torch.arange(1, rows + 1), torch.randn(rows, frames, voice.d_cond))
