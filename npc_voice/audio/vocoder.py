@@ -241,11 +241,13 @@ class Vocoder(torch.nn.Module):
         x = torch.cat([env, tilt[:, None], torch.ones_like(tilt)[:, None]], dim=1)  # [R, N_ENV + 2]
         if len(values) == 1:
             warped = x @ self._warped_matrix(float(values[0]))
-        else:
-            warped = torch.empty(env.shape[0], 2 * N_BINS, device=env.device)
-            for i, a in enumerate(values.tolist()):
-                rows = (group == i).nonzero().squeeze(1)
-                warped[rows] = x[rows] @ self._warped_matrix(a)
+        else:  # rows grouped by formant (one gather), one product per group, then back in order
+            order = torch.argsort(group, stable=True)
+            ends = torch.bincount(group, minlength=len(values)).cumsum(0).tolist()
+            xs = x[order]
+            parts = [xs[start:end] @ self._warped_matrix(a)
+                     for start, end, a in zip([0, *ends[:-1]], ends, values.tolist(), strict=True)]
+            warped = torch.empty(env.shape[0], 2 * N_BINS, device=env.device).index_copy_(0, order, torch.cat(parts))
         shift = 0.5 * self._energy_change(env)  # the warp weights sum to 1: a constant shift commutes with it
         return warped[:, :N_BINS] - shift[:, None], warped[:, N_BINS:]
 
