@@ -109,7 +109,7 @@ class ServerSettings:
     max_text_bytes: int = 4096  # UTF-8 bytes per Speak text / Converse phrase (proto says 4096)
     lookahead_ms: float = 150.0  # how far generation runs ahead of each stream's playback clock
     lead_slack_ms: float = 300.0  # a beat steps streams up to lookahead_ms + one tick ahead, at most + this
-    max_load: float = 0.85  # admit streams only while the measured tick cost fits this share of real time; 0 = off
+    max_load: float = 0.7  # admit streams only while the measured tick cost fits this share of real time; 0 = off
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
     max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)
     max_batch: int = 0  # most streams per model call (a larger tick steps in pieces); 0 = auto: 32 CPU, all slots GPU

@@ -188,7 +188,7 @@ class EngineConfig:
     # tick time with one more stream fits in this fraction of the audio a tick makes; otherwise it
     # waits (max_queue_wait_s) and is then refused, so streams already speaking keep real time.
     # 0 = off: slots are the only limit.
-    max_load: float = 0.85
+    max_load: float = 0.7
     admit_floor: int = 4  # this many running streams per voice are admitted whatever the measured cost
     # A line's encoder pass runs on the engine thread: longer lines (after normalisation: "4096"
     # digits are ~20,000 symbols) are split at sentence/clause/word boundaries into consecutive
