@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_chunk_cpu, ssm_chunk_packed_cpu, ssm_step_cpu
+from npc_voice_kernels.ssm_step_cpu import cpu_step_available, ssm_chunk_packed_cpu, ssm_step_cpu
 
 
 def ssm_step_ref(
@@ -156,12 +156,13 @@ def ssm_step_chunk(
 ) -> torch.Tensor:
     """K consecutive frames of ``ssm_step``: xbc [K, B, conv_dim], dt [K, B, nheads], z [K, B, d_inner]
     -> [K, B, d_inner]; the states end as after K single steps. On CPU the numba chunk path
-    (each state row read and written once per call) where ``ssm_step`` would take the numba
-    loop; elsewhere K calls of ``ssm_step``."""
+    (each state row read and written once per call; ``ssm_step_chunk_packed``, which the model
+    calls, on these pieces packed) where ``ssm_step`` would take the numba loop; elsewhere K
+    calls of ``ssm_step``."""
     rest = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
     floats = (xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
-    if xbc.shape[0] > 1 and not xbc.is_cuda and not _wants_grad(floats) and cpu_step_available(slots, *floats):
-        return ssm_chunk_cpu(xbc, dt, z, *rest)  # (one frame: the single-step loop below is faster)
+    if _numba_chunk(xbc.shape[0], xbc.is_cuda, slots, floats):  # (one frame: the single-step loop is faster)
+        return ssm_chunk_packed_cpu(torch.cat([z, xbc, dt], dim=-1).transpose(0, 1), *rest).transpose(0, 1)
     return torch.stack([ssm_step(xbc[k], dt[k], z[k], *rest) for k in range(xbc.shape[0])])
 
 
@@ -184,8 +185,7 @@ def ssm_step_chunk_packed(
     d_inner = ssm_state.shape[2] * ssm_state.shape[3]
     floats = (proj, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
     rest = (conv_state, ssm_state, slots, layer, conv_w, conv_b, dt_bias, A_log, D)
-    if (proj.shape[1] > 1 and not proj.is_cuda and not _wants_grad(floats)
-            and cpu_step_available(slots, *floats)):
+    if _numba_chunk(proj.shape[1], proj.is_cuda, slots, floats):
         return ssm_chunk_packed_cpu(proj, *rest)
     frames = proj.transpose(0, 1).contiguous()  # [K, B, P]: frame-major rows
     z, xbc, dt = torch.split(frames, [d_inner, conv_w.shape[0], ssm_state.shape[2]], dim=-1)
@@ -209,6 +209,11 @@ def ssm_step_chunk_ref(
     """The plain definition of ``ssm_step_chunk``: K calls of ``ssm_step_ref``."""
     return torch.stack([ssm_step_ref(xbc[k], dt[k], z[k], conv_state, ssm_state, slots, layer, conv_w, conv_b,
                                      dt_bias, A_log, D) for k in range(xbc.shape[0])])
+
+
+def _numba_chunk(frames: int, cuda: bool, slots: torch.Tensor, floats: tuple[torch.Tensor, ...]) -> bool:
+    """Whether K frames go through the fused numba chunk (``ssm_chunk_packed_cpu``)."""
+    return frames > 1 and not cuda and not _wants_grad(floats) and cpu_step_available(slots, *floats)
 
 
 def _wants_grad(tensors: tuple[torch.Tensor, ...]) -> bool:

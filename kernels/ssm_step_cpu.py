@@ -72,35 +72,6 @@ def _rows_kernel(
                 out[b, i] = (y + dh * xv) * (zv / (one + np.exp(-zv)))
 
 
-def _scan_kernel(
-    x: np.ndarray, bv: np.ndarray, cv: np.ndarray, dts: np.ndarray, decay: np.ndarray, ssm: np.ndarray,
-    slots: np.ndarray, layer: int, out: np.ndarray,
-) -> None:
-    """The state recurrence of K frames, activations already applied: x [K, B, d_inner], bv/cv
-    [K, B, d_state], dts/decay [K, B, nheads] -> out [K, B, d_inner] = h @ C per frame. Each state
-    row is read and written once; the loop is multiply-adds only (no exp), so it vectorizes."""
-    n_frames, n_rows = x.shape[0], x.shape[1]
-    nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
-    for b in range(n_rows):
-        s = slots[b]
-        for h in range(nheads):
-            hs = ssm[s, layer, h]  # [headdim, d_state] view into the pool
-            for p in range(headdim):
-                i = h * headdim + p
-                row = hs[p]
-                for k in range(n_frames):
-                    u = dts[k, b, h] * x[k, b, i]
-                    dk = decay[k, b, h]
-                    bk = bv[k, b]
-                    ck = cv[k, b]
-                    y = np.float32(0.0)
-                    for n in range(d_state):
-                        val = row[n] * dk + u * bk[n]
-                        row[n] = val
-                        y += val * ck[n]
-                    out[k, b, i] = y
-
-
 def _conv_packed_kernel(
     proj: np.ndarray, off: int, conv: np.ndarray, slots: np.ndarray, layer: int, wt: np.ndarray,
     conv_b: np.ndarray, out: np.ndarray,
@@ -136,9 +107,10 @@ def _scan_packed_kernel(
     xc: np.ndarray, dts: np.ndarray, decay: np.ndarray, gz: np.ndarray, d: np.ndarray, ssm: np.ndarray,
     slots: np.ndarray, layer: int, out: np.ndarray,
 ) -> None:
-    """``_scan_kernel`` batch-major with the skip and the gate folded in: xc [B, K, conv_dim] =
-    silu(conv) (x | B | C), dts/decay [B, K, nheads], gz [B, K, d_inner] = silu(z) ->
-    out [B, K, d_inner] = (h @ C + D * x) * gz per frame; state rows read and written once."""
+    """The state recurrence of K frames, batch-major, with the skip and the gate folded in:
+    xc [B, K, conv_dim] = silu(conv) (x | B | C), dts/decay [B, K, nheads], gz [B, K, d_inner] =
+    silu(z) -> out [B, K, d_inner] = (h @ C + D * x) * gz per frame. Each state row is read and
+    written once; the inner loop is multiply-adds only (no exp), so it vectorizes."""
     n_rows, n_frames = xc.shape[0], xc.shape[1]
     nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
     d_inner = nheads * headdim
@@ -166,13 +138,12 @@ def _scan_packed_kernel(
 
 # fastmath lets LLVM vectorize the state loop (the readout sum is reassociated: rounding-level change).
 _kernel: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_rows_kernel) if numba is not None else None
-_scan: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_scan_kernel) if numba is not None else None
 _conv_packed: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_conv_packed_kernel) if numba else None
 _scan_packed: Any = numba.njit(cache=True, nogil=True, fastmath=True)(_scan_packed_kernel) if numba else None
 
 
 def cpu_step_available(slots: torch.Tensor, *floats: torch.Tensor) -> bool:
-    """Whether ``ssm_step_cpu`` and ``ssm_chunk_cpu`` can take these tensors: numba is installed and
+    """Whether ``ssm_step_cpu`` and ``ssm_chunk_packed_cpu`` can take these tensors: numba is installed and
     not switched off (``NPC_VOICE_CPU_STEP=torch``), everything is on the CPU, ``slots`` int64 and
     every other tensor float32."""
     if _kernel is None or os.environ.get("NPC_VOICE_CPU_STEP", "") == "torch":
@@ -223,48 +194,6 @@ def ssm_step_cpu(
     return out
 
 
-def ssm_chunk_cpu(
-    xbc: torch.Tensor,
-    dt: torch.Tensor,
-    z: torch.Tensor,
-    conv_state: torch.Tensor,
-    ssm_state: torch.Tensor,
-    slots: torch.Tensor,
-    layer: int,
-    conv_w: torch.Tensor,
-    conv_b: torch.Tensor,
-    dt_bias: torch.Tensor,
-    A_log: torch.Tensor,
-    D: torch.Tensor,
-) -> torch.Tensor:
-    """K frames of ``ssm_step_cpu`` at once: xbc [K, B, conv_dim], dt [K, B, nheads], z [K, B, d_inner]
-    -> [K, B, d_inner] float32; states updated in place as K single steps would.
-
-    The causal conv, softplus, decays and SiLUs have no recurrence: they run vectorized in torch
-    over all K*B rows (one exp per element in SIMD instead of scalar calls in the loop). Only the
-    state recurrence runs in numba (``_scan_kernel``). ValueError unless ``cpu_step_available``."""
-    _require(slots, xbc, dt, z, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
-    n_frames, n_rows = xbc.shape[0], xbc.shape[1]
-    nheads, headdim, d_state = ssm_state.shape[2], ssm_state.shape[3], ssm_state.shape[4]
-    d_inner = nheads * headdim
-    taps = conv_state.shape[2]
-    conv_l = conv_state[:, layer]  # [slots, taps, conv_dim]
-    win = torch.cat([conv_l.index_select(0, slots).transpose(0, 1), xbc], dim=0)  # [taps + K, B, conv_dim]
-    conv_l.index_copy_(0, slots, win[-taps:].transpose(0, 1))  # the last `taps` inputs become the state
-    pre = conv_b + sum(win[j : j + n_frames] * conv_w[:, j] for j in range(taps + 1))  # [K, B, conv_dim]
-    xc = F.silu(pre)
-    x, bv, cv = xc[..., :d_inner], xc[..., d_inner : d_inner + d_state], xc[..., d_inner + d_state :]
-    dts = F.softplus(dt + dt_bias)  # [K, B, nheads]
-    decay = torch.exp(-torch.exp(A_log) * dts)
-    y = torch.empty((n_frames, n_rows, d_inner), dtype=torch.float32)
-    if n_rows and n_frames:
-        arrays = [t.contiguous().numpy() for t in (x, bv, cv, dts, decay)]
-        _scan(*arrays, ssm_state.detach().numpy(), slots.numpy(), int(layer), y.numpy())
-    xh = x.reshape(n_frames, n_rows, nheads, headdim)
-    y = y.view(n_frames, n_rows, nheads, headdim) + D[:, None] * xh
-    return y.reshape(n_frames, n_rows, d_inner) * F.silu(z)
-
-
 def ssm_chunk_packed_cpu(
     proj: torch.Tensor,
     conv_state: torch.Tensor,
@@ -277,12 +206,14 @@ def ssm_chunk_packed_cpu(
     A_log: torch.Tensor,
     D: torch.Tensor,
 ) -> torch.Tensor:
-    """``ssm_chunk_cpu`` on the layer's packed input projection, batch-major: proj [B, K, d_inner
-    + conv_dim + nheads] (z | x B C | dt, as ``in_proj`` makes it) -> [B, K, d_inner] float32.
+    """K frames of ``ssm_step_cpu`` at once on the layer's packed input projection, batch-major:
+    proj [B, K, d_inner + conv_dim + nheads] (z | x B C | dt, as ``in_proj`` makes it) ->
+    [B, K, d_inner] float32; states updated in place as K single steps would.
 
-    Fewer passes than splitting and transposing first: the conv reads the projection in place
-    (numba), torch applies the activations in SIMD (three ops over the batch), and the recurrence
-    adds the skip and the gate on its way out (numba). ValueError unless ``cpu_step_available``."""
+    The conv reads the projection in place and shifts the conv state (numba), torch applies the
+    activations in SIMD over all B*K rows (one exp per element instead of scalar calls in a loop),
+    and the recurrence adds the skip and the gate on its way out (numba): no split, transpose or
+    gather/scatter copies. ValueError unless ``cpu_step_available``."""
     _require(slots, proj, conv_state, ssm_state, conv_w, conv_b, dt_bias, A_log, D)
     n_rows, n_frames = proj.shape[0], proj.shape[1]
     nheads, headdim = ssm_state.shape[2], ssm_state.shape[3]

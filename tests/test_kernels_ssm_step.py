@@ -322,12 +322,12 @@ def test_kernel_cpu_dispatch_falls_back_to_the_torch_step(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("k", [1, 4, 6])
 @pytest.mark.parametrize("pattern", list(SLOT_PATTERNS), ids=list(SLOT_PATTERNS))
 def test_kernel_cpu_chunk_equals_k_reference_steps(pattern: str, k: int) -> None:
-    """The K-frame CPU path (torch conv/activations + numba recurrence) against K single reference
-    steps: outputs and both states in place, over several consecutive chunks."""
+    """The K-frame CPU path (numba conv and recurrence, torch activations) against K single
+    reference steps: outputs and both states in place, over several consecutive chunks."""
     from npc_voice_kernels.ssm_step import ssm_step_chunk, ssm_step_chunk_ref
-    from npc_voice_kernels.ssm_step_cpu import _scan
+    from npc_voice_kernels.ssm_step_cpu import _scan_packed
 
-    if _scan is None:
+    if _scan_packed is None:
         pytest.skip("numba is not installed: ssm_step_chunk runs single steps on CPU")
     s = Shapes()
     gen = torch.Generator().manual_seed(11)
