@@ -6,8 +6,10 @@ them ran at once on the 2-vCPU VM beside the event loop and the engine process, 
 ``say`` (frontend + preparation) took p99 160-166 ms. One owner thread takes whatever lines wait
 when it comes round, groups them per voice and prepares up to ``max_batch`` of similar length in
 one ``prepare_batch``: the per-op cost is paid once per batch (one torch thread: 6.9 ms a line
-alone, 4.3 ms a line in batches of 4-8, ``bench/prepare_batch.py``), and ``say`` took p99
-86-89 ms in the same load (bench/README.md, 2026-12-06).
+alone, 4.3 ms a line in batches of 4-8, ``bench/prepare_batch.py``). ``say`` measured p99
+86-89 ms with it against 160-166 ms without at 64 streams, in an A/B whose two arms may have run
+the same checkout (bench/README.md, 2026-12-06: "a broken A/B corrected"), so treat that figure
+as unconfirmed; the per-line saving above is measured directly.
 
 Faults stay with their line: when a batch raises, its lines are prepared again one caller at a
 time, and only the caller whose text or model fails gets the error.
