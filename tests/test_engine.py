@@ -30,6 +30,7 @@ from npc_voice.engine import (
     VoiceControls,
 )
 from npc_voice.engine.api import controls_row
+from npc_voice.engine.core import CATCH_UP_MARGIN_S
 from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.frontend import text_to_phonemes
 from npc_voice.model import tiny_voice
@@ -406,7 +407,8 @@ def test_a_beat_steps_every_stream_whose_audio_runs_out_within_lookahead_plus_a_
         assert core._choose(now)["tiny"] == [c0, c1]
         assert core.beat_at == now  # the beat is not over until its rows have stepped
         # between beats (the next in 50 ms): nobody steps but a stream still under the lookahead
-        # after that beat's step would be (+0.02 s: a line catching up after its first piece)
+        # after that beat's step would be, once its lead is under CATCH_UP_MARGIN_S (+0.02 s: a
+        # line catching up after its first piece, or behind)
         c3, c4 = leads(0.15 + tick / 2, 0.02)
         core.running, core.beat_at = dict.fromkeys([c3]), now + 0.05
         assert core._choose(now) == {}
@@ -415,6 +417,30 @@ def test_a_beat_steps_every_stream_whose_audio_runs_out_within_lookahead_plus_a_
         # a beat with nothing left to step is over: the next one is a tick later
         core.running, core.beat_at = dict.fromkeys(leads(0.15 + 2 * tick)), now
         assert core._choose(now) == {} and core.beat_at == pytest.approx(now + tick)
+    finally:
+        core.running = saved
+
+
+def test_a_catching_up_stream_rides_along_until_its_lead_runs_short(make_engine) -> None:  # type: ignore[no-untyped-def]
+    """Between beats a stream still under the lookahead after the next beat (a new line after its
+    first piece) does not get a model call of its own while its lead lasts: it waits for a piece
+    that runs anyway (a new line's first), and the engine wakes when its lead reaches the margin."""
+    engine = make_engine(lookahead_ms=150.0, lead_slack_ms=300.0)
+    core = engine.core
+    now = 1000.0
+    saved = core.running
+    try:
+        [late] = fake_running(engine, [(now - 1.0, int(22050 * 1.08))], now)  # 80 ms of audio left
+        core.running, core.beat_at = dict.fromkeys([late]), now + 0.09  # the beat is 90 ms away
+        assert core._choose(now) == {}
+        assert core._catch_up_at == pytest.approx(now + 0.08 - CATCH_UP_MARGIN_S, abs=1e-3)
+        assert core._next_due(now) == pytest.approx(0.08 - CATCH_UP_MARGIN_S, abs=1e-3)
+        assert core._choose(now + 0.08 - CATCH_UP_MARGIN_S + 0.001)["tiny"] == [late]  # its lead ran short
+        [fresh] = fake_running(engine, [(0.0, 0)], now)
+        assert fresh.speaker is not None
+        fresh.speaker.anchor_t = None  # a new line: no audio yet
+        core.running = dict.fromkeys([late, fresh])
+        assert set(core._choose(now)["tiny"]) == {late, fresh}  # it rides along with the new line's piece
     finally:
         core.running = saved
 

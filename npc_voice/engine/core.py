@@ -15,7 +15,8 @@ A tick (``tick``), on the engine thread:
 4. lockstep on a beat: every K frames of audio, step every running stream of a voice whose
    audio runs out within ``lookahead_ms`` + one tick — in steady state all of them — by K frames
    in one model step (in pieces of at most max_batch rows); between beats only new lines (a
-   first piece at once) and streams still catching up step;
+   first piece at once) and streams still catching up step (riding along with those pieces
+   until their lead runs short);
 5. per batch: clip, then per row marks, trim/fade and resample; queue events; finish lines.
 
 Faults stay where they happen: a line that fails to prepare fails its request; a failing step
@@ -69,6 +70,9 @@ BACKOFF_MAX_S = 2.0
 TICK_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
 FIRST_TICK_ROWS = 16  # rows of a piece while new lines wait: they first, topped up with the most urgent
+CATCH_UP_MARGIN_S = 0.05  # a stream catching up steps alone once its lead is this short; before, it
+#   waits to ride along with a piece that runs anyway (a new line's, or the beat): on CPU a call's
+#   fixed cost is that of ~8 rows, and these rows were a third of all calls (bench/README.md)
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
@@ -135,6 +139,7 @@ class EngineCore:
         self.tick_s = self.k / FRAMES_PER_S  # audio seconds one step adds to a stream
         self.beat_at = 0.0  # monotonic time of the next lockstep beat (_choose)
         self._filled_beat = -1.0  # the beat whose batch fill is recorded
+        self._catch_up_at = math.inf  # when the earliest deferred catch-up row must step alone (_choose)
         self.max_batch = resolve_max_batch(config, device)
         self.waiting: dict[Request, None] = {}  # FIFO (insertion order)
         self.running: dict[Request, None] = {}
@@ -581,7 +586,9 @@ class EngineCore:
         phase and the batch stays whole. Between beats only two kinds of rows step: new lines (no
         audio yet, or fading) in a first piece at once, and streams that would still be under
         ``lookahead_ms`` after the next beat's step (a new line catching up after its first piece,
-        a stream that fell behind). Pieces hold at most max_batch rows, the most urgent first; a
+        a stream that fell behind). Those catch-up rows ride along with a piece that runs anyway
+        and step alone only when one's lead falls under CATCH_UP_MARGIN_S (a stream behind its
+        clock at once). Pieces hold at most max_batch rows, the most urgent first; a
         piece while new lines wait at most max(new lines, FIRST_TICK_ROWS), so their first audio
         does not wait for a full one.
 
@@ -626,6 +633,12 @@ class EngineCore:
         if beat and not (urgent or in_beat):  # this beat is done (or had nothing): the next one
             self.beat_at += self.tick_s
             beat = False
+        self._catch_up_at = math.inf
+        if urgent and not (fresh or beat):  # catch-up alone: only once some row's lead runs short
+            first = min(req.speaker.deadline() for req in urgent) - CATCH_UP_MARGIN_S  # type: ignore[union-attr]
+            if first > now:
+                self._catch_up_at = first
+                urgent = []
         rows = fresh + urgent + (in_beat if beat else [])
         if not rows:
             return {}
@@ -744,12 +757,12 @@ class EngineCore:
         self.backoff_until = 0.0
 
     def _next_due(self, now: float) -> float | None:
-        """Seconds until the next beat while any stream speaks (between beats nothing else
-        becomes due: a stream's lead and the catch-up bound fall at the same rate), or until the
-        earliest waiting request's bounded wait ends; None when only a command can bring work."""
+        """Seconds until the next beat, or the earlier moment a deferred catch-up row must step
+        (``_choose``), while any stream speaks, or until the earliest waiting request's bounded
+        wait ends; None when only a command can bring work."""
         times = [req.opened_at + req.wait_s for req in self.waiting]
         if any(req.speaker is not None and req.speaker.line is not None for req in self.running):
-            times.append(self.beat_at)
+            times.append(min(self.beat_at, self._catch_up_at))
         if not times:
             return None
         return max(0.0005, min(times) - now)
