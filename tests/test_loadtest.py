@@ -101,10 +101,13 @@ def _line(
 def test_report_from_hand_made_records() -> None:
     cfg = SimConfig(server="127.0.0.1:1", streams=3, duration_s=2.0, scenario="mixed", token="secret")
     lines = [
-        _line("bark", 0.0, 0.05, 1.0, 1000, "completed", gaps_s=[0.04, 0.06]),
-        _line("bark", 0.5, 0.60, 1.2, 500, "cancelled", underruns=2, stall_s=0.1),
-        _line("conversation", 0.2, 0.35, 3.0, 2500, "completed"),
-        _line("slow_reader", 0.1, 0.2, 4.0, 1000, "completed", underruns=5),
+        _line("bark", 0.0, 0.05, 1.0, 1000, "completed", gaps_s=[0.04, 0.06], server_queued_ms=1.0,
+              server_first_audio_ms=30.0),
+        _line("bark", 0.5, 0.60, 1.2, 500, "cancelled", underruns=2, stall_s=0.1, server_queued_ms=3.0,
+              server_first_audio_ms=80.0),
+        _line("conversation", 0.2, 0.35, 3.0, 2500, "completed", server_queued_ms=9.0, server_first_audio_ms=900.0),
+        _line("slow_reader", 0.1, 0.2, 4.0, 1000, "completed", underruns=5, server_queued_ms=2.0,
+              server_first_audio_ms=40.0),
         _line("bark", 1.0, None, 1.1, 0, "rejected", error="RESOURCE_EXHAUSTED"),
     ]
     stats = [StatsSample(0.5, 3, 3, 8, 0, 10.0, 20.0, 3)]
@@ -125,6 +128,9 @@ def test_report_from_hand_made_records() -> None:
     assert report["first_audio_ms"]["count"] == 4
     assert report["first_audio_ms"]["p50"] == pytest.approx(100.0)  # 50, 100, 100, 150
     assert report["first_audio_ms_by_kind"]["conversation"]["p50"] == pytest.approx(150.0)
+    daemon = report["in_daemon_ms"]  # Speak lines only: a Converse turn is timed from its open
+    assert daemon["first_audio"]["count"] == 3 and daemon["first_audio"]["p50"] == pytest.approx(40.0)
+    assert daemon["queued"]["max"] == pytest.approx(3.0)
     assert report["underruns"] == {
         "count": 2,
         "streams_affected": 1,
@@ -138,7 +144,7 @@ def test_report_from_hand_made_records() -> None:
     assert report["slots_timeline"][0]["slots_total"] == 8
     assert report["target"] == {"zero_underruns": False, "p99_first_audio_ms_le_150": True, "no_failures": False,
                                 "steady_all_completed": True, "settled_to_zero": False}  # (no settle measured)
-    assert "first audio" in summary_text(report)
+    assert "first audio" in summary_text(report) and "in daemon   p50 40" in summary_text(report)
 
 
 def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,6 +196,9 @@ def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, caps
     assert counts["completed"] >= 1
     fa = report["first_audio_ms"]
     assert fa["count"] >= 1 and 0 < fa["p50"] <= fa["p99"] <= fa["max"] < 10_000
+    daemon_fa = report["in_daemon_ms"]["first_audio"]  # the daemon's StreamEnd timings arrived
+    assert daemon_fa["count"] >= 1 and 0 < daemon_fa["p50"] <= daemon_fa["max"] < 10_000
+    assert "in daemon" in out.out
     assert report["chunk_gap_ms"]["p50"] > 0
     assert report["audio_s_total"] > 0.5 and report["realtime_factor"]["aggregate"] > 0
     timeline = report["slots_timeline"]

@@ -114,6 +114,18 @@ class LineRecord:
     underruns: int = 0
     stall_s: float = 0.0
     gaps_s: list[float] = field(default_factory=list)
+    # the daemon's own account (StreamEnd.timings), from the request's arrival: its wait for
+    # admission, and its first audio chunk sent (0 / None where the stream had none)
+    server_queued_ms: float | None = None
+    server_first_audio_ms: float | None = None
+
+    def end(self, end: pb.StreamEnd) -> None:
+        """Record a StreamEnd: the outcome and the daemon's timings."""
+        self.outcome = _END_OUTCOMES.get(end.reason, "completed")
+        if end.HasField("timings"):
+            self.server_queued_ms = end.timings.queued_ms
+            if end.timings.first_audio_ms > 0.0:
+                self.server_first_audio_ms = end.timings.first_audio_ms
 
     @property
     def first_audio_ms(self) -> float | None:
@@ -298,7 +310,7 @@ class Simulation:
                     await self.stub.Cancel(pb.CancelRequest(character=character), metadata=self._meta(character),
                                            timeout=10)
                 elif event == "end":
-                    rec.outcome = _END_OUTCOMES.get(resp.end.reason, "completed")
+                    rec.end(resp.end)
         except grpc.aio.AioRpcError as e:
             code = e.code()
             if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -394,7 +406,7 @@ class Simulation:
                         await asyncio.sleep(2.0 * n / rec.sample_rate)
                 elif event == "end":
                     rec.t_end = t
-                    rec.outcome = _END_OUTCOMES.get(resp.end.reason, "completed")
+                    rec.end(resp.end)
                     if buf is not None:
                         buf.on_end(t)
         except grpc.aio.AioRpcError as e:

@@ -7,6 +7,12 @@ Report keys (all latencies in ms, audio in s):
                         Speak: request sent -> first AudioChunk; Converse: the text piece
                         that completed the first phrase -> first AudioChunk
     first_audio_ms_by_kind   the same per kind (bark, conversation, slow_reader)
+    in_daemon_ms        the daemon's own account of the same lines (StreamEnd timings, from the
+                        request's arrival; Speak lines only, churn's dropped lines excluded):
+                        first_audio (to the first AudioChunk sent) and queued (waiting for
+                        admission: character busy, no slot, or over max_load), p50/p95/p99/max.
+                        first_audio_ms minus this is the client's side: gRPC, the network, and
+                        the load generator's own event loop (on a shared machine, its CPU wait)
     chunk_gap_ms        gaps between consecutive AudioChunks of a stream (p50/p99/max)
     underruns           count, streams_affected, stall_ms_total (slow readers excluded: their
                         client is slow on purpose), plus slow_reader_underruns
@@ -66,6 +72,7 @@ def build_report(result: SimResult) -> dict[str, Any]:
     latencies = [v for r in lines if r.kind != "churn" and (v := r.first_audio_ms) is not None]  # churn: dropped
     first = percentiles(latencies)
     p99 = first["p99"]
+    speak = [r for r in lines if r.kind not in ("conversation", "churn")]  # Converse: timed from the open
     config = dataclasses.asdict(result.config)
     config.pop("token", None)  # never write a credential into a report
     config["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -77,6 +84,10 @@ def build_report(result: SimResult) -> dict[str, Any]:
         "first_audio_ms": first,
         "first_audio_ms_by_kind": by_kind,
         "first_audio_ms_burst": percentiles([v for r in lines if r.burst and (v := r.first_audio_ms) is not None]),
+        "in_daemon_ms": {
+            "first_audio": percentiles([v for r in speak if (v := r.server_first_audio_ms) is not None]),
+            "queued": percentiles([v for r in speak if (v := r.server_queued_ms) is not None]),
+        },
         "chunk_gap_ms": percentiles(gaps_ms, (50, 99)),
         "underruns": {
             "count": underruns,
@@ -136,6 +147,7 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{cfg['scenario']}: {cfg['streams']} streams, {cfg['duration_s']:g} s against {cfg['server']}",
             f"first audio   p50 {ms(fa['p50'])}  p95 {ms(fa['p95'])}  p99 {ms(fa['p99'])}  max {ms(fa['max'])} ms "
             f"({fa['count']} lines)",
+            *_in_daemon(report.get("in_daemon_ms"), ms),
             f"chunk gaps    p50 {ms(gap['p50'])}  p99 {ms(gap['p99'])}  max {ms(gap['max'])} ms",
             f"underruns     {u['count']} in {u['streams_affected']} streams, stalled {u['stall_ms_total']:.0f} ms"
             f" (slow readers: {u['slow_reader_underruns']})",
@@ -153,6 +165,15 @@ def summary_text(report: dict[str, Any]) -> str:
             f"target        zero underruns: {t['zero_underruns']}, p99 <= 150 ms: {t['p99_first_audio_ms_le_150']}",
         ]
     )
+
+
+def _in_daemon(d: dict[str, Any] | None, ms: Any) -> list[str]:
+    """The daemon's side of first audio, when the run recorded it."""
+    if not d or not d["first_audio"]["count"]:
+        return []
+    fa, q = d["first_audio"], d["queued"]
+    return [f"  in daemon   p50 {ms(fa['p50'])}  p95 {ms(fa['p95'])}  p99 {ms(fa['p99'])}  max {ms(fa['max'])} ms "
+            f"(of which waiting for admission p50 {ms(q['p50'])}  p99 {ms(q['p99'])} ms)"]
 
 
 def _settled(v: float | None) -> str:
