@@ -108,7 +108,7 @@ class ServerSettings:
     max_queue_wait_s: float = 2.0  # bounded wait for a slot before RESOURCE_EXHAUSTED
     max_text_bytes: int = 4096  # UTF-8 bytes per Speak text / Converse phrase (proto says 4096)
     lookahead_ms: float = 150.0  # how far generation runs ahead of each stream's playback clock
-    lead_slack_ms: float = 300.0  # a beat steps streams up to lookahead_ms + one tick ahead, at most + this
+    lead_slack_ms: float = 300.0  # most lead beyond lookahead_ms (a beat's tick; a topped-up short piece)
     max_load: float = 0.7  # admit streams only while the measured tick cost fits this share of real time; 0 = off
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
     max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)

@@ -445,6 +445,38 @@ def test_a_catching_up_stream_rides_along_until_its_lead_runs_short(make_engine)
         core.running = saved
 
 
+def test_a_beats_short_piece_is_topped_up_while_more_streams_speak_than_a_piece_holds(make_engine) -> None:  # type: ignore[no-untyped-def]
+    """More streams than one piece holds: a beat's short piece takes the streams due soonest
+    after it (a call's fixed cost pays for them), never one that would then run more than
+    lookahead + lead_slack ahead, never while a new line waits for its first audio; the beat's
+    fill counts them. With no more streams than a piece holds, nothing is taken early."""
+    engine = make_engine(max_batch=3, lookahead_ms=150.0, lead_slack_ms=300.0)
+    core = engine.core
+    now = 1000.0
+    saved = core.running
+    try:
+        due, far_b, near_c, too_far, far_e = fake_running(
+            engine, [(now - 1.0, int(22050 * (1.0 + a))) for a in (0.10, 0.30, 0.25, 0.42, 0.35)], now)
+        assert 0.35 < 0.15 + 0.30 - core.tick_s < 0.42  # b, c, e may be taken early; "too_far" may not
+        core.running, core.beat_at = dict.fromkeys([too_far, far_b, due, far_e, near_c]), now
+        fills = len(core.fill)
+        assert core._choose(now)["tiny"] == [due, near_c, far_b]
+        core._close_beat()
+        assert list(core.fill)[fills:] == [pytest.approx(3 / 5)]  # stepped / speaking at the beat
+        due, far_b, too_far = fake_running(engine, [(now - 1.0, int(22050 * (1.0 + a))) for a in (0.1, 0.3, 0.42)],
+                                           now)
+        core.running, core.beat_at = dict.fromkeys([far_b, due, too_far]), now  # 3 speaking: one piece
+        assert core._choose(now)["tiny"] == [due]
+        due, far_b, near_c, far_e, fresh = fake_running(
+            engine, [(now - 1.0, int(22050 * (1.0 + a))) for a in (0.1, 0.3, 0.25, 0.35, 0.0)], now)
+        assert fresh.speaker is not None
+        fresh.speaker.anchor_t = None  # a new line, no audio yet: its piece stays short
+        core.running, core.beat_at = dict.fromkeys([fresh, far_b, due, far_e, near_c]), now
+        assert set(core._choose(now)["tiny"]) == {fresh, due}
+    finally:
+        core.running = saved
+
+
 def test_earliest_deadline_first_when_more_streams_are_due_than_fit(make_engine) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(max_batch=2, lookahead_ms=150.0, lead_slack_ms=0.0)
     core = engine.core

@@ -176,9 +176,10 @@ class EngineConfig:
     device: str = "auto"  # auto|cpu|cuda; auto = cuda if available, chosen once at start
     # Pacing (EngineCore._choose). Every K frames of audio a beat steps, in one model step per voice,
     # every speaking stream whose generated audio runs out within lookahead_ms + one tick (K frames)
-    # after the beat — in steady state all of them, so the batch stays whole; lead_slack_ms caps that
-    # extra tick. Between beats only new lines (a first piece at once) and streams still under
-    # lookahead_ms step. The lead stays at about lookahead_ms + one tick.
+    # after the beat — in steady state all of them, so the batch stays whole. Between beats only new
+    # lines (a first piece at once) and streams still under lookahead_ms step. The lead stays at
+    # about lookahead_ms + one tick; lead_slack_ms bounds what a stream may run ahead beyond
+    # lookahead_ms (the beat's tick, and a beat's short piece topped up with streams due next).
     lookahead_ms: float = 150.0
     lead_slack_ms: float = 300.0
     threads: int = 0  # torch threads on CPU; 0 = half the cores (engine.default_threads)

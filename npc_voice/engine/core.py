@@ -138,7 +138,9 @@ class EngineCore:
         self.k = config.frames_per_tick
         self.tick_s = self.k / FRAMES_PER_S  # audio seconds one step adds to a stream
         self.beat_at = 0.0  # monotonic time of the next lockstep beat (_choose)
-        self._filled_beat = -1.0  # the beat whose batch fill is recorded
+        self._filled_beat = -1.0  # the beat whose batch fill is being counted
+        self._beat_rows = 0  # rows its pieces stepped so far (new lines' first pieces aside)
+        self._beat_speaking = 0  # speaking streams when it began
         self._catch_up_at = math.inf  # when the earliest deferred catch-up row must step alone (_choose)
         self.max_batch = resolve_max_batch(config, device)
         self.waiting: dict[Request, None] = {}  # FIFO (insertion order)
@@ -603,6 +605,8 @@ class EngineCore:
         fresh: list[Request] = []  # no audio yet, or fading: a piece at once
         urgent: list[Request] = []  # under lookahead even after the next beat's step
         in_beat: list[Request] = []  # the next beat steps these
+        later: list[Request] = []  # not due at this beat; a short piece may take them (_top_up)
+        top_up = now + target + self.config.lead_slack_ms / 1000.0 - self.tick_s
         speaking = 0
         behind = 0
         catch_up = self.beat_at + target - self.tick_s
@@ -629,8 +633,11 @@ class EngineCore:
                 urgent.append(req)
             elif deadline < cap:
                 in_beat.append(req)
+            elif deadline < top_up:
+                later.append(req)
         self.behind = behind
         if beat and not (urgent or in_beat):  # this beat is done (or had nothing): the next one
+            self._close_beat()
             self.beat_at += self.tick_s
             beat = False
         self._catch_up_at = math.inf
@@ -642,19 +649,32 @@ class EngineCore:
         rows = fresh + urgent + (in_beat if beat else [])
         if not rows:
             return {}
-        if beat and self._filled_beat != self.beat_at:  # once per beat: the share of streams it steps
+        if beat and self._filled_beat != self.beat_at:  # a beat's first piece (a late beat restarted)
+            self._close_beat()
             self._filled_beat = self.beat_at
-            self.fill.append((len(urgent) + len(in_beat)) / max(1, speaking - len(fresh)))
+            self._beat_speaking = speaking - len(fresh)
         limit = self.max_batch  # a piece never holds more
         if fresh:  # a short first piece: new lines' first audio does not wait for a full one
             limit = min(limit, max(len(fresh), FIRST_TICK_ROWS))
         if len(rows) > limit:
             rows.sort(key=_urgency)
             rows = rows[:limit]
+        elif beat and not fresh and speaking > limit and len(rows) < limit and later:
+            rows += _top_up(rows, later, limit - len(rows))
+        if beat:
+            new = set(fresh)
+            self._beat_rows += sum(1 for req in rows if req not in new)
         batches: dict[str, list[Request]] = {}
         for req in rows:
             batches.setdefault(req.voice, []).append(req)
         return batches
+
+    def _close_beat(self) -> None:
+        """Batch fill of the beat just over: the rows its pieces stepped per stream speaking when
+        it began (top-ups included: they are the next beat's rows, taken early)."""
+        if self._beat_speaking > 0:
+            self.fill.append(min(1.0, self._beat_rows / self._beat_speaking))
+        self._beat_rows = self._beat_speaking = 0
 
     def _step(self, vr: VoiceRuntime, rows: list[Request]) -> float:
         """One model step for ``rows`` of one voice, then their events; a failure fails this batch."""
@@ -847,6 +867,19 @@ def _urgency(req: Request) -> float:
     sp = req.speaker
     assert sp is not None
     return -math.inf if sp.fading else sp.deadline()
+
+
+def _top_up(rows: list[Request], later: list[Request], room: int) -> list[Request]:
+    """A beat's last, short piece filled with the same voice's streams due soonest after it.
+    Only while more streams speak than one piece holds: there the short pieces are what is left
+    of a beat (or, under overload, what trickles in), and on CPU a call's fixed cost is that of
+    ~8 rows; the streams taken early are not due at the next beat, so its pieces fill up too.
+    With fewer streams every beat is one piece anyway, and taking streams early would only
+    scatter their phases."""
+    voice = rows[0].voice
+    if any(req.voice != voice for req in rows):
+        return []
+    return sorted((req for req in later if req.voice == voice), key=_urgency)[:room]
 
 
 def resolve_max_batch(config: EngineConfig, device: torch.device) -> int:
