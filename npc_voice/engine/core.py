@@ -72,7 +72,8 @@ FIRST_AUDIO_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0
 FIRST_TICK_ROWS = 16  # rows of a piece while new lines wait: they first, topped up with the most urgent
 CATCH_UP_MARGIN_S = 0.05  # a stream catching up steps alone once its lead is this short; before, it
 #   waits to ride along with a piece that runs anyway (a new line's, or the beat): on CPU a call's
-#   fixed cost is that of ~8 rows, and these rows were a third of all calls (bench/README.md)
+#   fixed cost is that of ~8 rows, and at 64 streams half of all calls held fewer than 8 rows
+#   (28 % of model time; bench/README.md)
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
