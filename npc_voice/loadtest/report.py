@@ -50,7 +50,6 @@ P99_TARGET_MS = 150.0
 def build_report(result: SimResult) -> dict[str, Any]:
     lines = result.lines
     kinds = sorted({r.kind for r in lines})
-    latencies = [v for r in lines if (v := r.first_audio_ms) is not None]
     by_kind = {k: percentiles([v for r in lines if r.kind == k and (v := r.first_audio_ms) is not None]) for k in kinds}
     unplayed = ("slow_reader", "churn")  # slow on purpose, or dropped on purpose
     gaps_ms = [g * 1000.0 for r in lines if r.kind not in unplayed for g in r.gaps_s]
@@ -133,10 +132,7 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
 
 def summary_text(report: dict[str, Any]) -> str:
     """A few human lines for the terminal."""
-
-    def ms(v: float | None) -> str:
-        return "-" if v is None else f"{v:.0f}"
-
+    ms = _ms
     fa, gap, u, c = report["first_audio_ms"], report["chunk_gap_ms"], report["underruns"], report["counts"]
     rtf = report["realtime_factor"]
     agg = rtf["aggregate"]
@@ -147,7 +143,7 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{cfg['scenario']}: {cfg['streams']} streams, {cfg['duration_s']:g} s against {cfg['server']}",
             f"first audio   p50 {ms(fa['p50'])}  p95 {ms(fa['p95'])}  p99 {ms(fa['p99'])}  max {ms(fa['max'])} ms "
             f"({fa['count']} lines)",
-            *_in_daemon(report.get("in_daemon_ms"), ms),
+            *_in_daemon(report.get("in_daemon_ms")),
             f"chunk gaps    p50 {ms(gap['p50'])}  p99 {ms(gap['p99'])}  max {ms(gap['max'])} ms",
             f"underruns     {u['count']} in {u['streams_affected']} streams, stalled {u['stall_ms_total']:.0f} ms"
             f" (slow readers: {u['slow_reader_underruns']})",
@@ -167,13 +163,17 @@ def summary_text(report: dict[str, Any]) -> str:
     )
 
 
-def _in_daemon(d: dict[str, Any] | None, ms: Any) -> list[str]:
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def _in_daemon(d: dict[str, Any] | None) -> list[str]:
     """The daemon's side of first audio, when the run recorded it."""
     if not d or not d["first_audio"]["count"]:
         return []
     fa, q = d["first_audio"], d["queued"]
-    return [f"  in daemon   p50 {ms(fa['p50'])}  p95 {ms(fa['p95'])}  p99 {ms(fa['p99'])}  max {ms(fa['max'])} ms "
-            f"(of which waiting for admission p50 {ms(q['p50'])}  p99 {ms(q['p99'])} ms)"]
+    return [f"  in daemon   p50 {_ms(fa['p50'])}  p95 {_ms(fa['p95'])}  p99 {_ms(fa['p99'])}  max {_ms(fa['max'])} ms "
+            f"(of which waiting for admission p50 {_ms(q['p50'])}  p99 {_ms(q['p99'])} ms)"]
 
 
 def _settled(v: float | None) -> str:
