@@ -610,6 +610,7 @@ class EngineCore:
         top_up = now + target + self.config.lead_slack_ms / 1000.0 - self.tick_s
         speaking = 0
         behind = 0
+        first_urgent = math.inf  # the earliest deadline among the urgent rows
         catch_up = self.beat_at + target - self.tick_s
         cap = self.beat_at + target + lead
         for req in self.running:
@@ -632,6 +633,7 @@ class EngineCore:
             deadline = sp.deadline()
             if deadline < catch_up:
                 urgent.append(req)
+                first_urgent = min(first_urgent, deadline)
             elif deadline < cap:
                 in_beat.append(req)
             elif deadline < top_up:
@@ -643,9 +645,8 @@ class EngineCore:
             beat = False
         self._catch_up_at = math.inf
         if urgent and not (fresh or beat):  # catch-up alone: only once some row's lead runs short
-            first = min(req.speaker.deadline() for req in urgent) - CATCH_UP_MARGIN_S  # type: ignore[union-attr]
-            if first > now:
-                self._catch_up_at = first
+            if first_urgent - CATCH_UP_MARGIN_S > now:
+                self._catch_up_at = first_urgent - CATCH_UP_MARGIN_S
                 urgent = []
         rows = fresh + urgent + (in_beat if beat else [])
         if not rows:
