@@ -234,3 +234,24 @@ def test_step_over_more_rows_than_one_vocoder_call_equals_rows_alone(voice: SSMV
         alone = torch.cat([voice.step(alone_state, s, conds[i : i + 1, :4], controls[i : i + 1]),
                            voice.step(alone_state, s, conds[i : i + 1, 4:], controls[i : i + 1])], dim=1)
         torch.testing.assert_close(batched[i], alone[0], atol=3e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("kernel", "dilation", "frames"), [(5, 1, 37), (3, 1, 2), (5, 3, 155), (5, 5, 7)])
+def test_conv_over_time_is_the_convolution_with_its_gradients(kernel: int, dilation: int, frames: int) -> None:
+    """The line encoder's convs run as windows @ weight (``conv_over_time``): the same outputs
+    and gradients as nn.Conv1d on the transposed input, for dilated kernels and lines shorter
+    than the kernel's reach."""
+    from npc_voice.model.encoder import conv_over_time
+
+    g = torch.Generator().manual_seed(kernel * 100 + dilation)
+    conv = torch.nn.Conv1d(16, 12, kernel, padding=dilation * (kernel // 2), dilation=dilation)
+    x = torch.randn(3, frames, 16, generator=g, requires_grad=True)
+    ours = conv_over_time(x, conv)
+    ref = conv(x.transpose(1, 2)).transpose(1, 2)
+    assert ours.shape == (3, frames, 12)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    up = torch.randn(ours.shape, generator=g)
+    grads = torch.autograd.grad((ours * up).sum(), [x, conv.weight, conv.bias])
+    ref_grads = torch.autograd.grad((ref * up).sum(), [x, conv.weight, conv.bias])
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
