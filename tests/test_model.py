@@ -214,25 +214,27 @@ def test_render_text_through_the_frontend(voice: SSMVoice) -> None:
         render_text(voice, "   ")
 
 
-def test_step_over_more_rows_than_one_vocoder_call_equals_rows_alone(voice: SSMVoice) -> None:
-    """Past VOCODER_FRAMES the CPU step runs the vocoder in pieces: no row may notice."""
-    from npc_voice.model.voice import VOCODER_FRAMES
+@pytest.mark.parametrize("k", [4, 3])
+def test_step_over_more_rows_than_one_response_piece_equals_rows_alone(voice: SSMVoice, k: int) -> None:
+    """Past CPU_RESPONSE_ROWS frames the CPU vocoder computes its frame responses in pieces (at
+    K = 3 a stream's frames straddle two pieces); the per-stream work runs once for the call: no
+    row may notice."""
+    from npc_voice.audio.vocoder import CPU_RESPONSE_ROWS
 
-    VOCODER_ROWS = VOCODER_FRAMES // 4  # rows per piece at K=4 (this test steps 4 frames at a time)
-
-    n = VOCODER_ROWS + 7
-    cond = voice.prepare(line()).cond[:8]
+    n = CPU_RESPONSE_ROWS // k + 7
+    cond = voice.prepare(line()).cond[: 2 * k]
     gen = torch.Generator().manual_seed(3)
-    conds = cond[None].repeat(n, 1, 1) + 0.1 * torch.randn(n, 8, cond.shape[1], generator=gen)
+    conds = cond[None].repeat(n, 1, 1) + 0.1 * torch.randn(n, 2 * k, cond.shape[1], generator=gen)
     controls = torch.tensor([DEFAULT_CONTROLS], dtype=torch.float32).repeat(n, 1)
     batch_state, alone_state = voice.new_state(n + 1), voice.new_state(n + 1)
     slots = torch.arange(1, n + 1)
-    batched = voice.step(batch_state, slots, conds[:, :4], controls)
-    batched = torch.cat([batched, voice.step(batch_state, slots, conds[:, 4:], controls)], dim=1)
-    for i in (0, VOCODER_ROWS - 1, VOCODER_ROWS, n - 1):
+    batched = voice.step(batch_state, slots, conds[:, :k], controls)
+    batched = torch.cat([batched, voice.step(batch_state, slots, conds[:, k:], controls)], dim=1)
+    edge = CPU_RESPONSE_ROWS // k  # the first stream with a frame in the second piece
+    for i in (0, edge - 1, edge, n - 1):
         s = slots[i : i + 1]
-        alone = torch.cat([voice.step(alone_state, s, conds[i : i + 1, :4], controls[i : i + 1]),
-                           voice.step(alone_state, s, conds[i : i + 1, 4:], controls[i : i + 1])], dim=1)
+        alone = torch.cat([voice.step(alone_state, s, conds[i : i + 1, :k], controls[i : i + 1]),
+                           voice.step(alone_state, s, conds[i : i + 1, k:], controls[i : i + 1])], dim=1)
         torch.testing.assert_close(batched[i], alone[0], atol=3e-5, rtol=0)
 
 

@@ -38,7 +38,6 @@ PAUSE_SYMBOLS = (".", ",", " ")  # silence_cond is taken from the first one the 
 def _shorten(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
-VOCODER_FRAMES = 128  # frames (rows x K) per vocoder call on CPU (cache-sized; see SSMVoice.step)
 
 
 class SSMVoice:
@@ -158,13 +157,7 @@ class SSMVoice:
     def step(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor,
              controls: torch.Tensor) -> torch.Tensor:
         params = self.step_params(state, slots, cond)
-        rows = max(1, VOCODER_FRAMES // params.shape[1])
-        if params.shape[0] <= rows or params.device.type != "cpu":
-            return self.vocoder.step(state, slots, params, controls)
-        # On CPU the vocoder's [rows * K, 513] complex temporaries fall out of cache beyond ~128
-        # frames: in pieces it costs ~40% less (64 rows at K=4: 16.6 -> 9.6 ms), same samples.
-        return torch.cat([self.vocoder.step(state, slots[i : i + rows], params[i : i + rows], controls[i : i + rows])
-                          for i in range(0, params.shape[0], rows)])
+        return self.vocoder.step(state, slots, params, controls)  # on CPU its responses run in cache-sized pieces
 
     # -- whole lines ------------------------------------------------------------------------------
     def render_prepared(self, line: PreparedLine, controls: Sequence[float] | torch.Tensor | None = None,
