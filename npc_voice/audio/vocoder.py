@@ -321,8 +321,8 @@ class Vocoder(torch.nn.Module):
         CPU_RESPONSE_ROWS rows. Its [R, N_BINS] complex temporaries fall out of cache beyond ~128
         rows (64 streams at K = 4: 16.6 ms in one piece, 9.6 in pieces), while the per-stream work
         around it (controls, pulse timing, state, overlap-add) costs per call, so it runs once for
-        all the call's streams: a 32-row step's vocoder 12.5 -> 10.7 ms against calling the whole
-        vocoder per 16 streams (bench/README.md, "The vocoder's pieces")."""
+        all the call's streams: 32 streams at K = 8 14.2 -> 12.7 ms against the whole vocoder per
+        16 streams (``bench/vocoder_cost.py --against-stream-pieces``)."""
         n = rows[0].shape[0]
         if n <= CPU_RESPONSE_ROWS or rows[0].device.type != "cpu":
             return self._frame_responses(*rows)

@@ -36,7 +36,7 @@ def conv_over_time(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     Why: for a short input at batch 1 (a bark is ~120 frames) torch's CPU convolution takes its
     native path instead of oneDNN: the 128 -> 128, kernel 5, dilation 3 frame conv over 155 frames
     took 1.11 ms, 0.41 ms as windows @ weight (one thread). A whole line's preparation (on the
-    path to its first audio): 11 % less alone, 7 % in batches of 4-8 (``bench/prepare_batch.py
+    path to its first audio): 7-11 % less alone, 1-7 % in batches of 4-8 (``bench/prepare_batch.py
     --against-native-conv``)."""
     assert conv.stride == (1,) and conv.groups == 1 and isinstance(conv.padding, tuple), "a stride-1 dense conv"
     k, dil, pad = conv.kernel_size[0], conv.dilation[0], conv.padding[0]

@@ -39,7 +39,6 @@ def _shorten(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-
 class SSMVoice:
     """A loaded voice. Thread-compatible: the engine calls it from one thread."""
 
