@@ -13,9 +13,11 @@ torch.set_num_threads(1)
 from npc_voice.engine.allocator import keep_freed_memory
 print("set", keep_freed_memory())
 from npc_voice.audio import features as F
+from npc_voice.audio import vocoder
 from npc_voice.audio.vocoder import Vocoder
 from npc_voice.contracts import NEUTRAL_CONTROLS
 b, k = 64, 8
+vocoder.CPU_RESPONSE_ROWS = b * k  # one piece: ~20 MiB of step buffers (a large max_batch), not 128-row pieces
 voc = Vocoder(); state = voc.new_state(b); slots = torch.arange(b)
 params = torch.zeros(b, k, F.FEATURE_DIM); params[..., F.LF0] = 5.0; params[..., F.VUV] = 1.0; params[..., F.ENV] = -6.0
 controls = torch.tensor(NEUTRAL_CONTROLS).expand(b, -1).clone()
