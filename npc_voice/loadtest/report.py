@@ -132,7 +132,6 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
 
 def summary_text(report: dict[str, Any]) -> str:
     """A few human lines for the terminal."""
-    ms = _ms
     fa, gap, u, c = report["first_audio_ms"], report["chunk_gap_ms"], report["underruns"], report["counts"]
     rtf = report["realtime_factor"]
     agg = rtf["aggregate"]
@@ -141,10 +140,10 @@ def summary_text(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"{cfg['scenario']}: {cfg['streams']} streams, {cfg['duration_s']:g} s against {cfg['server']}",
-            f"first audio   p50 {ms(fa['p50'])}  p95 {ms(fa['p95'])}  p99 {ms(fa['p99'])}  max {ms(fa['max'])} ms "
+            f"first audio   p50 {_ms(fa['p50'])}  p95 {_ms(fa['p95'])}  p99 {_ms(fa['p99'])}  max {_ms(fa['max'])} ms "
             f"({fa['count']} lines)",
             *_in_daemon(report.get("in_daemon_ms")),
-            f"chunk gaps    p50 {ms(gap['p50'])}  p99 {ms(gap['p99'])}  max {ms(gap['max'])} ms",
+            f"chunk gaps    p50 {_ms(gap['p50'])}  p99 {_ms(gap['p99'])}  max {_ms(gap['max'])} ms",
             f"underruns     {u['count']} in {u['streams_affected']} streams, stalled {u['stall_ms_total']:.0f} ms"
             f" (slow readers: {u['slow_reader_underruns']})",
             f"lines         {c['started']} started, {c['completed']} completed, {c['cancelled']} cancelled, "
