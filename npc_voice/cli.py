@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         token_file=args.token_file,
         token_env=args.token_env,
+        freeze_gc=True,
     )
     try:
         asyncio.run(serve(options, on_ready=_print_hint))

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from npc_voice.collector import freeze_after_startup
 from npc_voice.contracts import PhonemeInput
 from npc_voice.engine.api import (
     BusyPolicy,
@@ -545,6 +546,7 @@ class _Host:
             engine.core.on_publish = self._flush
             engine.start()
             self.engine = engine
+            freeze_after_startup("engine process")  # no 100+ ms full collections under load (npc_voice/collector.py)
         except Exception as e:
             log.exception("the engine process could not start")
             self.link.start()
@@ -620,6 +622,7 @@ class _Host:
         voices: dict[str, VoiceModel] = pickle.loads(blob)
         self.engine.add_voices(voices)
         self.models.update(voices)
+        freeze_after_startup("engine process, voices added")
 
     def _reply(self, cid: int, fn: Callable[[], Any]) -> None:
         try:

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from npc_voice.collector import frozen_while
 from npc_voice.loadtest.client_sim import SCENARIOS, SimConfig, SimResult, Simulation
 from npc_voice.loadtest.report import build_report, fmt_fill, summary_text, write_json, write_plot
 from npc_voice.loadtest.resources import ResourceSampler, resources_report, resources_text
@@ -152,7 +153,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, n)
         sampler = None if args.daemon_pid is None else ResourceSampler(args.daemon_pid, args.resources_interval)
         try:
-            report = run_loadtest(cfg, _suffixed(args.report, n, sweep), _suffixed(args.plot, n, sweep), sampler)
+            # the generator's own full collections would look like stalls of the daemon
+            with frozen_while("load generator"):
+                report = run_loadtest(cfg, _suffixed(args.report, n, sweep), _suffixed(args.plot, n, sweep), sampler)
         except grpc.aio.AioRpcError as e:
             print(f"npc-voice loadtest: {cfg.server}: {e.code().name}: {e.details()}")
             return 1

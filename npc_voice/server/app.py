@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from npc_voice.collector import freeze_after_startup
 from npc_voice.config import Config, ServerSettings, load_config
 from npc_voice.engine import Engine, EngineConfig, EngineService, resolve_device
 from npc_voice.engine.allocator import keep_freed_memory
@@ -83,6 +84,9 @@ class DaemonOptions:
     token_env: str | None = None
     watch_interval_s: float = 1.0  # config file mtime poll; 0 = no watching
     handle_signals: bool = False  # SIGHUP reload (only in the main thread's loop)
+    # The process is the daemon's own (`npc-voice serve`): once serving, start-up objects are frozen
+    # out of garbage collection (npc_voice/collector.py). Off for a daemon inside another program.
+    freeze_gc: bool = False
 
 
 def effective_settings(config: Config, options: DaemonOptions) -> ServerSettings:
@@ -151,6 +155,8 @@ class Daemon:
         self.engine = ProcessEngine(voices, engine_config) if own_process else Engine(voices, engine_config)
         await asyncio.to_thread(self.engine.start)
         self.store = ConfigStore(config, voices, self.options.config_path, device, self._add_voices)
+        if self.options.freeze_gc:
+            freeze_after_startup("daemon")  # no 100+ ms full collections under load (npc_voice/collector.py)
         try:
             await self._serve(settings, token)
         except BaseException:  # e.g. the port is taken: do not leave the engine thread behind
@@ -212,6 +218,8 @@ class Daemon:
     def _add_voices(self, voices: dict[str, VoiceModel]) -> None:
         assert self.engine is not None
         self.engine.add_voices(voices)
+        if self.options.freeze_gc:
+            freeze_after_startup("daemon, voices added")
 
     def _reload_soon(self) -> None:
         assert self.store is not None
