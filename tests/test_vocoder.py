@@ -85,6 +85,24 @@ def test_a_stream_sounds_the_same_in_any_batch(voc: Vocoder) -> None:
     torch.testing.assert_close(out[1], alone[0], atol=1e-6, rtol=0)
 
 
+def test_pulse_slots_cut_to_the_call_leave_the_samples(voc: Vocoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU a call's pulse slots are cut to the most pulses any frame holds: a 100 Hz stream beside
+    one at 1 kHz (13 per frame) or alone (2) gives the same samples as stepping every slot."""
+    low, high = speechlike(12, seed=3, f0=100.0), speechlike(12, seed=4, f0=1000.0)
+    ctl = torch.stack([controls(), controls(pitch=1.5)])
+    def slots_used(f0: float) -> int:
+        pos, amp, _ = voc._pulses(torch.full((1, 12), f0), torch.zeros(1), torch.zeros(1))
+        return voc._used_pulses(pos, amp)[0].shape[-1]
+
+    assert slots_used(100.0) <= 3 and slots_used(1000.0) >= 12  # the cut differs between the calls below
+    cut_pair = voc.step(voc.new_state(3), torch.tensor([1, 2]), torch.stack([low, high]), ctl)
+    cut_alone = voc.step(voc.new_state(2), torch.tensor([1]), low[None], ctl[:1])
+    monkeypatch.setattr(Vocoder, "_used_pulses", staticmethod(lambda p, a: (p, a)))
+    every_pair = voc.step(voc.new_state(3), torch.tensor([1, 2]), torch.stack([low, high]), ctl)
+    assert torch.equal(cut_pair, every_pair)
+    assert torch.equal(cut_alone[0], every_pair[0])
+
+
 def test_deterministic_and_noise_does_not_repeat_per_frame(voc: Vocoder) -> None:
     p = speechlike(30)
     p[:, F.VUV] = 0.0  # noise only

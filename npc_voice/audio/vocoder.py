@@ -360,6 +360,20 @@ class Vocoder(torch.nn.Module):
         amp = torch.where(valid, torch.sqrt(F.SAMPLE_RATE / f0_at), torch.zeros_like(f0_at))
         return torch.where(valid, pos, torch.zeros_like(pos)), amp, ph
 
+    @staticmethod
+    def _used_pulses(pos: torch.Tensor, amp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """On CPU, pulse slots [B, K, P] cut to the most pulses any frame of the call holds.
+
+        A frame has room for MAX_PULSES (13, for f0 up to 1 kHz) but speech at 80-300 Hz puts 1-4
+        pulses in 256 samples; the empty slots (amplitude 0, always the last ones: pulses fill in
+        order) still cost their 16 windowed-sinc taps and their scatter. Dropping them leaves the
+        same samples bit for bit (only zeros were added). Not on CUDA: it reads a count back to
+        the host, and the step must keep fixed shapes for its graphs."""
+        if pos.device.type != "cpu" or pos.shape[-1] == 0:
+            return pos, amp
+        used = max(1, int((amp > 0).sum(dim=-1).max()))
+        return pos[..., :used], amp[..., :used]
+
     # -- public API ----------------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -384,6 +398,7 @@ class Vocoder(torch.nn.Module):
         pitch = controls[:, CONTROL_PITCH].clamp(0.25, 4.0)
         f0 = (torch.exp(lf0) * pitch[:, None]).clamp(*F0_CLAMP)  # [B, K]
         pulse_pos, pulse_amp, phase_end = self._pulses(f0, prev[:, 0], phase0)
+        pulse_pos, pulse_amp = self._used_pulses(pulse_pos, pulse_amp)
 
         ctl = controls.clone()
         ctl[:, CONTROL_FORMANT] = ctl[:, CONTROL_FORMANT].clamp(*FORMANT_CLAMP)
