@@ -116,6 +116,7 @@ class ServerSettings:
     threads: int = 0  # torch CPU threads for the engine; 0 = half the cores (the rest serve gRPC, encoder)
     host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)
     host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice; the lower bound wins
+    prepare_cache_mb: float = 64.0  # lines prepared before (a bark said again skips the encoder); 0 = off
     device: str = "auto"  # auto | cpu | cuda
     engine_process: str = "auto"  # auto | on | off: the engine in its own process (auto: on CPU)
     tls_cert: str | None = None  # PEM files; both or neither
@@ -354,6 +355,8 @@ class _Parser:
             out["lookahead_ms"] = self.number(s["lookahead_ms"], "server.lookahead_ms", 0.0, 1e9)
         if "host_cache_mb" in s:
             out["host_cache_mb"] = self.number(s["host_cache_mb"], "server.host_cache_mb", 0.0, 1e7)
+        if "prepare_cache_mb" in s:
+            out["prepare_cache_mb"] = self.number(s["prepare_cache_mb"], "server.prepare_cache_mb", 0.0, 1e6)
         if "lead_slack_ms" in s:
             out["lead_slack_ms"] = self.number(s["lead_slack_ms"], "server.lead_slack_ms", 0.0, 1e9)
         out |= self.limits(s)

@@ -33,6 +33,7 @@ class HeldFirstBatch:
 
     def __init__(self, inner: SSMVoice) -> None:
         self.inner = inner
+        self.name, self.version = inner.name, inner.version
         self.entered = threading.Event()
         self.release = threading.Event()
         self.batch_sizes: list[int] = []
@@ -77,7 +78,7 @@ def test_lines_that_wait_together_are_prepared_in_one_batch_and_equal_preparing_
 def test_batches_hold_at_most_max_batch_lines(voice: SSMVoice) -> None:
     model = HeldFirstBatch(voice)
     lines = [text_to_phonemes(t, {}) for t in TEXTS * 2]
-    preparer = Preparer(max_batch=4)
+    preparer = Preparer(max_batch=4, cache_mb=0)  # every line prepared, even the ones said twice
     try:
         for f in submit_while_held(preparer, model, lines):
             f.result(timeout=30)
@@ -121,3 +122,42 @@ def test_a_closed_preparer_refuses_and_nothing_is_asked_of_it_for_no_lines(voice
     preparer.close()
     with pytest.raises(RuntimeError, match="stopped"):
         preparer.prepare(voice, [text_to_phonemes("Halt!", {})], 1.0)
+
+
+def test_a_line_said_again_comes_from_the_cache_within_its_budget(voice: SSMVoice) -> None:
+    lines = [text_to_phonemes(t, {}) for t in TEXTS]
+    with torch.inference_mode():
+        sizes = [voice.prepare(ph).cond.numel() * 4 for ph in lines]
+    # room for the three longest lines, not for all six
+    budget_mb = sum(sorted(sizes)[-3:]) / (1 << 20)
+    preparer = Preparer(max_batch=8, cache_mb=budget_mb)
+    try:
+        first = preparer.prepare(voice, lines[:2], 1.0)
+        again = preparer.prepare(voice, lines[:2], 1.0)
+        assert preparer.lines == 2 and preparer.cache_hits == 2  # nothing prepared the second time
+        for a, b in zip(first, again, strict=True):
+            assert b.text == a.text and b.words == a.words and torch.equal(b.cond, a.cond)
+        preparer.prepare(voice, lines[:1], 1.3)  # another speed is another line
+        assert preparer.lines == 3 and preparer.cache_hits == 2
+        for ph in lines[2:]:  # four more lines: the oldest ones leave the cache
+            preparer.prepare(voice, [ph], 1.0)
+        assert preparer.cache_bytes <= budget_mb * (1 << 20)
+        prepared = preparer.lines
+        preparer.prepare(voice, lines[:1], 1.0)
+        assert preparer.lines == prepared + 1  # forgotten, so prepared again
+        preparer.prepare(voice, lines[-1:], 1.0)
+        assert preparer.lines == prepared + 1  # the latest is still there
+    finally:
+        preparer.close()
+
+
+def test_no_cache_prepares_every_line() -> None:
+    preparer = Preparer(cache_mb=0)
+    voice = tiny_voice(seed=0)
+    try:
+        ph = text_to_phonemes(TEXTS[0], {})
+        for _ in range(3):
+            preparer.prepare(voice, [ph], 1.0)
+        assert preparer.lines == 3 and preparer.cache_hits == 0 and preparer.cache_bytes == 0
+    finally:
+        preparer.close()

@@ -195,6 +195,9 @@ class EngineConfig:
     # digits are ~20,000 symbols) are split at sentence/clause/word boundaries into consecutive
     # lines of at most this many symbols (~8 s of speech, ~30 ms to prepare). 0 = never split.
     max_line_symbols: int = 160
+    # The daemon's line preparer keeps lines it prepared (keyed by voice, phonemes and speed) up to
+    # this many MB, so a line said again (a bark) skips the encoder. 0 = off. (Engine in its own process.)
+    prepare_cache_mb: float = 64.0
 
 
 @dataclass(frozen=True)

@@ -368,6 +368,8 @@ def check_config(config: EngineConfig) -> None:
         raise ValueError(f"EngineConfig.max_queue_wait_s must be >= 0, got {config.max_queue_wait_s}")
     if not config.host_cache_mb >= 0:
         raise ValueError(f"EngineConfig.host_cache_mb must be >= 0, got {config.host_cache_mb}")
+    if not config.prepare_cache_mb >= 0:
+        raise ValueError(f"EngineConfig.prepare_cache_mb must be >= 0, got {config.prepare_cache_mb}")
     if config.lookahead_ms < 0:
         raise ValueError(f"EngineConfig.lookahead_ms must be >= 0, got {config.lookahead_ms}")
     if config.host_cache_characters < 0 or config.threads < 0 or config.max_batch < 0 or config.max_line_symbols < 0:

@@ -11,6 +11,15 @@ alone, 4.3 ms a line in batches of 4-8, ``bench/prepare_batch.py``). ``say`` mea
 the same checkout (bench/README.md, 2026-12-06: "a broken A/B corrected"), so treat that figure
 as unconfirmed; the per-line saving above is measured directly.
 
+Lines said again come from a cache (``cache_mb``, server ``prepare_cache_mb``; keyed by voice name,
+checkpoint version, the line's phonemes and speed; least recently said out first): games repeat
+barks, and at 64 continuous streams drawn from the load test's 16 barks the preparer had cost the
+daemon 0.25 of its 0.51 cores, on the same two vCPUs as the engine thread. With the cache, in
+three pairs against ``prepare_cache_mb: 0``: first audio p50 34-54 against 173-439 ms, p99
+108-296 against 661-1394 ms, 67.5-70.8x against 52.3-62.3x real time (bench/README.md, "Collector
+pauses; lines said again"). The cache is the preparer thread's own; callers still hand it their
+lines and wait, so a line waits behind a batch in progress either way.
+
 Faults stay with their line: when a batch raises, its lines are prepared again one caller at a
 time, and only the caller whose text or model fails gets the error.
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -30,6 +40,9 @@ from npc_voice.model.api import PreparedLine, VoiceModel
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8  # lines per prepare_batch: past ~8 padding to the longest costs more than it saves
+CACHE_MB = 64.0  # prepared lines kept for lines said again (barks): ~700 two-second lines
+
+_Key = tuple[str, str, PhonemeInput, float]  # voice name, checkpoint version, the line's phonemes, speed
 
 
 @dataclass
@@ -45,10 +58,17 @@ class Preparer:
     thread (started on first use, a daemon thread). Results equal ``model.prepare`` of each piece
     up to the float rounding of batch composition."""
 
-    def __init__(self, max_batch: int = MAX_BATCH, name: str = "npc-voice-prepare") -> None:
+    def __init__(self, max_batch: int = MAX_BATCH, name: str = "npc-voice-prepare", cache_mb: float = CACHE_MB) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self.max_batch = max_batch
+        # lines prepared before, least recently said first; owned by the preparer thread
+        self._cache: OrderedDict[_Key, PreparedLine] = OrderedDict()
+        self._cache_budget = int(cache_mb * (1 << 20))
+        self.cache_bytes = 0  # owner thread writes; read for tests
+        self.cache_hits = 0  # pieces served from the cache (owner thread writes; read for stats/tests)
         self._name = name
         self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         # submit and close in one order: a job is either queued before the stop mark (and done)
@@ -114,12 +134,36 @@ class Preparer:
                 for group in by_model.values():
                     self._prepare_group(group)
 
+    def _key(self, model: VoiceModel, piece: PhonemeInput, speed: float) -> _Key:
+        return model.name, model.version, piece, speed
+
+    def _remember(self, key: _Key, line: PreparedLine) -> None:
+        """Keep ``line`` for the next time it is said, within the byte budget (oldest out first)."""
+        size = line.cond.numel() * line.cond.element_size()
+        if size > self._cache_budget or key in self._cache:
+            return
+        self._cache[key] = line
+        self.cache_bytes += size
+        while self.cache_bytes > self._cache_budget:
+            _, old = self._cache.popitem(last=False)
+            self.cache_bytes -= old.cond.numel() * old.cond.element_size()
+
     def _prepare_group(self, jobs: list[_Job]) -> None:
-        """One voice's jobs: sorted by length, prepared ``max_batch`` pieces at a time."""
+        """One voice's jobs: pieces said before from the cache, the rest sorted by length and
+        prepared ``max_batch`` at a time."""
         model = jobs[0].model
-        items = [(job, i, p) for job in jobs for i, p in enumerate(job.pieces)]
-        items.sort(key=lambda it: len(it[2].symbols))
         results: dict[int, list[PreparedLine | None]] = {id(j): [None] * len(j.pieces) for j in jobs}
+        items = []
+        for job in jobs:
+            for i, p in enumerate(job.pieces):
+                cached = self._cache.get(self._key(model, p, job.speed))
+                if cached is None:
+                    items.append((job, i, p))
+                else:
+                    self._cache.move_to_end(self._key(model, p, job.speed))
+                    results[id(job)][i] = cached
+                    self.cache_hits += 1
+        items.sort(key=lambda it: len(it[2].symbols))
         failed: set[int] = set()
         for start in range(0, len(items), self.max_batch):
             chunk = [it for it in items[start : start + self.max_batch] if id(it[0]) not in failed]
@@ -142,8 +186,9 @@ class Preparer:
                 continue
             self.batches += 1
             self.lines += len(chunk)
-            for (job, i, _), line in zip(chunk, lines, strict=True):
+            for (job, i, piece), line in zip(chunk, lines, strict=True):
                 results[id(job)][i] = line
+                self._remember(self._key(model, piece, job.speed), line)
         for job in jobs:
             if id(job) not in failed:
                 done = [line for line in results[id(job)] if line is not None]

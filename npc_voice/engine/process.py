@@ -250,7 +250,8 @@ class ProcessEngine:
         self.device = resolve_device(config.device)
         self.voices = dict(voices)
         self._remote = _Remote(self)
-        self._preparer = Preparer()  # every stream's lines, batched, on one thread of this process
+        # every stream's lines, batched, on one thread of this process; lines said again from its cache
+        self._preparer = Preparer(cache_mb=config.prepare_cache_mb)
         self._ids = itertools.count(1)
         # id -> handle / pending call: added by the caller before its message leaves, removed by
         # the link's reader thread (or by _child_gone, on that same thread)

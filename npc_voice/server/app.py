@@ -150,6 +150,7 @@ class Daemon:
             threads=settings.threads,
             host_cache_characters=settings.host_cache_characters,
             host_cache_mb=settings.host_cache_mb,
+            prepare_cache_mb=settings.prepare_cache_mb,
         )
         own_process = engine_in_own_process(settings.engine_process, device)
         self.engine = ProcessEngine(voices, engine_config) if own_process else Engine(voices, engine_config)
