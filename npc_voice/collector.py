@@ -43,7 +43,8 @@ def freeze_after_startup(where: str) -> int:
 @contextmanager
 def frozen_while(where: str) -> Iterator[None]:
     """``freeze_after_startup`` for a stretch of a process that goes on after it (the load
-    generator inside another program, e.g. a test): the objects go back to the collector after."""
+    generator inside another program, e.g. a test): after it, every frozen object goes back to
+    the collector (``gc.unfreeze``; also any frozen before)."""
     freeze_after_startup(where)
     try:
         yield

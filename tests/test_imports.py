@@ -27,6 +27,7 @@ LAYER_OF = {
     "npc_voice.audio": "audio",
     "npc_voice_kernels": "kernels",
     "npc_voice.contracts": "contracts",
+    "npc_voice.collector": "contracts",  # the process's garbage-collection policy: standard library only
 }
 
 # layer -> the other layers it may import. Siblings (frontend/model, audio/kernels) may not

@@ -156,13 +156,13 @@ class Daemon:
         self.engine = ProcessEngine(voices, engine_config) if own_process else Engine(voices, engine_config)
         await asyncio.to_thread(self.engine.start)
         self.store = ConfigStore(config, voices, self.options.config_path, device, self._add_voices)
-        if self.options.freeze_gc:
-            freeze_after_startup("daemon")  # no 100+ ms full collections under load (npc_voice/collector.py)
         try:
             await self._serve(settings, token)
         except BaseException:  # e.g. the port is taken: do not leave the engine thread behind
             await self.stop(0)
             raise
+        if self.options.freeze_gc:
+            freeze_after_startup("daemon")  # no 100+ ms full collections under load (npc_voice/collector.py)
         if self.metrics is not None:
             self.metrics.attach(self.engine, self.store, grpc_health_reader(self.health, SERVICE_NAME))
         log.info(
