@@ -45,6 +45,10 @@ CACHE_MB = 64.0  # prepared lines kept for lines said again (barks): ~700 two-se
 _Key = tuple[str, str, PhonemeInput, float]  # voice name, checkpoint version, the line's phonemes, speed
 
 
+def _key(model: VoiceModel, piece: PhonemeInput, speed: float) -> _Key:
+    return model.name, model.version, piece, speed
+
+
 @dataclass
 class _Job:
     model: VoiceModel
@@ -134,9 +138,6 @@ class Preparer:
                 for group in by_model.values():
                     self._prepare_group(group)
 
-    def _key(self, model: VoiceModel, piece: PhonemeInput, speed: float) -> _Key:
-        return model.name, model.version, piece, speed
-
     def _remember(self, key: _Key, line: PreparedLine) -> None:
         """Keep ``line`` for the next time it is said, within the byte budget (oldest out first)."""
         size = line.cond.numel() * line.cond.element_size()
@@ -156,11 +157,12 @@ class Preparer:
         items = []
         for job in jobs:
             for i, p in enumerate(job.pieces):
-                cached = self._cache.get(self._key(model, p, job.speed))
+                key = _key(model, p, job.speed)
+                cached = self._cache.get(key)
                 if cached is None:
                     items.append((job, i, p))
                 else:
-                    self._cache.move_to_end(self._key(model, p, job.speed))
+                    self._cache.move_to_end(key)
                     results[id(job)][i] = cached
                     self.cache_hits += 1
         items.sort(key=lambda it: len(it[2].symbols))
@@ -188,7 +190,7 @@ class Preparer:
             self.lines += len(chunk)
             for (job, i, piece), line in zip(chunk, lines, strict=True):
                 results[id(job)][i] = line
-                self._remember(self._key(model, piece, job.speed), line)
+                self._remember(_key(model, piece, job.speed), line)
         for job in jobs:
             if id(job) not in failed:
                 done = [line for line in results[id(job)] if line is not None]
