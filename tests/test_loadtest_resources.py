@@ -16,6 +16,7 @@ from live_daemon import LiveDaemon
 from npc_voice.loadtest.resources import (
     ResourceSample,
     ResourceSampler,
+    machine_cpu_seconds,
     resources_report,
     resources_text,
     sample_process,
@@ -59,6 +60,37 @@ def test_cpu_cores_are_the_cpu_time_after_warmup_over_the_wall_time() -> None:
     assert "1.40 cores after warm-up" in resources_text(res)
 
 
+def test_machine_cpu_reads_busy_idle_and_steal_from_proc_stat() -> None:
+    from npc_voice.loadtest.resources import _CLOCK_TICKS as hz
+
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    text = "cpu  1000 10 200 5000 40 5 15 300 0 0\ncpu0 500 5 100 2500 20 2 7 150 0 0\nintr 1 2 3\n"
+    busy, idle, stolen = machine_cpu_seconds(text)
+    assert (busy * hz, idle * hz, stolen * hz) == pytest.approx((1230, 5040, 300))
+    assert machine_cpu_seconds("cpu  10 0 5 100\n") == pytest.approx((15 / hz, 100 / hz, 0.0))  # no steal column
+    with pytest.raises(OSError, match="no cpu line"):
+        machine_cpu_seconds("intr 1 2 3\n")
+    live = machine_cpu_seconds()  # this machine: it has been up, and idle at some point
+    assert live[0] > 0.0 and live[1] > 0.0 and live[2] >= 0.0
+
+
+def test_report_shows_the_cpu_the_hypervisor_took() -> None:
+    sampler = ResourceSampler(os.getpid(), interval_s=1.0)
+    sampler.samples = [  # 50 s, warm-up 10 s; from t=10 to 50: 60 CPU-s busy, 12 idle, 8 stolen on 2 CPUs
+        ResourceSample(0.0, 1, 1, 1, machine=(0.0, 0.0, 0.0)),
+        ResourceSample(10.0, 1, 1, 1, machine=(15.0, 3.0, 2.0)),
+        ResourceSample(50.0, 1, 1, 1, machine=(75.0, 15.0, 10.0)),
+    ]
+    res = resources_report(sampler, duration_s=50.0)
+    m = res["machine"]
+    assert (m["busy_cores"], m["idle_cores"], m["stolen_cores"]) == pytest.approx((1.5, 0.3, 0.2))
+    assert m["steal_pct"] == pytest.approx(10.0)
+    text = resources_text(res)
+    assert "stolen by the hypervisor 0.20 (10 % steal)" in text and "figures are below this machine's own" in text
+    sampler.samples[-1] = ResourceSample(50.0, 1, 1, 1, machine=(75.0, 23.0, 2.2))  # 0.5 % steal: no note
+    assert "figures are below" not in resources_text(resources_report(sampler, duration_s=50.0))
+
+
 def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from npc_voice.cli import main
 
@@ -80,6 +112,9 @@ def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFi
         assert all(v is not None and abs(v) < 100 for v in res["growth_pct"].values()), res["growth_pct"]
         cores = res["cpu_cores"]  # the engine process stepped 3 streams; the daemon served them
         assert cores["engine"] > 0.0 and cores["daemon"] > 0.0, cores
+        machine = res["machine"]  # the whole machine was busy at least with what the daemon used
+        assert machine["busy_cores"] >= 0.8 * (cores["engine"] + cores["daemon"]), (machine, cores)
+        assert 0.0 <= machine["steal_pct"] < 100.0
         assert "resources     daemon pid" in capsys.readouterr().out
         # npc-voice serve froze its start-up objects out of garbage collection in both processes
         # (npc_voice/collector.py); the load generator gave its own back when it finished

@@ -10,6 +10,12 @@ percent. A daemon that leaks shows growth that keeps rising with the run's lengt
 stays flat within a few percent after warm-up (the engine's state pool, the host cache and the
 allocator settle in the first minute).
 
+It also reads the whole machine's CPU time (``/proc/stat``): busy, idle, and *stolen*, the time
+the hypervisor gave this VM's virtual CPUs to someone else. On a shared cloud VM that steal
+comes and goes by the minute and takes the engine's real-time margin with it; the report shows it
+beside every figure, so a run made while the host was busy is seen as such, not as the
+daemon's capacity.
+
 Linux only (``/proc``), and the daemon must run on this machine.
 """
 
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 WARMUP_MAX_S = 60.0  # warm-up = the first fifth of the run, at most this
+STEAL_WARN_PCT = 5.0  # machine CPU time stolen by the hypervisor above which the report says so
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,21 @@ class ResourceSample:
     fds: int  # entries of /proc/PID/fd: open files, sockets, pipes
     cpu_s: float = 0.0  # user + system CPU seconds of the daemon process itself so far
     child_cpu_s: float = 0.0  # ... of its descendants alive at the sample (the engine process)
+    machine: tuple[float, float, float] = (0.0, 0.0, 0.0)  # whole machine so far: busy, idle, stolen CPU-s
+
+
+def machine_cpu_seconds(stat_text: str | None = None) -> tuple[float, float, float]:
+    """(busy, idle, stolen) CPU seconds of all CPUs since boot, from /proc/stat's "cpu" line:
+    busy = user + nice + system + irq + softirq (guest time is inside user), idle = idle +
+    iowait, stolen = steal (a virtual CPU ready to run while the hypervisor ran something else)."""
+    text = Path("/proc/stat").read_text(encoding="ascii") if stat_text is None else stat_text
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            v = [int(x) for x in line.split()[1:]] + [0] * 8  # old kernels have fewer columns
+            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+            return ((user + nice + system + irq + softirq) / _CLOCK_TICKS, (idle + iowait) / _CLOCK_TICKS,
+                    steal / _CLOCK_TICKS)
+    raise OSError("/proc/stat has no cpu line")
 
 
 def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
@@ -49,7 +71,7 @@ def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
         except OSError:  # it exited between listing and reading
             continue
         rss, threads, fds, child_cpu = rss + c_rss, threads + c_threads, fds + c_fds, child_cpu + c_cpu
-    return ResourceSample(t, rss, threads, fds, cpu, child_cpu)
+    return ResourceSample(t, rss, threads, fds, cpu, child_cpu, machine_cpu_seconds())
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -165,6 +187,15 @@ def resources_report(sampler: ResourceSampler, duration_s: float) -> dict[str, A
             "daemon": max(0.0, (last.cpu_s - first.cpu_s) / span),
             "engine": max(0.0, (last.child_cpu_s - first.child_cpu_s) / span),
         }
+        busy, idle, stolen = (max(0.0, (b - a) / span) for a, b in zip(first.machine, last.machine, strict=True))
+        total = busy + idle + stolen
+        out["machine"] = {
+            "cpus": os.cpu_count() or 1,
+            "busy_cores": busy,
+            "idle_cores": idle,
+            "stolen_cores": stolen,
+            "steal_pct": 100.0 * stolen / total if total else 0.0,
+        }
     return out
 
 
@@ -188,6 +219,15 @@ def resources_text(res: dict[str, Any]) -> str:
         lines.append(f"  CPU        {cores['daemon'] + cores['engine']:.2f} cores after warm-up: "
                      f"daemon process (gRPC, line preparation) {cores['daemon']:.2f}, "
                      f"engine process {cores['engine']:.2f}")
+    machine = res.get("machine")
+    if machine is not None:
+        line = (f"  machine    {machine['cpus']} CPUs: busy {machine['busy_cores']:.2f} cores, idle "
+                f"{machine['idle_cores']:.2f}, stolen by the hypervisor {machine['stolen_cores']:.2f} "
+                f"({machine['steal_pct']:.0f} % steal)")
+        if machine["steal_pct"] >= STEAL_WARN_PCT:
+            line += ("\n  note       the host took this VM's CPU time during the run: "
+                     "figures are below this machine's own")
+        lines.append(line)
     if res["error"]:
         lines.append(f"  sampling stopped early: {res['error']}")
     return "\n".join(lines)
