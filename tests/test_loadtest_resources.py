@@ -115,7 +115,11 @@ def test_loadtest_samples_a_live_daemon(tmp_path: Path, capsys: pytest.CaptureFi
         machine = res["machine"]  # the whole machine was busy at least with what the daemon used
         assert machine["busy_cores"] >= 0.8 * (cores["engine"] + cores["daemon"]), (machine, cores)
         assert 0.0 <= machine["steal_pct"] < 100.0
-        assert "resources     daemon pid" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "resources     daemon pid" in out
+        # the daemon's line preparer (GetStats; cache hits are checked in test_metrics.py)
+        m = re.search(r"preparer    (\d+) lines encoded, (\d+) said again from its cache", out)
+        assert m is not None and int(m[1]) >= 4, out  # each of the 4 lines at least once
         # npc-voice serve froze its start-up objects out of garbage collection in both processes
         # (npc_voice/collector.py); the load generator gave its own back when it finished
         frozen = {m[1]: int(m[2]) for line in live.lines

@@ -98,7 +98,7 @@ def test_values_move_with_real_calls(served: tuple[DaemonThread, int]) -> None:
     d, port = served
     before = scrape(port)
     with NpcVoiceClient(d.address, token=TOKEN) as client:
-        for character in ("guard/m1", "merchant/m2"):
+        for character in ("guard/m1", "merchant/m2", "guard/m1"):  # guard says it twice: a cache hit
             line = client.speak_to_array("Fresh bread, friend.", character)
             assert len(line[0]) > 0
         call = client.speak("A much longer line, so that the client can walk away in the middle of it.", "goblin/m3")
@@ -121,8 +121,8 @@ def test_values_move_with_real_calls(served: tuple[DaemonThread, int]) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     svc = "npc_voice.v1.NpcVoice"
-    assert moved("npc_voice_lines_total", outcome="completed") == 2
-    assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="OK") == 2
+    assert moved("npc_voice_lines_total", outcome="completed") == 3
+    assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="OK") == 3
     assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="NOT_FOUND") == 1
     assert moved("npc_voice_rpcs_total", service=svc, method="Speak", code="CANCELLED") == 1
     assert moved("npc_voice_lines_total", outcome="cancelled") == 1
@@ -130,6 +130,12 @@ def test_values_move_with_real_calls(served: tuple[DaemonThread, int]) -> None:
     assert moved("npc_voice_auth_failures_total") == 1
     assert moved("npc_voice_rpcs_total", service=svc, method="GetStats", code="OK") >= 1  # the idle poll
     assert value(after, "npc_voice_characters_known") >= 2
+    # the daemon's line preparer: guard's line, merchant's (another speed), the long one; guard's again cached
+    assert moved("npc_voice_lines_prepared_total") >= 3
+    assert moved("npc_voice_prepare_cache_hits_total") >= 1
+    assert value(after, "npc_voice_prepare_cache_bytes") > 0
+    assert grpc_stats.prepare_cache_hits == value(after, "npc_voice_prepare_cache_hits_total")
+    assert grpc_stats.lines_prepared == value(after, "npc_voice_lines_prepared_total")
     assert moved("npc_voice_engine_ticks_total") > 0
     # Every outcome is exposed (zero or not), and no label carries a character id.
     for outcome in LINE_OUTCOMES:

@@ -135,6 +135,9 @@ def test_a_line_said_again_comes_from_the_cache_within_its_budget(voice: SSMVoic
         first = preparer.prepare(voice, lines[:2], 1.0)
         again = preparer.prepare(voice, lines[:2], 1.0)
         assert preparer.lines == 2 and preparer.cache_hits == 2  # nothing prepared the second time
+        counts = preparer.counts  # what stats read: published by the preparer thread after its round
+        assert (counts.lines_prepared, counts.cache_hits, counts.cache_lines) == (2, 2, 2)
+        assert counts.cache_bytes == preparer.cache_bytes == sum(line.cond.numel() * 4 for line in first)
         for a, b in zip(first, again, strict=True):
             assert b.text == a.text and b.words == a.words and torch.equal(b.cond, a.cond)
         preparer.prepare(voice, lines[:1], 1.3)  # another speed is another line

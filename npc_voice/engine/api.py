@@ -234,4 +234,8 @@ class EngineStats:
     # cumulative histogram of first audio (stream opened -> first audio queued), same shape
     first_audio_seconds_buckets: tuple[tuple[float, int], ...] = ()
     first_audio_seconds_sum: float = 0.0
+    # the daemon's line preparer (engine in its own process; 0 when the engine runs in the daemon's thread)
+    lines_prepared: int = 0  # lines run through the encoder
+    prepare_cache_hits: int = 0  # lines said again, taken from the preparer's cache (prepare_cache_mb)
+    prepare_cache_bytes: int = 0  # bytes the cache holds now
 

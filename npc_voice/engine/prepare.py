@@ -49,6 +49,17 @@ def _key(model: VoiceModel, piece: PhonemeInput, speed: float) -> _Key:
     return model.name, model.version, piece, speed
 
 
+@dataclass(frozen=True)
+class PrepareCounts:
+    """What the preparer has done so far, published by its thread before it hands a group of
+    lines back (readers take the reference, never the preparer's own fields)."""
+
+    lines_prepared: int = 0  # lines run through the encoder (prepare_batch)
+    cache_hits: int = 0  # lines served from the cache instead
+    cache_lines: int = 0  # lines held in the cache now
+    cache_bytes: int = 0  # their conditioning frames' bytes (bounded by cache_mb)
+
+
 @dataclass
 class _Job:
     model: VoiceModel
@@ -82,6 +93,7 @@ class Preparer:
         self._closed = False
         self.batches = 0  # prepare_batch calls made (owner thread writes; read for stats/tests)
         self.lines = 0
+        self.counts = PrepareCounts()  # published by the owner thread (see PrepareCounts)
 
     def prepare(self, model: VoiceModel, pieces: list[PhonemeInput], speed: float) -> list[PreparedLine]:
         """Block until ``pieces`` are prepared; raises what preparing them alone would raise."""
@@ -191,6 +203,8 @@ class Preparer:
             for (job, i, piece), line in zip(chunk, lines, strict=True):
                 results[id(job)][i] = line
                 self._remember(_key(model, piece, job.speed), line)
+        # published before any caller hears back: a caller that reads stats next sees its own lines
+        self.counts = PrepareCounts(self.lines, self.cache_hits, len(self._cache), self.cache_bytes)
         for job in jobs:
             if id(job) not in failed:
                 done = [line for line in results[id(job)] if line is not None]

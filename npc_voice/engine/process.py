@@ -403,13 +403,15 @@ class ProcessEngine:
         self.voices.update(changed)
 
     def stats(self) -> EngineStats:
-        """The engine process's last published snapshot (``serving=False`` while it is down)."""
+        """The engine process's last published snapshot (``serving=False`` while it is down), with
+        this process's line preparer's counts."""
         snap = self._snapshot
         assert snap is not None, "stats() before start()"
+        counts = self._preparer.counts
         child = self._child
-        if child is None or not child.serving or child.closing or child.dead:
-            return dataclasses.replace(snap, serving=False)
-        return snap
+        serving = snap.serving and not (child is None or not child.serving or child.closing or child.dead)
+        return dataclasses.replace(snap, serving=serving, lines_prepared=counts.lines_prepared,
+                                   prepare_cache_hits=counts.cache_hits, prepare_cache_bytes=counts.cache_bytes)
 
     def _call(self, name: str, *args: Any) -> Any:
         child = self._child

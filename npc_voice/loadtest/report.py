@@ -154,12 +154,24 @@ def summary_text(report: dict[str, Any]) -> str:
               for kind, k in report["counts_by_kind"].items()],
             f"daemon        batch fill {fmt_fill(report['batch_fill'])}, back to 0 active streams "
             f"{_settled(report['settled_s'])}",
+            *_preparer(report.get("server_stats_end") or {}),
             f"audio         {report['audio_s_total']:.1f} s in {report['wall_s']:.1f} s wall "
             f"(aggregate {'-' if agg is None else f'{agg:.1f}'}x real time)",
             f"client        {report['client_cpu_s']:.1f} CPU-s used by this load generator",
             f"target        zero underruns: {t['zero_underruns']}, p99 <= 150 ms: {t['p99_first_audio_ms_le_150']}",
         ]
     )
+
+
+def _preparer(stats: dict[str, Any]) -> list[str]:
+    """The daemon's line preparer since it started (GetStats leaves zeros out; no line at all from
+    a daemon whose engine runs in its own thread, which has no preparer)."""
+    prepared, hits = int(stats.get("lines_prepared", 0)), int(stats.get("prepare_cache_hits", 0))
+    if not prepared and not hits:
+        return []
+    share = 100.0 * hits / (prepared + hits)
+    return [f"  preparer    {prepared} lines encoded, {hits} said again from its cache ({share:.0f} %), "
+            f"{int(stats.get('prepare_cache_bytes', 0)) / (1 << 20):.1f} MB held (since the daemon started)"]
 
 
 def _ms(v: float | None) -> str:

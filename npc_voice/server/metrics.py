@@ -110,6 +110,12 @@ def engine_metrics(s: EngineStats) -> Iterator[Metric]:
         f"{p}_characters_forgotten", "Idle character states dropped by the host-memory bound.",
         value=s.characters_forgotten,
     )
+    yield CounterMetricFamily(f"{p}_lines_prepared", "Lines run through the encoder by the line preparer.",
+                              value=s.lines_prepared)
+    yield CounterMetricFamily(f"{p}_prepare_cache_hits", "Lines said again, served from the preparer's cache.",
+                              value=s.prepare_cache_hits)
+    yield GaugeMetricFamily(f"{p}_prepare_cache_bytes", "Bytes of prepared lines the preparer's cache holds.",
+                            value=s.prepare_cache_bytes)
     yield _histogram(f"{p}_tick_seconds", "Wall time of engine ticks.", s.tick_seconds_buckets, s.tick_seconds_sum)
     yield _histogram(
         f"{p}_first_audio_seconds", "Stream opened to its first audio queued.",

@@ -284,4 +284,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             characters_forgotten=s.characters_forgotten,
             serving=s.serving,
             load=s.load,
+            lines_prepared=s.lines_prepared,
+            prepare_cache_hits=s.prepare_cache_hits,
+            prepare_cache_bytes=s.prepare_cache_bytes,
         )
