@@ -27,7 +27,9 @@ streams and frames (two real FFTs per frame, no per-stream Python):
 
 All per-stream memory lives in the state pool (``state_spec``): stepping K frames in one call or
 one frame K times gives the same samples. ``step`` has fixed shapes, no host syncs and no host-to-
-device copies, so it can run inside a captured CUDA graph.
+device copies, so it can run inside a captured CUDA graph. On CPU the pulse timing runs compiled
+(``_pulses_kernel``, numba: the same pulses as the torch ops, ~0.5 ms less per call) and a call's
+pulse slots are cut to those it uses.
 """
 from __future__ import annotations
 
