@@ -442,8 +442,8 @@ class Vocoder(torch.nn.Module):
         pos = np.empty((b, k, MAX_PULSES), dtype=np.float32)
         amp = np.empty((b, k, MAX_PULSES), dtype=np.float32)
         end = np.empty(b, dtype=np.float32)
-        used = _pulses_cpu(np.ascontiguousarray(f0.numpy(), dtype=np.float32), prev_f0.numpy().astype(np.float32),
-                           phase0.numpy().astype(np.float32), pos, amp, end)
+        f0_np, prev_np, phase_np = (np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in (f0, prev_f0, phase0))
+        used = _pulses_cpu(f0_np, prev_np, phase_np, pos, amp, end)
         return torch.from_numpy(pos[..., :used]), torch.from_numpy(amp[..., :used]), torch.from_numpy(end)
 
     @staticmethod

@@ -49,6 +49,11 @@ def _key(model: VoiceModel, piece: PhonemeInput, speed: float) -> _Key:
     return model.name, model.version, piece, speed
 
 
+def _nbytes(line: PreparedLine) -> int:
+    """What a cached line counts against the budget: its conditioning frames (the marks are small)."""
+    return line.cond.numel() * line.cond.element_size()
+
+
 @dataclass(frozen=True)
 class PrepareCounts:
     """What the preparer has done so far, published by its thread before it hands a group of
@@ -152,14 +157,14 @@ class Preparer:
 
     def _remember(self, key: _Key, line: PreparedLine) -> None:
         """Keep ``line`` for the next time it is said, within the byte budget (oldest out first)."""
-        size = line.cond.numel() * line.cond.element_size()
+        size = _nbytes(line)
         if size > self._cache_budget or key in self._cache:
             return
         self._cache[key] = line
         self.cache_bytes += size
         while self.cache_bytes > self._cache_budget:
             _, old = self._cache.popitem(last=False)
-            self.cache_bytes -= old.cond.numel() * old.cond.element_size()
+            self.cache_bytes -= _nbytes(old)
 
     def _prepare_group(self, jobs: list[_Job]) -> None:
         """One voice's jobs: pieces said before from the cache, the rest sorted by length and
