@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from npc_voice_kernels.decoder_cpu import DecoderArrays, decoder_step_cpu, fused_step_available, pack_decoder
 
 from npc_voice.audio.vocoder import Vocoder
 from npc_voice.contracts import (
@@ -28,7 +29,7 @@ from npc_voice.contracts import (
 from npc_voice.model import marks
 from npc_voice.model.api import PreparedLine
 from npc_voice.model.encoder import durations_from_log
-from npc_voice.model.net import VoiceNet
+from npc_voice.model.net import VUV, VoiceNet
 
 MIN_SPEED, MAX_SPEED = CONTROL_RANGES["speed"].value
 DEFAULT_CONTROLS = NEUTRAL_CONTROLS  # pitch, formant, breathiness, volume, voicing, tilt
@@ -57,6 +58,7 @@ class SSMVoice:
         self.d_cond = self.cfg.d_model
         self.vocoder = Vocoder().to(self.device)
         self._silence = self._make_silence_cond()
+        self._fused: tuple[tuple[tuple[int, int], ...], DecoderArrays] | None = None  # (weights version, arrays)
 
     # -- line preparation ---------------------------------------------------------------------
     def _ids(self, ph: PhonemeInput) -> list[int]:
@@ -149,8 +151,22 @@ class SSMVoice:
     def step_params(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Decoder only: cond [B, K, d] -> vocoder parameters [B, K, 68]; decoder state updated."""
         conv, ssm = state["dec_conv"], state["dec_ssm"]
+        if fused_step_available(cond.shape[0] * cond.shape[1], cond, conv, ssm):
+            # a small call (a new line's first piece): every layer in one compiled pass
+            return decoder_step_cpu(self._decoder_arrays(), cond, conv, ssm, slots)
         # K frames layer by layer (one projection matmul over B*K rows; only the state walks frames)
         return self.net.denormalize(self.net.decoder.step_chunk(cond, conv, ssm, slots))
+
+    def _decoder_arrays(self) -> DecoderArrays:
+        """The decoder's weights packed for ``decoder_step_cpu``, rebuilt when any changed in place
+        (a tensor's version counter) or was replaced."""
+        dec = self.net.decoder
+        tensors = [*dec.parameters(), self.net.feat_mean, self.net.feat_std]
+        version = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._fused is None or self._fused[0] != version:
+            arrays = pack_decoder(dec.blocks, dec.norm, dec.head, self.net.feat_mean, self.net.feat_std, VUV)
+            self._fused = (version, arrays)
+        return self._fused[1]
 
     @torch.inference_mode()
     def step(self, state: dict[str, torch.Tensor], slots: torch.Tensor, cond: torch.Tensor,
