@@ -133,6 +133,49 @@ def test_compiled_pulse_timing_equals_the_torch_one(voc: Vocoder, monkeypatch: p
     torch.testing.assert_close(compiled, eager, rtol=0.0, atol=1e-5)
 
 
+@pytest.mark.skipif(vocoder_module._inputs_cpu is None, reason="numba is not installed")
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_compiled_step_edges_equal_the_torch_ones(voc: Vocoder, monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    """On CPU the work around the frame responses runs compiled (``_inputs_kernel``,
+    ``_output_kernel``): the same samples and the same four states as the torch code, over
+    consecutive calls with pitch/formant/volume/tilt changing per row, out-of-range and
+    non-finite controls and parameters, and padding rows sharing the scratch slot 0."""
+    taken: list[int] = []
+    compiled = vocoder_module._inputs_cpu
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        taken.append(args[0].shape[0])
+        return compiled(*args)
+
+    gen = torch.Generator().manual_seed(k)
+    slots = torch.tensor([3, 5, 0, 4, 0, 1])
+    real = slots != 0
+    state_a = voc.new_state(7)
+    for t in state_a.values():
+        if t.is_floating_point():
+            t.copy_(torch.rand(t.shape, generator=gen) * 0.3)
+    state_b = {n: t.clone() for n, t in state_a.items()}
+    ctl = torch.stack([controls(pitch=1.4), controls(formant=1.3, volume=0.5), controls(), controls(tilt=20.0),
+                       controls(breathiness=float("nan")), controls(volume=30.0, voicing=-1.0)])
+    for call in range(4):
+        params = torch.stack([speechlike(k, seed=call * 10 + i, f0=90.0 + 40 * i) for i in range(6)])
+        if call == 1:
+            params[0, 0, F.LF0] = float("nan")
+            params[1, -1, F.ENV.start + 3] = float("inf")
+            params[3, 0, F.AP.start] = -float("inf")
+            ctl[2, 0] = float("nan")
+        monkeypatch.setattr(vocoder_module, "_inputs_cpu", counting)
+        got = voc.step(state_a, slots, params, ctl)
+        monkeypatch.setattr(vocoder_module, "_inputs_cpu", None)  # the torch code, as on CUDA
+        want = voc.step(state_b, slots, params, ctl)
+        assert got.shape == want.shape == (6, k * HOP) and bool(torch.isfinite(got).all())
+        torch.testing.assert_close(got[real], want[real], rtol=0.0, atol=1e-6, msg=f"samples, call {call}")
+    assert taken == [6, 6, 6, 6]
+    for name in state_a:
+        torch.testing.assert_close(state_a[name][1:], state_b[name][1:], rtol=0.0, atol=1e-6, msg=name)
+    assert int(state_a["voc_counter"][5, 0]) == 4 * k
+
+
 def test_deterministic_and_noise_does_not_repeat_per_frame(voc: Vocoder) -> None:
     p = speechlike(30)
     p[:, F.VUV] = 0.0  # noise only
