@@ -12,8 +12,9 @@ TRITON_INTERPRET=1); it never imports npc_voice.
   tick): on CPU one fused numba pass that reads and writes each state row once.
   ``ssm_step_chunk_packed`` takes the layer's packed projection batch-major (what the
   model has): on CPU the conv and the recurrence read it in place, no split or transpose.
-- ``decoder_cpu.decoder_step_cpu``: a small call's whole decoder step (every layer and the
-  head) in one compiled pass on CPU (numba): a new line's first piece without ~340 torch ops.
+- ``decoder_cpu.decoder_step_cpu``: the whole decoder step on CPU (every layer and the head)
+  in compiled passes (numba): one call for a small call, around BLAS projections for a large
+  one, instead of ~340 torch ops.
 - ``GraphedStep``, ``bucket_for``, ``DEFAULT_BUCKETS``: batch-size buckets and
   CUDA-graph replay of a whole batched step (cuda_graphs.py).
 """

@@ -1,17 +1,23 @@
-"""The whole decoder step of a small call in one compiled pass (numba, CPU).
+"""The decoder's step on CPU in compiled passes (numba) around BLAS projections.
 
-A call of a few rows (a new line's first piece: 1-4 streams x K frames) costs the eager step
-~340 torch ops whatever its size: per layer a norm, two projections, the activations and the
-wrappers around the numba conv and recurrence (``ssm_step_cpu.py``), then the head. At one
-stream that is ~1.7 ms, ten times the arithmetic. ``decoder_step_cpu`` runs every layer and the
-head in one call that releases the GIL: the same math (RMSNorm, in_proj, causal conv, SiLU,
+The eager step (``denormalize(SSMDecoder.step_chunk(...))``) costs ~340 torch ops a call
+whatever its size: per layer a norm, two projections, the activations and the wrappers around
+the numba conv and recurrence (``ssm_step_cpu.py``), then the head. At one stream that is
+~1.7 ms, ten times the arithmetic; at 32 streams the ops between the projections are a quarter
+of the step. ``decoder_step_cpu`` does the same math (RMSNorm, in_proj, causal conv, SiLU,
 softplus, the state recurrence, the gate, RMSNorm, out_proj, the residual; then the final norm,
-the head and the features' de-normalisation) with its own loops.
+the head and the features' de-normalisation) in two ways, both releasing the GIL:
 
-Only for small calls: its projections are plain loops and its exp is a scalar call per element,
-so from ~200 rows up the eager step (BLAS products, SIMD activations) is faster; ``SSMVoice``
-chooses (``FUSED_MAX_ROWS``). Same results as the eager step within float rounding (the tests
-hold it to that), the states updated in place at ``slots`` as K single steps would.
+- up to ``FUSED_MAX_ROWS`` rows (B * K: a new line's first piece, a short piece) every layer and
+  the head in one compiled call, projections included (``_matmul``: faster than BLAS calls at
+  these sizes, slower from ~160 rows);
+- above, torch's BLAS does the projections and one compiled pass per layer does everything
+  between them (``_mixer``), another the residual and the next norm: 2 + 4 per layer calls.
+
+The SiLU's exp is written to vectorize (``_neg_exp``, within 3 ULP); softplus and the decay
+use libm's. Same results as the eager step within float rounding (the tests hold it to that),
+the states updated in place at ``slots`` as K single steps would. ``SSMVoice.step_params``
+takes it on CPU unless ``NPC_VOICE_CPU_STEP=torch`` (or no numba, or autograd).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ try:
 except ImportError:  # optional: the eager step serves without it
     numba = None  # type: ignore[assignment]
 
-FUSED_MAX_ROWS = 128  # B * K rows up to which the fused step beats the eager one (bench/decoder_small.py)
+FUSED_MAX_ROWS = 128  # B * K rows up to which one whole compiled call beats BLAS projections (bench/decoder_cpu.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,22 @@ class DecoderArrays:
     feat_std: np.ndarray  # [n_features]
     eps: float
     vuv: int  # the feature column that is a logit (sigmoid, not de-normalised)
+
+    @property
+    def torch_in_w(self) -> torch.Tensor:
+        return torch.from_numpy(self.in_w)
+
+    @property
+    def torch_out_w(self) -> torch.Tensor:
+        return torch.from_numpy(self.out_w)
+
+    @property
+    def torch_head_w(self) -> torch.Tensor:
+        return torch.from_numpy(self.head_w)
+
+    @property
+    def torch_head_b(self) -> torch.Tensor:
+        return torch.from_numpy(self.head_b)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -123,23 +145,50 @@ def _matmul(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
         r += 1
 
 
-def _layer(u: np.ndarray, norm_w: np.ndarray, in_w: np.ndarray, conv_wt: np.ndarray, conv_b: np.ndarray,
-           dt_bias: np.ndarray, neg_a: np.ndarray, d: np.ndarray, out_norm_w: np.ndarray, out_w: np.ndarray,
-           conv: np.ndarray, ssm: np.ndarray, slots: np.ndarray, layer: int, eps: float, n_rows: int) -> None:
-    """One SSM block over u [B * K, d_model] (batch-major rows), in place: u += block(u)."""
-    n_frames = u.shape[0] // n_rows
+def _neg_exp(x: np.ndarray, out: np.ndarray, bits: np.ndarray) -> None:
+    """out = exp(-x) over 1-D float32 arrays (``bits``: int32 scratch of the same length), in two
+    loops that vectorize (libm's exp is a scalar call per element: ~4x slower here). Cody-Waite
+    range reduction (ln 2 in two parts, exact products) and a degree-6 polynomial: within 3 ULP of
+    the exact value over the clamped range [-88, 87.3] (2**-126 .. 1.6e38); compiled without
+    reassociation (``_EXP_MATH``) so the reduction stays exact."""
+    scale = bits.view(np.float32)
+    for i in range(x.shape[0]):
+        v = min(max(-x[i], np.float32(-87.3)), np.float32(88.0))
+        k = np.floor(v * np.float32(1.4426950408889634) + np.float32(0.5))
+        r = v - k * np.float32(0.693359375)
+        r = r - k * np.float32(-2.12194440e-4)
+        out[i] = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1.0 / 6.0) + r * (
+            np.float32(1.0 / 24.0) + r * (np.float32(1.0 / 120.0) + r * np.float32(1.0 / 720.0))))))
+        bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)  # 2**k as a float's bits
+    for i in range(x.shape[0]):
+        out[i] = out[i] * scale[i]
+
+
+def _silu(x: np.ndarray, e: np.ndarray, bits: np.ndarray) -> None:
+    """x = x * sigmoid(x) in place over a 1-D float32 array (``e``, ``bits``: scratch as long)."""
+    _neg_exp(x, e, bits)
+    for i in range(x.shape[0]):
+        x[i] = x[i] / (np.float32(1.0) + e[i])
+
+
+def _mixer(proj: np.ndarray, conv_wt: np.ndarray, conv_b: np.ndarray, dt_bias: np.ndarray, neg_a: np.ndarray,
+           d: np.ndarray, out_norm_w: np.ndarray, conv: np.ndarray, ssm: np.ndarray, slots: np.ndarray, layer: int,
+           eps: float, n_rows: int, yn: np.ndarray) -> None:
+    """One block between its projections: proj [B * K, d_inner + conv_dim + nheads] (z | xBC | dt,
+    batch-major rows) -> yn [B * K, d_inner] = rms_norm((y + D x) * silu(z)) * out_norm_w, through
+    the causal conv (state shifted in place), SiLU, softplus(dt), and the state recurrence (each
+    state row read and written once per call, walked transposed as in ssm_step_cpu.py)."""
+    n_frames = proj.shape[0] // n_rows
     nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
     d_inner = nheads * headdim
     conv_dim = conv_wt.shape[1]
     taps = conv.shape[2]
-    one = np.float32(1.0)
-    xn = np.empty((u.shape[0], u.shape[1]), dtype=np.float32)
-    _rms_norm(u, norm_w, eps, xn)
-    proj = np.empty((u.shape[0], in_w.shape[0]), dtype=np.float32)  # z | xBC | dt per row
-    _matmul(xn, in_w, proj)
-    y = np.empty((u.shape[0], d_inner), dtype=np.float32)
     win = np.empty((taps + n_frames, conv_dim), dtype=np.float32)  # conv state taps, then the call's inputs
     xc = np.empty((n_frames, conv_dim), dtype=np.float32)  # silu(conv): x | B | C per frame
+    gz = np.empty((n_frames, d_inner), dtype=np.float32)  # silu(z)
+    y = np.empty((n_frames, d_inner), dtype=np.float32)
+    e = np.empty(n_frames * max(conv_dim, d_inner), dtype=np.float32)
+    bits = np.empty(n_frames * max(conv_dim, d_inner), dtype=np.int32)
     st = np.empty((d_state, headdim), dtype=np.float32)  # one head's state, transposed
     dx = np.empty(headdim, dtype=np.float32)
     acc = np.empty(headdim, dtype=np.float32)
@@ -152,18 +201,20 @@ def _layer(u: np.ndarray, norm_w: np.ndarray, in_w: np.ndarray, conv_wt: np.ndar
         for k in range(n_frames):
             for c in range(conv_dim):
                 win[taps + k, c] = proj[row0 + k, d_inner + c]
+            for c in range(d_inner):
+                gz[k, c] = proj[row0 + k, c]
         for k in range(n_frames):
             for c in range(conv_dim):
                 xc[k, c] = conv_b[c]
             for j in range(taps + 1):
                 for c in range(conv_dim):
                     xc[k, c] += win[k + j, c] * conv_wt[j, c]
-            for c in range(conv_dim):
-                v = xc[k, c]
-                xc[k, c] = v / (one + np.exp(-v))
         for j in range(taps):
             for c in range(conv_dim):
                 cs[j, c] = win[n_frames + j, c]
+        n_xc, n_gz = n_frames * conv_dim, n_frames * d_inner
+        _silu(xc.reshape(n_xc), e[:n_xc], bits[:n_xc])
+        _silu(gz.reshape(n_gz), e[:n_gz], bits[:n_gz])
         s = slots[b]
         for h in range(nheads):
             hs = ssm[s, layer, h]  # [headdim, d_state] view into the pool
@@ -186,18 +237,30 @@ def _layer(u: np.ndarray, norm_w: np.ndarray, in_w: np.ndarray, conv_wt: np.ndar
                         st[n, p] = val
                         acc[p] += val * cn
                 for p in range(headdim):
-                    z = proj[row0 + k, base + p]
-                    y[row0 + k, base + p] = (acc[p] + d[h] * xc[k, base + p]) * (z / (one + np.exp(-z)))
+                    y[k, base + p] = (acc[p] + d[h] * xc[k, base + p]) * gz[k, base + p]
             for p in range(headdim):
                 for n in range(d_state):
                     hs[p, n] = st[n, p]
-    yn = np.empty_like(y)
-    _rms_norm(y, out_norm_w, eps, yn)
-    out = np.empty_like(u)
-    _matmul(yn, out_w, out)
+        _rms_norm(y, out_norm_w, eps, yn[row0 : row0 + n_frames])
+
+
+def _residual_norm(u: np.ndarray, out: np.ndarray, w: np.ndarray, eps: float, xn: np.ndarray) -> None:
+    """u += out (the block's residual), then xn = rms_norm(u) * w (the next block's or the head's input)."""
     for r in range(u.shape[0]):
         for i in range(u.shape[1]):
             u[r, i] += out[r, i]
+    _rms_norm(u, w, eps, xn)
+
+
+def _denormalize(params: np.ndarray, feat_mean: np.ndarray, feat_std: np.ndarray, vuv: int) -> None:
+    """The head's output in place -> vocoder parameters (the voicing column as a probability)."""
+    for r in range(params.shape[0]):
+        for f in range(params.shape[1]):
+            v = params[r, f]
+            if f == vuv:
+                params[r, f] = np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
+            else:
+                params[r, f] = v * feat_std[f] + feat_mean[f]
 
 
 def _decoder_kernel(u: np.ndarray, norm_w: np.ndarray, in_w: np.ndarray, conv_wt: np.ndarray,
@@ -205,34 +268,47 @@ def _decoder_kernel(u: np.ndarray, norm_w: np.ndarray, in_w: np.ndarray, conv_wt
                     out_norm_w: np.ndarray, out_w: np.ndarray, final_norm_w: np.ndarray, head_w: np.ndarray,
                     head_b: np.ndarray, feat_mean: np.ndarray, feat_std: np.ndarray, eps: float, vuv: int,
                     conv: np.ndarray, ssm: np.ndarray, slots: np.ndarray, n_rows: int, params: np.ndarray) -> None:
-    """Every layer, then the head: u [B * K, d_model] (overwritten) -> params [B * K, n_features]."""
-    for layer in range(norm_w.shape[0]):
-        _layer(u, norm_w[layer], in_w[layer], conv_wt[layer], conv_b[layer], dt_bias[layer], neg_a[layer],
-               d[layer], out_norm_w[layer], out_w[layer], conv, ssm, slots, layer, eps, n_rows)
-    un = np.empty_like(u)
-    _rms_norm(u, final_norm_w, eps, un)
-    _matmul(un, head_w, params)
-    one = np.float32(1.0)
+    """A small call whole: every layer, then the head, projections included (``_matmul``):
+    u [B * K, d_model] (overwritten) -> params [B * K, n_features]."""
+    n_layers = norm_w.shape[0]
+    xn = np.empty_like(u)
+    proj = np.empty((u.shape[0], in_w.shape[1]), dtype=np.float32)
+    yn = np.empty((u.shape[0], out_w.shape[2]), dtype=np.float32)
+    out = np.empty_like(u)
+    _rms_norm(u, norm_w[0], eps, xn)
+    for layer in range(n_layers):
+        _matmul(xn, in_w[layer], proj)
+        _mixer(proj, conv_wt[layer], conv_b[layer], dt_bias[layer], neg_a[layer], d[layer], out_norm_w[layer],
+               conv, ssm, slots, layer, eps, n_rows, yn)
+        _matmul(yn, out_w[layer], out)
+        _residual_norm(u, out, norm_w[layer + 1] if layer + 1 < n_layers else final_norm_w, eps, xn)
+    _matmul(xn, head_w, params)
     for r in range(params.shape[0]):
         for f in range(params.shape[1]):
-            v = params[r, f] + head_b[f]
-            params[r, f] = one / (one + np.exp(-v)) if f == vuv else v * feat_std[f] + feat_mean[f]
+            params[r, f] += head_b[f]
+    _denormalize(params, feat_mean, feat_std, vuv)
 
+
+_EXP_MATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}  # fastmath less reassociation (``_neg_exp``)
 
 if numba is not None:  # fastmath: vectorized loops and contracted multiply-adds (rounding-level changes)
     _jit = numba.njit(cache=True, nogil=True, fastmath=True)
+    _neg_exp = numba.njit(cache=True, nogil=True, fastmath=_EXP_MATH)(_neg_exp)
+    _silu = _jit(_silu)
     _rms_norm = _jit(_rms_norm)
     _matmul = _jit(_matmul)
-    _layer = _jit(_layer)
+    _mixer = _jit(_mixer)
+    _residual_norm = _jit(_residual_norm)
+    _denormalize = _jit(_denormalize)
     _decoder_cpu: Any = _jit(_decoder_kernel)
 else:
     _decoder_cpu = None
 
 
-def fused_step_available(rows: int, *tensors: torch.Tensor) -> bool:
-    """Whether ``decoder_step_cpu`` should take a call of ``rows`` (B * K) rows: numba installed,
-    not switched off (``NPC_VOICE_CPU_STEP=torch``), a small call, CPU tensors, no autograd."""
-    if _decoder_cpu is None or rows > FUSED_MAX_ROWS or os.environ.get("NPC_VOICE_CPU_STEP", "") == "torch":
+def fused_step_available(*tensors: torch.Tensor) -> bool:
+    """Whether ``decoder_step_cpu`` can take these tensors: numba installed, not switched off
+    (``NPC_VOICE_CPU_STEP=torch``), CPU tensors, no autograd."""
+    if _decoder_cpu is None or os.environ.get("NPC_VOICE_CPU_STEP", "") == "torch":
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
@@ -243,7 +319,11 @@ def decoder_step_cpu(arrays: DecoderArrays, cond: torch.Tensor, conv_state: torc
                      slots: torch.Tensor) -> torch.Tensor:
     """cond [B, K, d_model] -> de-normalised vocoder parameters [B, K, n_features] (the voicing
     column as a probability), the states [slots, layers, ...] (float32) updated in place at
-    ``slots`` [B]: what ``denormalize(SSMDecoder.step_chunk(...))`` returns."""
+    ``slots`` [B]: what ``denormalize(SSMDecoder.step_chunk(...))`` returns.
+
+    Up to ``FUSED_MAX_ROWS`` rows (B * K) one compiled call does everything; above, torch's BLAS
+    does the projections (two per layer and the head) and compiled passes everything between
+    them: 4 + 2 per layer calls instead of the eager decoder's ~340 ops."""
     if _decoder_cpu is None:
         raise RuntimeError("numba is not installed: use SSMDecoder.step_chunk")
     if conv_state.dtype != torch.float32 or ssm_state.dtype != torch.float32:
@@ -251,13 +331,29 @@ def decoder_step_cpu(arrays: DecoderArrays, cond: torch.Tensor, conv_state: torc
     n_rows, n_frames, width = cond.shape
     if width != arrays.norm_w.shape[1]:
         raise ValueError(f"cond has width {width}, the decoder {arrays.norm_w.shape[1]}")
+    rows = n_rows * n_frames
     params = torch.empty((n_rows, n_frames, arrays.head_w.shape[0]), dtype=torch.float32)
-    if n_rows == 0 or n_frames == 0:
+    if rows == 0:
         return params
-    u = cond.detach().to(torch.float32).reshape(n_rows * n_frames, width).numpy().copy()
     a = arrays
-    _decoder_cpu(u, a.norm_w, a.in_w, a.conv_wt, a.conv_b, a.dt_bias, a.neg_a, a.d, a.out_norm_w, a.out_w,
-                 a.final_norm_w, a.head_w, a.head_b, a.feat_mean, a.feat_std, a.eps, a.vuv,
-                 conv_state.detach().numpy(), ssm_state.detach().numpy(), slots.to(torch.int64).numpy(), n_rows,
-                 params.view(n_rows * n_frames, -1).numpy())
+    u = cond.detach().to(torch.float32).reshape(rows, width).numpy().copy()
+    conv, ssm, slot_rows = conv_state.detach().numpy(), ssm_state.detach().numpy(), slots.to(torch.int64).numpy()
+    if rows <= FUSED_MAX_ROWS:
+        _decoder_cpu(u, a.norm_w, a.in_w, a.conv_wt, a.conv_b, a.dt_bias, a.neg_a, a.d, a.out_norm_w, a.out_w,
+                     a.final_norm_w, a.head_w, a.head_b, a.feat_mean, a.feat_std, a.eps, a.vuv,
+                     conv, ssm, slot_rows, n_rows, params.view(rows, -1).numpy())
+        return params
+    n_layers = a.norm_w.shape[0]
+    xn = np.empty_like(u)
+    yn = torch.empty((rows, a.out_w.shape[2]), dtype=torch.float32)
+    _rms_norm(u, a.norm_w[0], a.eps, xn)
+    xn_t = torch.from_numpy(xn)
+    for layer in range(n_layers):
+        proj = torch.nn.functional.linear(xn_t, a.torch_in_w[layer])
+        _mixer(proj.numpy(), a.conv_wt[layer], a.conv_b[layer], a.dt_bias[layer], a.neg_a[layer], a.d[layer],
+               a.out_norm_w[layer], conv, ssm, slot_rows, layer, a.eps, n_rows, yn.numpy())
+        out = torch.nn.functional.linear(yn, a.torch_out_w[layer])
+        _residual_norm(u, out.numpy(), a.norm_w[layer + 1] if layer + 1 < n_layers else a.final_norm_w, a.eps, xn)
+    torch.addmm(a.torch_head_b, xn_t, a.torch_head_w.t(), out=params.view(rows, -1))
+    _denormalize(params.view(rows, -1).numpy(), a.feat_mean, a.feat_std, a.vuv)
     return params
