@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/step_compiled.py [--batches 1 2 4 8 16 32 64] [--frames 8] [--repeats 60]
 
-"on" is the voice as shipped: the small-call decoder in one compiled pass (kernels/decoder_cpu.py,
-up to FUSED_MAX_ROWS rows) and the vocoder's per-stream work around its frame responses compiled
-(``_inputs_kernel``, ``_output_kernel`` in npc_voice/audio/vocoder.py). "off" switches both off
-in the same process (the eager decoder and the torch code; the pulse timing stays compiled in
-both), which is the step before they existed. Alternating calls on two copies of one state, one
+"on" is the voice as shipped: the decoder's compiled step (kernels/decoder_cpu.py) and the
+vocoder's per-stream work around its frame responses compiled (``_inputs_kernel``,
+``_output_kernel`` in npc_voice/audio/vocoder.py). "off" switches both off in the same process
+(the eager decoder, with its numba conv and recurrence, and the vocoder's torch code; the pulse
+timing stays compiled in both), which is the step before they existed. Alternating calls on two copies of one state, one
 thread, thread CPU time; prints the medians and the paired ratio.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ def main() -> None:
     torch.set_num_threads(1)
     keep_freed_memory()  # as the engine runs
     voice = load_voice(None)
-    inputs, max_rows = vocoder_module._inputs_cpu, decoder_cpu.FUSED_MAX_ROWS
-    if inputs is None or decoder_cpu._decoder_cpu is None:
+    inputs, decoder = vocoder_module._inputs_cpu, decoder_cpu._decoder_cpu
+    if inputs is None or decoder is None:
         raise SystemExit("numba is not installed: nothing to compare")
     print(f"voice {voice.version}, K={a.frames}, one thread, thread CPU time per call")
     try:
@@ -48,7 +48,7 @@ def main() -> None:
             for i in range(a.repeats + 3):
                 for name in ("on", "off"):
                     vocoder_module._inputs_cpu = inputs if name == "on" else None
-                    decoder_cpu.FUSED_MAX_ROWS = max_rows if name == "on" else 0
+                    decoder_cpu._decoder_cpu = decoder if name == "on" else None
                     t0 = time.thread_time()
                     voice.step(states[name], slots, cond, controls)
                     if i >= 3:
@@ -57,7 +57,7 @@ def main() -> None:
             print(f"batch {batch:3d}: on {statistics.median(times['on']) * 1e3:6.2f} ms, "
                   f"off {statistics.median(times['off']) * 1e3:6.2f} ms (paired ratio {ratio:.3f})")
     finally:
-        vocoder_module._inputs_cpu, decoder_cpu.FUSED_MAX_ROWS = inputs, max_rows
+        vocoder_module._inputs_cpu, decoder_cpu._decoder_cpu = inputs, decoder
 
 
 if __name__ == "__main__":
