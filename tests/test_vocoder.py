@@ -335,10 +335,17 @@ def test_envelope_is_reconstructed_and_sharpened_above_1khz_only() -> None:
     assert contrast[1] > contrast[0] + 0.1  # the bands' smoothing undone (natural log units)
 
 
+@pytest.mark.parametrize("path", ["compiled", "per-formant"])
 @pytest.mark.parametrize("n_formants", [1, 3, 20])
-def test_the_cpu_filter_per_formant_group_equals_the_per_row_warp(voc: Vocoder, n_formants: int) -> None:
-    """On CPU the warp is folded into one matrix per distinct formant (20 distinct values take the
-    per-row path); both give the same filter as the per-row gather the GPU path uses."""
+def test_the_cpu_filter_equals_the_per_row_warp(voc: Vocoder, n_formants: int, path: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the filter runs compiled after one matrix product (``_filter_kernel``: bit for bit the
+    per-row gather the GPU path uses); without numba the warp is folded into one matrix per
+    distinct formant (20 distinct values take the per-row path), within float rounding of it."""
+    if path == "compiled" and vocoder_module._filter_cpu is None:
+        pytest.skip("numba is not installed")
+    if path == "per-formant":
+        monkeypatch.setattr(vocoder_module, "_filter_cpu", None)
     g = torch.Generator().manual_seed(n_formants)
     rows = 96
     env = -6.0 + 2.0 * torch.randn(rows, F.N_ENV, generator=g)
@@ -349,11 +356,14 @@ def test_the_cpu_filter_per_formant_group_equals_the_per_row_warp(voc: Vocoder, 
     mag_ref, phase_ref = voc._filter_gather(env, formant, tilt)
     assert torch.allclose(mag, mag_ref, atol=1e-4) and torch.allclose(phase, phase_ref, atol=1e-4)
     assert (mag - mag_ref).abs().max() < 1e-4 < (mag_ref.max() - mag_ref.min())  # not trivially equal
+    if path == "compiled":
+        assert torch.equal(mag, mag_ref) and torch.equal(phase, phase_ref)
 
 
-def test_the_warp_matrix_cache_stays_bounded() -> None:
+def test_the_warp_matrix_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from npc_voice.audio.vocoder import WARP_CACHE
 
+    monkeypatch.setattr(vocoder_module, "_filter_cpu", None)  # the per-formant matrices (no numba)
     voc = Vocoder()
     env = torch.zeros(4, F.N_ENV)
     for i in range(3 * WARP_CACHE):  # e.g. a client sweeping a formant override

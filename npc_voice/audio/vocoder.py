@@ -312,6 +312,42 @@ _inputs_cpu = numba.njit(cache=True, nogil=True)(_inputs_kernel) if numba is not
 _output_cpu = numba.njit(cache=True, nogil=True)(_output_kernel) if numba is not None else None
 
 
+def _filter_kernel(spectra: np.ndarray, shift: np.ndarray, formant: np.ndarray, tilt: np.ndarray,
+                   lowcut: np.ndarray, tilt_spec: np.ndarray, log_mag: np.ndarray, phase: np.ndarray) -> None:
+    """``Vocoder._filter_gather`` after its matrix product and energy change, on CPU in one pass
+    (numba): spectra [R, >= 2 * N_BINS] (log|H| | phase), shift [R] (half the log energy change)
+    -> the shift, the low cut and the tilt added, the formant warp (linear interpolation at
+    bin / formant) -> log_mag, phase [R, N_BINS]. The same float32 operations in the same order
+    as the torch code (no fastmath): the same filter, bit for bit."""
+    n_rows = spectra.shape[0]
+    n_bins = log_mag.shape[1]
+    mag = np.empty(n_bins, dtype=np.float32)
+    ph = np.empty(n_bins, dtype=np.float32)
+    lower = np.empty(n_bins, dtype=np.int64)  # the warp's taps and weights for formant ``last``
+    weight = np.empty(n_bins, dtype=np.float32)
+    top = np.float32(n_bins - 1)
+    last = np.float32(-1.0)  # formants are positive (clamped); not NaN: fastmath assumes no NaN
+    for r in range(n_rows):
+        t = tilt[r]
+        for k in range(n_bins):
+            mag[k] = spectra[r, k] - shift[r] + lowcut[0, k] + t * tilt_spec[0, k]
+            ph[k] = spectra[r, n_bins + k] + lowcut[1, k] + t * tilt_spec[1, k]
+        f = formant[r]
+        if f != last:  # a stream's K frames are consecutive rows: most rows keep the previous taps
+            last = f
+            for k in range(n_bins):
+                pos = min(np.float32(k) / f, top)
+                lower[k] = min(int(np.floor(pos)), n_bins - 2)
+                weight[k] = pos - np.float32(lower[k])
+        for k in range(n_bins):
+            i0 = lower[k]
+            log_mag[r, k] = mag[i0] + (mag[i0 + 1] - mag[i0]) * weight[k]
+            phase[r, k] = ph[i0] + (ph[i0 + 1] - ph[i0]) * weight[k]
+
+
+_filter_cpu = numba.njit(cache=True, nogil=True)(_filter_kernel) if numba is not None else None
+
+
 def _overlap_add(resp: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """resp [B, K, N_FFT] frame responses, tail [B, TAIL] -> (output frames [B, K, HOP], new tail).
 
@@ -363,6 +399,8 @@ class Vocoder(torch.nn.Module):
         self.register_buffer("_log_spec", (_lifter(postfilter) @ log_spec).float(), persistent=False)
         self.register_buffer("_energy_mags", 2.0 * torch.cat([self._log_spec[:, :N_BINS], self._plain_mag], dim=1),
                              persistent=False)  # [N_ENV, 2 * N_BINS], doubled: log power (x2 is exact in float)
+        self.register_buffer("_filter_columns", torch.cat([self._log_spec, self._energy_mags], dim=1).contiguous(),
+                             persistent=False)  # [N_ENV, 4 * N_BINS]: _filter_kernel's one matrix product
         self._warp_cache: dict[float, torch.Tensor] = {}  # formant -> _warped_matrix (CPU path)
         # No DC and little below 40 Hz (a pulse train through an envelope with a DC value drifts). Part of
         # the minimum-phase filter, so it stays causal: a zero-phase notch rings both ways, and its
@@ -406,11 +444,15 @@ class Vocoder(torch.nn.Module):
         Formant warp a: H'(f) = H(f / a), so a > 1 moves formants up (a smaller vocal tract). The
         phase is warped with the magnitude (close to the warped envelope's own minimum phase).
 
-        Two exact forms of the same arithmetic: on CPU the warp is folded into one matrix per
-        distinct formant value (``_warped_matrix``; a batch holds few characters), so each row is one
-        matrix product; elsewhere (CUDA graphs: fixed shapes, no host syncs) the warp gathers per row."""
+        Exact forms of the same arithmetic: on CPU one matrix product for every row and a compiled
+        pass for the energy, the low cut, the tilt and the warp (``_filter_compiled``); without
+        numba the warp folded into one matrix per distinct formant value (``_warped_matrix``; a
+        batch holds few characters), so each row is one matrix product; elsewhere (CUDA graphs:
+        fixed shapes, no host syncs) the warp gathers per row."""
         if env.device.type != "cpu" or env.shape[0] == 0:
             return self._filter_gather(env, formant, tilt)
+        if _filter_cpu is not None:
+            return self._filter_compiled(env, formant, tilt)
         values, group = torch.unique(formant, return_inverse=True)
         if len(values) > MAX_WARP_GROUPS:
             return self._filter_gather(env, formant, tilt)
@@ -456,6 +498,22 @@ class Vocoder(torch.nn.Module):
         idx = i0[:, None, :].expand(-1, 2, -1)
         lo = torch.gather(log_spec, 2, idx)
         return lo + (torch.gather(log_spec, 2, idx + 1) - lo) * w
+
+    def _filter_compiled(self, env: torch.Tensor, formant: torch.Tensor, tilt: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_filter_gather`` on CPU: one matrix product (spectra and energies of every row at
+        once), the log-sum-exp of the energies, then ``_filter_kernel`` for the rest: ~25 ops and
+        a product per formant group before."""
+        spectra = env.contiguous() @ self._filter_columns  # [R, 4 * N_BINS]
+        energy = torch.logsumexp(spectra[:, 2 * N_BINS :].view(-1, 2, N_BINS), dim=2)  # [R, 2]
+        shift = 0.5 * (energy[:, 0] - energy[:, 1])  # as _energy_change
+        r = env.shape[0]
+        log_mag = torch.empty(r, N_BINS)
+        phase = torch.empty(r, N_BINS)
+        _filter_cpu(spectra.numpy(), shift.numpy(), np.ascontiguousarray(formant.numpy(), dtype=np.float32),
+                    np.ascontiguousarray(tilt.numpy(), dtype=np.float32), self._lowcut_spec.numpy(),
+                    self._tilt_spec.numpy(), log_mag.numpy(), phase.numpy())
+        return log_mag, phase
 
     def _filter_gather(self, env: torch.Tensor, formant: torch.Tensor, tilt: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
