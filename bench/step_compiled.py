@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/step_compiled.py [--batches 1 2 4 8 16 32 64] [--frames 8] [--repeats 60]
 
-"on" is the voice as shipped: the decoder's compiled step (kernels/decoder_cpu.py) and the
+"on" is the voice as shipped: the decoder's compiled step (kernels/decoder_cpu.py), the
 vocoder's per-stream work around its frame responses compiled (``_inputs_kernel``,
-``_output_kernel`` in npc_voice/audio/vocoder.py). "off" switches both off in the same process
-(the eager decoder, with its numba conv and recurrence, and the vocoder's torch code; the pulse
-timing stays compiled in both), which is the step before they existed. Alternating calls on two copies of one state, one
+``_output_kernel`` in npc_voice/audio/vocoder.py) and its filter after one matrix product
+(``_filter_kernel``). "off" switches the three off in the same process (the eager decoder, with
+its numba conv and recurrence; the vocoder's torch code and per-formant filter matrices; the
+pulse timing stays compiled in both), which is the step before they existed. Alternating calls on two copies of one state, one
 thread, thread CPU time; prints the medians and the paired ratio.
 """
 from __future__ import annotations
@@ -33,8 +34,8 @@ def main() -> None:
     torch.set_num_threads(1)
     keep_freed_memory()  # as the engine runs
     voice = load_voice(None)
-    inputs, decoder = vocoder_module._inputs_cpu, decoder_cpu._decoder_cpu
-    if inputs is None or decoder is None:
+    inputs, decoder, filt = vocoder_module._inputs_cpu, decoder_cpu._decoder_cpu, vocoder_module._filter_cpu
+    if inputs is None or decoder is None or filt is None:
         raise SystemExit("numba is not installed: nothing to compare")
     print(f"voice {voice.version}, K={a.frames}, one thread, thread CPU time per call")
     try:
@@ -49,6 +50,7 @@ def main() -> None:
                 for name in ("on", "off"):
                     vocoder_module._inputs_cpu = inputs if name == "on" else None
                     decoder_cpu._decoder_cpu = decoder if name == "on" else None
+                    vocoder_module._filter_cpu = filt if name == "on" else None
                     t0 = time.thread_time()
                     voice.step(states[name], slots, cond, controls)
                     if i >= 3:
@@ -58,6 +60,7 @@ def main() -> None:
                   f"off {statistics.median(times['off']) * 1e3:6.2f} ms (paired ratio {ratio:.3f})")
     finally:
         vocoder_module._inputs_cpu, decoder_cpu._decoder_cpu = inputs, decoder
+        vocoder_module._filter_cpu = filt
 
 
 if __name__ == "__main__":

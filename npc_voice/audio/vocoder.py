@@ -375,6 +375,7 @@ class Vocoder(torch.nn.Module):
 
     _log_spec: torch.Tensor
     _energy_mags: torch.Tensor
+    _filter_columns: torch.Tensor
     _plain_mag: torch.Tensor
     _ap_interp: torch.Tensor
     _lowcut_spec: torch.Tensor
