@@ -7,8 +7,8 @@ vocoder's per-stream work around its frame responses compiled (``_inputs_kernel`
 ``_output_kernel`` in npc_voice/audio/vocoder.py) and its filter after one matrix product
 (``_filter_kernel``). "off" switches the three off in the same process (the eager decoder, with
 its numba conv and recurrence; the vocoder's torch code and per-formant filter matrices; the
-pulse timing stays compiled in both), which is the step before they existed. Alternating calls on two copies of one state, one
-thread, thread CPU time; prints the medians and the paired ratio.
+pulse timing stays compiled in both), which is the step before they existed. Alternating calls
+on two copies of one state, one thread, thread CPU time; prints the medians and the paired ratio.
 """
 from __future__ import annotations
 
