@@ -305,14 +305,15 @@ else:
     _decoder_cpu = None
 
 
-def fused_step_available(*tensors: torch.Tensor) -> bool:
-    """Whether ``decoder_step_cpu`` can take these tensors: numba installed, not switched off
-    (``NPC_VOICE_CPU_STEP=torch``), CPU tensors, no autograd."""
+def fused_step_available(cond: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor) -> bool:
+    """Whether ``decoder_step_cpu`` can take this call: numba installed, not switched off
+    (``NPC_VOICE_CPU_STEP=torch``), CPU tensors, float32 states, no autograd."""
     if _decoder_cpu is None or os.environ.get("NPC_VOICE_CPU_STEP", "") == "torch":
         return False
+    tensors = (cond, conv_state, ssm_state)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return all(t.device.type == "cpu" for t in tensors)
+    return all(t.device.type == "cpu" for t in tensors) and conv_state.dtype == ssm_state.dtype == torch.float32
 
 
 def decoder_step_cpu(arrays: DecoderArrays, cond: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,

@@ -78,6 +78,10 @@ def test_step_params_takes_the_compiled_step_unless_switched_off(monkeypatch: py
     monkeypatch.setenv("NPC_VOICE_CPU_STEP", "torch")  # the operator's switch turns it off with the other kernels
     voice.step_params(state, torch.tensor([1, 2]), small)
     assert calls == [16, 256]
+    monkeypatch.delenv("NPC_VOICE_CPU_STEP")
+    state["dec_ssm"] = state["dec_ssm"].to(torch.bfloat16)  # states it cannot take: the eager decoder
+    voice.step_params(state, torch.tensor([1, 2]), small)
+    assert calls == [16, 256]
 
 
 def test_vectorized_exp_is_within_3_ulp() -> None:
