@@ -14,6 +14,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e .
+	$(BIN)/python -m npc_voice.model.compile  # numba's kernels compiled once here, not at first serve
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed

@@ -127,3 +127,12 @@ def test_fused_step_rejects_what_it_cannot_take() -> None:
     with pytest.raises(ValueError, match="float32"):
         decoder_cpu.decoder_step_cpu(voice._decoder_arrays(), torch.randn(1, 2, voice.d_cond),
                                      state["dec_conv"].double(), state["dec_ssm"], torch.tensor([1]))
+
+
+def test_the_install_step_steps_every_compiled_path() -> None:
+    """``python -m npc_voice.model.compile`` (make install's last step) runs the step at 1 and 32
+    streams: the whole-call decoder, the layered one and the vocoder's passes, on their real types."""
+    from npc_voice.model.compile import compile_cpu_kernels
+
+    seconds = compile_cpu_kernels()
+    assert 0.0 < seconds < 600.0
