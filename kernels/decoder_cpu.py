@@ -38,9 +38,9 @@ FUSED_MAX_ROWS = 128  # B * K rows up to which one whole compiled call beats BLA
 
 @dataclass(frozen=True)
 class DecoderArrays:
-    """The decoder's weights as the kernel reads them: float32, C-contiguous, the projections
-    the conv's transposed ([taps, conv_dim]) and every layer's stacked on a leading axis. Built once per weights
-    version (``decoder_arrays``)."""
+    """The decoder's weights as the kernels read them: float32, C-contiguous, the projections in
+    nn.Linear's [out, in] layout, the conv's transposed ([taps, conv_dim]), every layer's stacked
+    on a leading axis. Packed once per weights version (``SSMVoice._decoder_arrays``)."""
 
     norm_w: np.ndarray  # [L, d_model]
     in_w: np.ndarray  # [L, d_inner + conv_dim + nheads, d_model] (nn.Linear's layout, as all three)
@@ -89,7 +89,7 @@ def pack_decoder(blocks: Any, final_norm: Any, head: Any, feat_mean: torch.Tenso
 
     eps = {float(b.norm.eps) for b in blocks} | {float(b.out_norm.eps) for b in blocks} | {float(final_norm.eps)}
     if len(eps) != 1:
-        raise ValueError(f"the fused decoder step takes one RMSNorm eps, got {sorted(eps)}")
+        raise ValueError(f"the compiled decoder step takes one RMSNorm eps, got {sorted(eps)}")
     with torch.no_grad():
         return DecoderArrays(
             norm_w=stack(lambda b: b.norm.weight), in_w=stack(lambda b: b.in_proj.weight),
