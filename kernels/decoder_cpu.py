@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from npc_voice_kernels.ssm_step_cpu import _conv_packed, _scan_packed
 
 try:
     import numba
@@ -58,22 +59,6 @@ class DecoderArrays:
     feat_std: np.ndarray  # [n_features]
     eps: float
     vuv: int  # the feature column that is a logit (sigmoid, not de-normalised)
-
-    @property
-    def torch_in_w(self) -> torch.Tensor:
-        return torch.from_numpy(self.in_w)
-
-    @property
-    def torch_out_w(self) -> torch.Tensor:
-        return torch.from_numpy(self.out_w)
-
-    @property
-    def torch_head_w(self) -> torch.Tensor:
-        return torch.from_numpy(self.head_w)
-
-    @property
-    def torch_head_b(self) -> torch.Tensor:
-        return torch.from_numpy(self.head_b)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -175,73 +160,36 @@ def _mixer(proj: np.ndarray, conv_wt: np.ndarray, conv_b: np.ndarray, dt_bias: n
            d: np.ndarray, out_norm_w: np.ndarray, conv: np.ndarray, ssm: np.ndarray, slots: np.ndarray, layer: int,
            eps: float, n_rows: int, yn: np.ndarray) -> None:
     """One block between its projections: proj [B * K, d_inner + conv_dim + nheads] (z | xBC | dt,
-    batch-major rows) -> yn [B * K, d_inner] = rms_norm((y + D x) * silu(z)) * out_norm_w, through
-    the causal conv (state shifted in place), SiLU, softplus(dt), and the state recurrence (each
-    state row read and written once per call, walked transposed as in ssm_step_cpu.py)."""
-    n_frames = proj.shape[0] // n_rows
-    nheads, headdim, d_state = ssm.shape[2], ssm.shape[3], ssm.shape[4]
-    d_inner = nheads * headdim
+    batch-major rows) -> yn [B * K, d_inner] = rms_norm((y + D x) * silu(z)) * out_norm_w. The
+    causal conv and the state recurrence are ssm_step_cpu.py's kernels (``_conv_packed``,
+    ``_scan_packed``); here the SiLUs (vectorized exp), softplus(dt), the decays and the norm."""
+    rows, width = proj.shape
+    n_frames = rows // n_rows
+    nheads = ssm.shape[2]
+    d_inner = yn.shape[1]
     conv_dim = conv_wt.shape[1]
-    taps = conv.shape[2]
-    win = np.empty((taps + n_frames, conv_dim), dtype=np.float32)  # conv state taps, then the call's inputs
-    xc = np.empty((n_frames, conv_dim), dtype=np.float32)  # silu(conv): x | B | C per frame
-    gz = np.empty((n_frames, d_inner), dtype=np.float32)  # silu(z)
-    y = np.empty((n_frames, d_inner), dtype=np.float32)
-    e = np.empty(n_frames * max(conv_dim, d_inner), dtype=np.float32)
-    bits = np.empty(n_frames * max(conv_dim, d_inner), dtype=np.int32)
-    st = np.empty((d_state, headdim), dtype=np.float32)  # one head's state, transposed
-    dx = np.empty(headdim, dtype=np.float32)
-    acc = np.empty(headdim, dtype=np.float32)
+    packed = proj.reshape(n_rows, n_frames, width)
+    xc = np.empty((n_rows, n_frames, conv_dim), dtype=np.float32)  # conv(x | B | C), then its SiLU
+    _conv_packed(packed, d_inner, conv, slots, layer, conv_wt, conv_b, xc)
+    gz = np.empty((n_rows, n_frames, d_inner), dtype=np.float32)  # z, then its SiLU
+    dts = np.empty((n_rows, n_frames, nheads), dtype=np.float32)
+    decay = np.empty((n_rows, n_frames, nheads), dtype=np.float32)
     for b in range(n_rows):
-        row0 = b * n_frames
-        cs = conv[slots[b], layer]  # [taps, conv_dim] view into the pool
-        for j in range(taps):
-            for c in range(conv_dim):
-                win[j, c] = cs[j, c]
         for k in range(n_frames):
-            for c in range(conv_dim):
-                win[taps + k, c] = proj[row0 + k, d_inner + c]
             for c in range(d_inner):
-                gz[k, c] = proj[row0 + k, c]
-        for k in range(n_frames):
-            for c in range(conv_dim):
-                xc[k, c] = conv_b[c]
-            for j in range(taps + 1):
-                for c in range(conv_dim):
-                    xc[k, c] += win[k + j, c] * conv_wt[j, c]
-        for j in range(taps):
-            for c in range(conv_dim):
-                cs[j, c] = win[n_frames + j, c]
-        n_xc, n_gz = n_frames * conv_dim, n_frames * d_inner
-        _silu(xc.reshape(n_xc), e[:n_xc], bits[:n_xc])
-        _silu(gz.reshape(n_gz), e[:n_gz], bits[:n_gz])
-        s = slots[b]
-        for h in range(nheads):
-            hs = ssm[s, layer, h]  # [headdim, d_state] view into the pool
-            for p in range(headdim):
-                for n in range(d_state):
-                    st[n, p] = hs[p, n]
-            base = h * headdim
-            for k in range(n_frames):
-                v = proj[row0 + k, d_inner + conv_dim + h] + dt_bias[h]
+                gz[b, k, c] = packed[b, k, c]
+            for h in range(nheads):
+                v = packed[b, k, d_inner + conv_dim + h] + dt_bias[h]
                 dt = v if v > np.float32(20.0) else np.log1p(np.exp(v))  # softplus (torch's threshold)
-                decay = np.exp(dt * neg_a[h])
-                for p in range(headdim):
-                    dx[p] = dt * xc[k, base + p]
-                    acc[p] = 0.0
-                for n in range(d_state):
-                    bn = xc[k, d_inner + n]
-                    cn = xc[k, d_inner + d_state + n]
-                    for p in range(headdim):
-                        val = st[n, p] * decay + dx[p] * bn
-                        st[n, p] = val
-                        acc[p] += val * cn
-                for p in range(headdim):
-                    y[k, base + p] = (acc[p] + d[h] * xc[k, base + p]) * gz[k, base + p]
-            for p in range(headdim):
-                for n in range(d_state):
-                    hs[p, n] = st[n, p]
-        _rms_norm(y, out_norm_w, eps, yn[row0 : row0 + n_frames])
+                dts[b, k, h] = dt
+                decay[b, k, h] = np.exp(dt * neg_a[h])
+    e = np.empty(rows * max(conv_dim, d_inner), dtype=np.float32)
+    bits = np.empty(rows * max(conv_dim, d_inner), dtype=np.int32)
+    _silu(xc.reshape(rows * conv_dim), e[: rows * conv_dim], bits[: rows * conv_dim])
+    _silu(gz.reshape(rows * d_inner), e[: rows * d_inner], bits[: rows * d_inner])
+    y = np.empty((n_rows, n_frames, d_inner), dtype=np.float32)
+    _scan_packed(xc, dts, decay, gz, d, ssm, slots, layer, y)
+    _rms_norm(y.reshape(rows, d_inner), out_norm_w, eps, yn)
 
 
 def _residual_norm(u: np.ndarray, out: np.ndarray, w: np.ndarray, eps: float, xn: np.ndarray) -> None:
@@ -349,12 +297,13 @@ def decoder_step_cpu(arrays: DecoderArrays, cond: torch.Tensor, conv_state: torc
     yn = torch.empty((rows, a.out_w.shape[2]), dtype=torch.float32)
     _rms_norm(u, a.norm_w[0], a.eps, xn)
     xn_t = torch.from_numpy(xn)
+    in_w, out_w = torch.from_numpy(a.in_w), torch.from_numpy(a.out_w)  # views of the packed weights
     for layer in range(n_layers):
-        proj = torch.nn.functional.linear(xn_t, a.torch_in_w[layer])
+        proj = torch.nn.functional.linear(xn_t, in_w[layer])
         _mixer(proj.numpy(), a.conv_wt[layer], a.conv_b[layer], a.dt_bias[layer], a.neg_a[layer], a.d[layer],
                a.out_norm_w[layer], conv, ssm, slot_rows, layer, a.eps, n_rows, yn.numpy())
-        out = torch.nn.functional.linear(yn, a.torch_out_w[layer])
+        out = torch.nn.functional.linear(yn, out_w[layer])
         _residual_norm(u, out.numpy(), a.norm_w[layer + 1] if layer + 1 < n_layers else a.final_norm_w, a.eps, xn)
-    torch.addmm(a.torch_head_b, xn_t, a.torch_head_w.t(), out=params.view(rows, -1))
+    torch.addmm(torch.from_numpy(a.head_b), xn_t, torch.from_numpy(a.head_w).t(), out=params.view(rows, -1))
     _denormalize(params.view(rows, -1).numpy(), a.feat_mean, a.feat_std, a.vuv)
     return params
