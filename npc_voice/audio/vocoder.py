@@ -473,8 +473,12 @@ class Vocoder(torch.nn.Module):
 
     def _energy_change(self, env: torch.Tensor) -> torch.Tensor:
         """[R] log energy of the reconstructed envelope minus that of the plain interpolation."""
-        both = env @ self._energy_mags  # [R, 2 * N_BINS]: 2 log|H| (reconstructed, plain interpolation)
-        energy = torch.logsumexp(both.view(-1, 2, N_BINS), dim=2)  # [R, 2]
+        return self._log_energy_change(env @ self._energy_mags)
+
+    @staticmethod
+    def _log_energy_change(both: torch.Tensor) -> torch.Tensor:
+        """[R, 2 * N_BINS] 2 log|H| (reconstructed, plain interpolation) -> [R] their log energies' difference."""
+        energy = torch.logsumexp(both.reshape(-1, 2, N_BINS), dim=2)  # [R, 2]
         return energy[:, 0] - energy[:, 1]
 
     def _warped_matrix(self, formant: float) -> torch.Tensor:
@@ -506,8 +510,7 @@ class Vocoder(torch.nn.Module):
         once), the log-sum-exp of the energies, then ``_filter_kernel`` for the rest: ~25 ops and
         a product per formant group before."""
         spectra = env.contiguous() @ self._filter_columns  # [R, 4 * N_BINS]
-        energy = torch.logsumexp(spectra[:, 2 * N_BINS :].view(-1, 2, N_BINS), dim=2)  # [R, 2]
-        shift = 0.5 * (energy[:, 0] - energy[:, 1])  # as _energy_change
+        shift = 0.5 * self._log_energy_change(spectra[:, 2 * N_BINS :])
         r = env.shape[0]
         log_mag = torch.empty(r, N_BINS)
         phase = torch.empty(r, N_BINS)
