@@ -114,6 +114,7 @@ class ServerSettings:
     max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)
     max_batch: int = 0  # most streams per model call (a larger tick steps in pieces); 0 = auto: 32 CPU, all slots GPU
     threads: int = 0  # torch CPU threads for the engine; 0 = half the cores (the rest serve gRPC, encoder)
+    step_threads: int = 0  # threads stepping one CPU model call's rows together; 0 = auto (2 on 2 cores, up to 4)
     host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)
     host_cache_mb: float = 2048.0  # ... and at most this many MB of them per voice; the lower bound wins
     prepare_cache_mb: float = 64.0  # lines prepared before (a bark said again skips the encoder); 0 = off
@@ -338,6 +339,7 @@ class _Parser:
             ("frames_per_tick", 1, 64),
             ("max_batch", 0, 1_000_000),
             ("threads", 0, 1024),
+            ("step_threads", 0, 64),
             ("host_cache_characters", 0, 100_000_000),
             ("max_waiting_per_character", 0, 100_000),
             ("max_line_symbols", 0, 1_000_000),

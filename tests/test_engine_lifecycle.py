@@ -319,15 +319,21 @@ def test_a_new_stream_gets_a_first_piece_at_once_then_joins_the_others_beat(
     assert len(batches) > 10 and batches[-8:] == [4] * 8, batches  # then one phase with the others
 
 
-def test_max_batch_auto_is_a_32_row_piece_on_cpu_and_every_slot_on_gpu() -> None:
+def test_max_batch_auto_is_a_32_row_piece_per_step_thread_on_cpu_and_every_slot_on_gpu() -> None:
     import torch
 
-    from npc_voice.engine.core import resolve_max_batch
+    from npc_voice.engine.core import resolve_max_batch, resolve_step_threads
+    from npc_voice.engine.split import default_step_threads
 
-    assert resolve_max_batch(EngineConfig(slots=256), torch.device("cpu")) == 32
-    assert resolve_max_batch(EngineConfig(slots=12), torch.device("cpu")) == 11
-    assert resolve_max_batch(EngineConfig(slots=256), torch.device("cuda")) == 255
-    assert resolve_max_batch(EngineConfig(slots=256, max_batch=100), torch.device("cpu")) == 100
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_max_batch(EngineConfig(slots=256, step_threads=1), cpu) == 32
+    assert resolve_max_batch(EngineConfig(slots=256, step_threads=2), cpu) == 64
+    assert resolve_max_batch(EngineConfig(slots=256), cpu) == 32 * default_step_threads()
+    assert resolve_max_batch(EngineConfig(slots=12, step_threads=2), cpu) == 11
+    assert resolve_max_batch(EngineConfig(slots=256, step_threads=2), cuda) == 255
+    assert resolve_max_batch(EngineConfig(slots=256, max_batch=100), cpu) == 100
+    assert resolve_step_threads(EngineConfig(step_threads=3), cpu) == 3
+    assert resolve_step_threads(EngineConfig(step_threads=3), cuda) == 1  # one CUDA graph per call
 
 
 def test_a_tick_larger_than_max_batch_steps_in_full_pieces(voice: VoiceModel) -> None:

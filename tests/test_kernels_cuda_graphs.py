@@ -158,7 +158,8 @@ def padded_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Engine, lis
 
     monkeypatch.setattr(GraphedStep, "capture_all", capture_all)
     monkeypatch.setattr(engine_module, "make_step",
-                        lambda model, pool, device, max_batch: DeviceStep(model, pool, device, max_batch, "padded"))
+                        lambda model, pool, device, max_batch, splitter=None:
+                        DeviceStep(model, pool, device, max_batch, "padded"))
     engine = Engine({"tiny": tiny_voice(0)}, EngineConfig(slots=8, lookahead_ms=1e9, max_load=0.0))
     yield engine, captured
     engine.close()

@@ -183,6 +183,10 @@ class EngineConfig:
     lookahead_ms: float = 150.0
     lead_slack_ms: float = 300.0
     threads: int = 0  # torch threads on CPU; 0 = half the cores (engine.default_threads)
+    # Threads that step one CPU model call's rows together (the engine thread and step_threads - 1
+    # helpers, each taking chunks of the rows; split.py). 0 = auto (split.default_step_threads: 2 on
+    # 2 cores, up to 4); 1 = the engine thread alone. Ignored on GPU.
+    step_threads: int = 0
     max_batch: int = 0  # most streams stepped per model call (earliest deadline first; a lockstep tick beyond it is
     # stepped in pieces, a first-audio tick may run between them); 0 = auto: 32 on CPU, slots - 1 on GPU
     # Admission from measured cost (on by default): a new stream is admitted only while the fitted

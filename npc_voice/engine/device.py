@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from npc_voice_kernels.cuda_graphs import GraphedStep, bucket_for
 
+from npc_voice.engine.split import RowSplitter
 from npc_voice.model.api import VoiceModel
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ class DeviceStep:
     up-front warm-up there, for tests."""
 
     def __init__(self, model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int,
-                 mode: str = "auto") -> None:
+                 mode: str = "auto", splitter: RowSplitter | None = None) -> None:
         def eager(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
             return model.step(pool, slots, cond, controls)
 
@@ -47,6 +49,8 @@ class DeviceStep:
         self._eager = eager
         self._device, self._buckets = device, buckets
         self._run: StepFn = eager if mode == "eager" else GraphedStep(eager, device, buckets, mode)
+        if mode == "eager" and splitter is not None and splitter.threads > 1:  # CPU: rows in chunks on threads
+            self._run = partial(splitter.run, eager)
 
     @property
     def mode(self) -> str:
@@ -73,6 +77,8 @@ class DeviceStep:
         return self._run(slots, cond, controls)
 
 
-def make_step(model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int) -> DeviceStep:
-    """The model's batched step over ``pool`` on ``device`` (see DeviceStep)."""
-    return DeviceStep(model, pool, device, max_batch)
+def make_step(model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int,
+              splitter: RowSplitter | None = None) -> DeviceStep:
+    """The model's batched step over ``pool`` on ``device`` (see DeviceStep); on CPU a call's rows
+    stepped by ``splitter``'s threads together when given."""
+    return DeviceStep(model, pool, device, max_batch, splitter=splitter)

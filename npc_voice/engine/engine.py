@@ -43,10 +43,11 @@ from npc_voice.engine.api import (
     VoiceControls,
 )
 from npc_voice.engine.arena import CondArena
-from npc_voice.engine.core import EngineCore, VoiceRuntime, resolve_max_batch
+from npc_voice.engine.core import EngineCore, VoiceRuntime, resolve_max_batch, resolve_step_threads
 from npc_voice.engine.device import make_step, resolve_device
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request
+from npc_voice.engine.split import RowSplitter
 from npc_voice.engine.statefile import check_state_values, decode_state, encode_state
 from npc_voice.engine.stream import Stream
 from npc_voice.model.api import VoiceModel
@@ -93,8 +94,10 @@ class Engine:
             raise ValueError("the engine needs at least one voice")
         self.config = config
         self.device = resolve_device(config.device)
+        self.splitter: RowSplitter | None = None
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults on every step's FFT buffers (allocator.py)
+            self.splitter = RowSplitter(resolve_step_threads(config, self.device))
         runtimes = {name: self._runtime(name, model) for name, model in voices.items()}
         self.voices = dict(voices)
         self.core = EngineCore(runtimes, config, self.device)
@@ -113,7 +116,7 @@ class Engine:
         host_states = min(config.host_cache_characters, int(config.host_cache_mb * 1e6 // max(1, state_bytes)))
         pool = StatePool(spec, config.slots, self.device, host_states)
         silence = model.silence_cond().to(self.device, torch.float32)
-        step = make_step(model, pool.tensors, self.device, resolve_max_batch(config, self.device))
+        step = make_step(model, pool.tensors, self.device, resolve_max_batch(config, self.device), self.splitter)
         arena = CondArena(config.frames_per_tick, model.d_cond, self.device)
         return VoiceRuntime(name, model, pool, silence, step, arena)
 
@@ -144,10 +147,11 @@ class Engine:
             torch.set_num_threads(self.config.threads or default_threads())
         state_bytes = sum(s.nbytes for vr in self.core.voices.values() for s in vr.pool.spec.values())
         host = sum(vr.pool.host_capacity for vr in self.core.voices.values())
-        log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads; "
-                 "idle states in host memory: up to %d characters (%.2f GB)",
+        log.info("engine on %s: %d voices, %d slots, K=%d, %d state bytes per character (all voices), %d threads, "
+                 "%d stepping a call, up to %d rows a call; idle states in host memory: up to %d characters (%.2f GB)",
                  self.device, len(self.voices), self.config.slots, self.config.frames_per_tick, state_bytes,
-                 torch.get_num_threads(), host, host * state_bytes / len(self.voices) / 1e9)
+                 torch.get_num_threads(), self.splitter.threads if self.splitter else 1, self.core.max_batch,
+                 host, host * state_bytes / len(self.voices) / 1e9)
         self._running = True
         self._thread = threading.Thread(target=self._run, name="npc-voice-engine", daemon=True)
         self._thread.start()
@@ -170,6 +174,8 @@ class Engine:
             self._thread.join()
             self._thread = None
         self.core.shutdown()  # the thread is gone: this thread owns what is left
+        if self.splitter is not None:
+            self.splitter.close()
 
     def __enter__(self) -> Engine:
         self.start()

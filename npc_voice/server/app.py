@@ -148,6 +148,7 @@ class Daemon:
             max_line_symbols=settings.max_line_symbols,
             max_batch=settings.max_batch,
             threads=settings.threads,
+            step_threads=settings.step_threads,
             host_cache_characters=settings.host_cache_characters,
             host_cache_mb=settings.host_cache_mb,
             prepare_cache_mb=settings.prepare_cache_mb,

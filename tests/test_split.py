@@ -1,0 +1,118 @@
+"""RowSplitter: one CPU model call's rows stepped by several threads, against the whole call."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from npc_voice.engine.api import EngineConfig
+from npc_voice.engine.engine import Engine
+from npc_voice.engine.split import MIN_CHUNK_ROWS, RowSplitter, chunk_bounds
+from npc_voice.model import tiny_voice
+from npc_voice.model.voice import DEFAULT_CONTROLS
+from tests.test_engine import LINE, collect, direct_render, speak
+
+K = 8
+
+
+@pytest.mark.parametrize("rows", [1, 7, 15, 16, 17, 31, 32, 33, 64, 200])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_chunks_cover_the_rows_in_order(rows: int, threads: int) -> None:
+    bounds = chunk_bounds(rows, threads)
+    assert bounds[0][0] == 0 and bounds[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))  # contiguous, in order
+    if len(bounds) > 1:
+        assert all(hi - lo >= MIN_CHUNK_ROWS for lo, hi in bounds)
+        assert len(bounds) <= 2 * threads
+        assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
+    if threads == 1 or rows < 2 * MIN_CHUNK_ROWS:
+        assert bounds == [(0, rows)]
+
+
+def _inputs(voice, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(rows)
+    cond = torch.randn(rows, K, voice.d_cond, generator=gen)
+    controls = torch.tensor(DEFAULT_CONTROLS).repeat(rows, 1)
+    controls[:, 0] = torch.linspace(-6.0, 6.0, rows)  # a pitch per row: rows out of order would show
+    return torch.arange(1, rows + 1), cond, controls
+
+
+def test_a_split_call_equals_the_whole_call_audio_and_state() -> None:
+    voice, rows = tiny_voice(0), 50
+    slots, cond, controls = _inputs(voice, rows)
+    whole_state, split_state = voice.new_state(rows + 1), voice.new_state(rows + 1)
+    splitter = RowSplitter(3)
+    try:
+        with torch.inference_mode():
+            for _ in range(3):  # the states carry over between calls
+                whole = voice.step(whole_state, slots, cond, controls)
+                split = splitter.run(lambda s, c, k: voice.step(split_state, s, c, k), slots, cond, controls)
+                assert split.shape == whole.shape
+                torch.testing.assert_close(split, whole, atol=1e-5, rtol=0)  # other batch sizes round differently
+                assert float(whole.abs().max()) > 1e-3
+        for name, tensor in whole_state.items():
+            torch.testing.assert_close(split_state[name], tensor, atol=1e-5, rtol=1e-5, msg=name)
+    finally:
+        splitter.close()
+
+
+def test_helpers_take_chunks_and_the_rows_come_back_in_order() -> None:
+    splitter = RowSplitter(2)
+    seen: list[str] = []
+
+    def step(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        seen.append(threading.current_thread().name)
+        time.sleep(0.05)  # long enough that the helper claims a chunk
+        return slots[:, None].float() * 10.0
+
+    try:
+        slots = torch.arange(64)
+        out = splitter.run(step, slots, torch.zeros(64, 1), torch.zeros(64, 1))
+        assert out[:, 0].tolist() == [10.0 * i for i in range(64)]
+        assert len(seen) == len(chunk_bounds(64, 2)) == 4
+        assert threading.current_thread().name in seen and "npc-voice-step-1" in seen
+    finally:
+        splitter.close()
+
+
+def test_a_failing_chunk_fails_the_call_and_the_next_call_works() -> None:
+    splitter = RowSplitter(2)
+
+    def step(slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        if int(slots[0]) == 16:  # the second chunk, whichever thread steps it
+            raise RuntimeError("boom in a chunk")
+        return slots[:, None].float()
+
+    try:
+        with pytest.raises(RuntimeError, match="boom in a chunk"):
+            splitter.run(step, torch.arange(32), torch.zeros(32, 1), torch.zeros(32, 1))
+        out = splitter.run(step, torch.arange(100, 132), torch.zeros(32, 1), torch.zeros(32, 1))
+        assert out[:, 0].tolist() == [float(i) for i in range(100, 132)]
+    finally:
+        splitter.close()
+    # closed: the caller steps alone, in one call
+    calls: list[int] = []
+    out = splitter.run(lambda s, c, k: (calls.append(len(s)), s[:, None].float())[1],
+                       torch.arange(32), torch.zeros(32, 1), torch.zeros(32, 1))
+    assert calls == [32] and out.shape == (32, 1)
+
+
+def test_the_engine_with_step_threads_equals_rendering_directly() -> None:
+    voice = tiny_voice(0)
+    engine = Engine({"tiny": voice}, EngineConfig(slots=48, lookahead_ms=1e9, max_load=0.0, step_threads=2))
+    engine.start()
+    try:
+        assert engine.splitter is not None and engine.splitter.threads == 2
+        streams = [speak(engine, f"npc{i}", LINE) for i in range(40)]  # beats of up to 40 rows: chunks
+        want = direct_render(voice, [LINE])
+        for stream in streams:
+            _, pcm, end = collect(stream)
+            assert end.reason == "completed"
+            assert pcm.shape == want.shape
+            np.testing.assert_allclose(pcm, want, atol=1e-4, rtol=0)
+        assert engine.splitter.calls_split > 0
+    finally:
+        engine.close()
