@@ -116,3 +116,38 @@ def test_the_engine_with_step_threads_equals_rendering_directly() -> None:
         assert engine.splitter.calls_split > 0
     finally:
         engine.close()
+
+
+def test_admission_credits_step_threads_at_most_parallel_credit() -> None:
+    """The helper's core can vanish (the hypervisor takes it): admission counts a split call's
+    measured time, but never less than the one-thread time / PARALLEL_CREDIT."""
+    from npc_voice.engine.core import PARALLEL_CREDIT
+
+    engine = Engine({"tiny": tiny_voice(0)}, EngineConfig(slots=48, step_threads=2))
+    core, vr = engine.core, engine.core.voices["tiny"]
+    vr.cost, vr.one_thread_cost = type(vr.cost)(), type(vr.cost)()
+    for batch in (8, 16, 32, 8, 16, 32):
+        vr.cost.add(batch, 0.001 * batch)  # the split calls as measured: 1 ms per row
+        vr.one_thread_cost.add(batch, 0.002 * batch)  # the same calls on one thread: 2 ms per row
+    assert core._predict(vr, 10) == pytest.approx(0.020 / PARALLEL_CREDIT)
+    vr.one_thread_cost = type(vr.cost)()
+    for batch in (8, 16, 32, 8, 16, 32):
+        vr.one_thread_cost.add(batch, 0.0011 * batch)  # the helper bought little: the measured cost counts
+    assert core._predict(vr, 10) == pytest.approx(0.010)
+    engine.close()
+
+
+def test_a_split_call_reports_its_one_thread_time() -> None:
+    voice = tiny_voice(0)
+    engine = Engine({"tiny": voice}, EngineConfig(slots=48, step_threads=2))
+    step = engine.core.voices["tiny"].step
+    slots, cond, controls = _inputs(voice, 40)
+    with torch.inference_mode():
+        step(slots[:4], cond[:4], controls[:4])
+        assert step.one_thread_s() is None  # 4 rows: not split
+        t0 = time.perf_counter()
+        step(slots, cond, controls)
+        wall = time.perf_counter() - t0
+    one_thread = step.one_thread_s()
+    assert one_thread is not None and 0.0 < one_thread < 3.0 * wall
+    engine.close()

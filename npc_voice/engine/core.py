@@ -77,6 +77,10 @@ CATCH_UP_MARGIN_S = 0.05  # a stream catching up steps alone once its lead is th
 #   (28 % of model time; bench/README.md)
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick and step thread (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
+PARALLEL_CREDIT = 1.25  # step threads may raise admitted load by this factor at most over one thread's:
+#   the helper's vCPU can vanish (the hypervisor took 13-15 % of this VM in two runs that then had
+#   underruns when admission counted the helper's whole share; bench/README.md), and the streams
+#   already speaking must still fit the engine thread alone: max_load 0.70 * 1.25 = 0.875 of it
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
 REASONS = {RequestStatus.COMPLETED: "completed", RequestStatus.CANCELLED: "cancelled",
            RequestStatus.INTERRUPTED: "interrupted"}
@@ -93,6 +97,9 @@ class VoiceRuntime:
     step: DeviceStep  # the model's step over this pool (CUDA graphs per batch bucket on GPU, captured up front)
     arena: CondArena  # conditioning frames of every speaking line, K-frame pages
     cost: StepCost = field(default_factory=StepCost)  # tick time of this voice vs batch size
+    # ... and what those ticks would take with the model step on the engine thread alone (its
+    # chunks' times added up; equal to ``cost`` unless step threads split the calls)
+    one_thread_cost: StepCost = field(default_factory=StepCost)
 
 
 @dataclass
@@ -511,7 +518,7 @@ class EngineCore:
         for name, other in self.voices.items():
             n = per_voice.get(name, 0) + (1 if other is vr else 0)
             if n:
-                total += other.cost.predict(n, self.max_batch)
+                total += self._predict(other, n)
         total *= self.overhead
         if total <= budget:
             return ""
@@ -688,7 +695,9 @@ class EngineCore:
             controls = torch.tensor([sp.controls for sp in speakers], dtype=torch.float32)  # type: ignore[union-attr]
             slots = torch.tensor([sp.slot for sp in speakers], dtype=torch.int64)  # type: ignore[union-attr]
             with torch.inference_mode():
+                m0 = time.perf_counter()
                 pcm = vr.step(slots.to(self.device), cond, controls.to(self.device)).float().cpu().numpy()
+                model_s = time.perf_counter() - m0
         except Exception as e:
             self._step_failed(vr, rows, e)
             return time.perf_counter() - t0
@@ -712,7 +721,14 @@ class EngineCore:
             self._deliver(req, events)
         spent = time.perf_counter() - t0
         vr.cost.add(len(rows), spent)
+        one_thread = getattr(vr.step, "one_thread_s", lambda: None)()
+        vr.one_thread_cost.add(len(rows), spent if one_thread is None else spent - model_s + one_thread)
         return spent
+
+    def _predict(self, vr: VoiceRuntime, n: int) -> float:
+        """Seconds per tick for ``n`` streams of ``vr`` as admission counts them: the measured cost,
+        but never below the one-thread cost / PARALLEL_CREDIT (what step threads may buy)."""
+        return max(vr.cost.predict(n, self.max_batch), vr.one_thread_cost.predict(n, self.max_batch) / PARALLEL_CREDIT)
 
     def _resample(self, items: list[tuple[Speaker | None, np.ndarray]]) -> list[AudioEvent | None]:
         """Each row's chunk at its output rate: one matrix product per rate for the whole batch."""
@@ -817,7 +833,10 @@ class EngineCore:
                     t0 = time.perf_counter()
                     vr.step(slots, cond[None].expand(batch, -1, -1), controls).cpu()
                     if i > 0:  # the first call pays lazy initialisation; the others seed the cost fit
-                        vr.cost.add(batch, time.perf_counter() - t0)
+                        spent = time.perf_counter() - t0
+                        one_thread = getattr(vr.step, "one_thread_s", lambda: None)()
+                        vr.cost.add(batch, spent)
+                        vr.one_thread_cost.add(batch, spent if one_thread is None else one_thread)
 
     def _build_snapshot(self) -> EngineStats:
         c = self.counters
@@ -831,7 +850,7 @@ class EngineCore:
             n = per_voice.get(name, 0)
             if n:
                 tick_audio_s = self.k * vr.model.hop / vr.model.sample_rate
-                load += self.overhead * vr.cost.predict(n, self.max_batch) / tick_audio_s
+                load += self.overhead * self._predict(vr, n) / tick_audio_s
         return EngineStats(
             active_streams=len(self.running),
             slots_in_use=sum(p.active_count for _, p in pools),

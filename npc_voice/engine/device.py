@@ -49,8 +49,10 @@ class DeviceStep:
         self._eager = eager
         self._device, self._buckets = device, buckets
         self._run: StepFn = eager if mode == "eager" else GraphedStep(eager, device, buckets, mode)
+        self._splitter: RowSplitter | None = None
         if mode == "eager" and splitter is not None and splitter.threads > 1:  # CPU: rows in chunks on threads
             self._run = partial(splitter.run, eager)
+            self._splitter = splitter
 
     @property
     def mode(self) -> str:
@@ -75,6 +77,11 @@ class DeviceStep:
 
     def __call__(self, slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         return self._run(slots, cond, controls)
+
+    def one_thread_s(self) -> float | None:
+        """What the last call's rows took added up over the threads that stepped them (its wall time
+        had it run on one thread); None when the last call was not split."""
+        return self._splitter.last_serial_s if self._splitter is not None else None
 
 
 def make_step(model: VoiceModel, pool: dict[str, torch.Tensor], device: torch.device, max_batch: int,

@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import torch
@@ -60,6 +61,7 @@ class _Call:
         self.fn, self.slots, self.cond, self.controls, self.bounds = fn, slots, cond, controls, bounds
         self.out: list[torch.Tensor | None] = [None] * len(bounds)
         self.error: BaseException | None = None
+        self.serial_s = 0.0  # the chunks' wall times added up: what the call takes on one thread
         self._claims = itertools.count()  # next() is atomic: a chunk index goes to one thread
         self._left = len(bounds)
         self._lock = threading.Lock()
@@ -71,12 +73,15 @@ class _Call:
             lo, hi = self.bounds[i]
             pcm: torch.Tensor | None = None
             error: BaseException | None = None
+            t0 = time.perf_counter()
             try:
                 with torch.inference_mode():
                     pcm = self.fn(self.slots[lo:hi], self.cond[lo:hi], self.controls[lo:hi])
             except BaseException as e:  # noqa: BLE001  (handed to the engine thread, which fails the batch)
                 error = e
+            spent = time.perf_counter() - t0
             with self._lock:
+                self.serial_s += spent
                 self.out[i] = pcm
                 if error is not None and self.error is None:
                     self.error = error
@@ -101,8 +106,10 @@ class RowSplitter:
         self._helpers: list[threading.Thread] = []  # started by the first call that splits
         self._closed = False
         self.calls_split = 0  # calls whose rows went out in chunks (the caller's thread only)
+        self.last_serial_s: float | None = None  # the last call's chunk times added up (None: not split)
 
     def run(self, fn: StepFn, slots: torch.Tensor, cond: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        self.last_serial_s = None
         bounds = chunk_bounds(int(slots.shape[0]), self.threads)
         if len(bounds) < 2 or self._closed:
             return fn(slots, cond, controls)
@@ -116,7 +123,9 @@ class RowSplitter:
         for _ in range(min(len(self._helpers), len(bounds) - 1)):
             self._calls.put(call)
         call.work()
-        return call.result()
+        pcm = call.result()
+        self.last_serial_s = call.serial_s
+        return pcm
 
     def _serve(self) -> None:
         torch.set_grad_enabled(False)
