@@ -118,23 +118,51 @@ def test_the_engine_with_step_threads_equals_rendering_directly() -> None:
         engine.close()
 
 
-def test_admission_credits_step_threads_at_most_parallel_credit() -> None:
-    """The helper's core can vanish (the hypervisor takes it): admission counts a split call's
-    measured time, but never less than the one-thread time / PARALLEL_CREDIT."""
-    from npc_voice.engine.core import PARALLEL_CREDIT
+def test_admission_credits_step_threads_less_as_the_hypervisor_takes_the_machine() -> None:
+    """A split call's measured time counts, but never less than the one-thread time / a credit:
+    PARALLEL_CREDIT on a quiet machine, none (one thread's cost) once the hypervisor's share of
+    the machine reaches STEAL_NO_CREDIT (the helper's vCPU is what vanishes)."""
+    from npc_voice.engine.core import PARALLEL_CREDIT, STEAL_NO_CREDIT
 
     engine = Engine({"tiny": tiny_voice(0)}, EngineConfig(slots=48, step_threads=2))
     core, vr = engine.core, engine.core.voices["tiny"]
     vr.cost, vr.one_thread_cost = type(vr.cost)(), type(vr.cost)()
     for batch in (8, 16, 32, 8, 16, 32):
         vr.cost.add(batch, 0.001 * batch)  # the split calls as measured: 1 ms per row
-        vr.one_thread_cost.add(batch, 0.002 * batch)  # the same calls on one thread: 2 ms per row
-    assert core._predict(vr, 10) == pytest.approx(0.020 / PARALLEL_CREDIT)
+        vr.one_thread_cost.add(batch, 0.003 * batch)  # the same calls on one thread: 3 ms per row
+    core.steal.share = 0.0
+    assert core._predict(vr, 10) == pytest.approx(0.030 / PARALLEL_CREDIT)
+    core.steal.share = STEAL_NO_CREDIT / 2
+    assert core._predict(vr, 10) == pytest.approx(0.030 / (1.0 + (PARALLEL_CREDIT - 1.0) / 2))
+    core.steal.share = 0.2
+    assert core._predict(vr, 10) == pytest.approx(0.030)
+    core.steal.share = 0.0
     vr.one_thread_cost = type(vr.cost)()
     for batch in (8, 16, 32, 8, 16, 32):
         vr.one_thread_cost.add(batch, 0.0011 * batch)  # the helper bought little: the measured cost counts
     assert core._predict(vr, 10) == pytest.approx(0.010)
     engine.close()
+
+
+def test_steal_meter_reads_the_hypervisors_share_and_tolerates_no_proc() -> None:
+    from npc_voice.hostcpu import StealMeter
+
+    samples = iter([(0.0, 0.0, 0.0), (8.0, 1.0, 1.0), (18.0, 2.0, 1.0)])  # (busy, idle, stolen) so far
+    meter = StealMeter(every_s=0.5, weight=1.0, read=lambda: next(samples))
+    assert meter.update(0.0) == 0.0  # the first reading only sets the baseline
+    assert meter.update(0.2) == 0.0  # too soon: not read
+    assert meter.update(1.0) == pytest.approx(0.1)  # 1 of 10 CPU-s stolen
+    assert meter.update(2.0) == pytest.approx(0.0)
+
+    def broken() -> tuple[float, float, float]:
+        raise OSError("no /proc here")
+
+    quiet = StealMeter(read=broken)
+    assert quiet.update(0.0) == 0.0 and quiet.update(10.0) == 0.0
+    live = StealMeter(every_s=0.0)
+    live.update()
+    time.sleep(0.05)
+    assert 0.0 <= live.update() <= 1.0
 
 
 def test_a_split_call_reports_its_one_thread_time() -> None:

@@ -62,6 +62,7 @@ from npc_voice.engine.resampler import process_many
 from npc_voice.engine.speaker import Speaker, make_resampler
 from npc_voice.engine.split import default_step_threads
 from npc_voice.engine.stream import Event, Wakeups, phonemize, wake_loops
+from npc_voice.hostcpu import StealMeter
 from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,12 @@ CATCH_UP_MARGIN_S = 0.05  # a stream catching up steps alone once its lead is th
 #   (28 % of model time; bench/README.md)
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick and step thread (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
-PARALLEL_CREDIT = 1.25  # step threads may raise admitted load by this factor at most over one thread's:
-#   the helper's vCPU can vanish (the hypervisor took 13-15 % of this VM in two runs that then had
-#   underruns when admission counted the helper's whole share; bench/README.md), and the streams
-#   already speaking must still fit the engine thread alone: max_load 0.70 * 1.25 = 0.875 of it
+PARALLEL_CREDIT = 2.0  # step threads may raise admitted load by this factor at most over one thread's ...
+STEAL_NO_CREDIT = 0.05  # ... falling linearly to none (one thread's cost) as the hypervisor's share of the
+#   machine reaches this: the helper's vCPU is then what vanishes first. Measured at 64 streams
+#   (bench/README.md): admission on the split calls' time alone held 7 of 9 runs at <= 3 % steal
+#   but let 4-19 streams run dry at 13-22 % steal; a fixed credit of 1.25 kept 0 underruns and held
+#   no more runs than one thread (4 of 8 each).
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
 REASONS = {RequestStatus.COMPLETED: "completed", RequestStatus.CANCELLED: "cancelled",
            RequestStatus.INTERRUPTED: "interrupted"}
@@ -168,6 +171,7 @@ class EngineCore:
         self._out: list[tuple[Request, list[Event] | BaseException]] = []
         self._retired = 0  # voice models replaced by a reload so far
         self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
+        self.steal = StealMeter()  # the hypervisor's recent share of the machine (step threads' credit)
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
         self._round_step_s = 0.0  # seconds in model steps during the current round
         self._opened: list[Request] = []  # taken in this round: their handles hear it at publish
@@ -458,6 +462,8 @@ class EngineCore:
             self.overhead = 0.95 * self.overhead + 0.05 * ratio
 
     def _admit(self, now: float) -> None:
+        if self.waiting:
+            self.steal.update(now)
         per_voice: dict[str, int] = {}
         for req in self.running:
             per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
@@ -727,8 +733,10 @@ class EngineCore:
 
     def _predict(self, vr: VoiceRuntime, n: int) -> float:
         """Seconds per tick for ``n`` streams of ``vr`` as admission counts them: the measured cost,
-        but never below the one-thread cost / PARALLEL_CREDIT (what step threads may buy)."""
-        return max(vr.cost.predict(n, self.max_batch), vr.one_thread_cost.predict(n, self.max_batch) / PARALLEL_CREDIT)
+        but never below the one-thread cost / the credit step threads get while the hypervisor
+        takes little of the machine (PARALLEL_CREDIT, down to 1 at STEAL_NO_CREDIT)."""
+        credit = 1.0 + (PARALLEL_CREDIT - 1.0) * max(0.0, 1.0 - self.steal.share / STEAL_NO_CREDIT)
+        return max(vr.cost.predict(n, self.max_batch), vr.one_thread_cost.predict(n, self.max_batch) / credit)
 
     def _resample(self, items: list[tuple[Speaker | None, np.ndarray]]) -> list[AudioEvent | None]:
         """Each row's chunk at its output rate: one matrix product per rate for the whole batch."""

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from npc_voice.hostcpu import CLOCK_TICKS as _CLOCK_TICKS
+from npc_voice.hostcpu import machine_cpu_seconds
+
 WARMUP_MAX_S = 60.0  # warm-up = the first fifth of the run, at most this
 STEAL_WARN_PCT = 5.0  # machine CPU time stolen by the hypervisor above which the report says so
 
@@ -42,20 +45,6 @@ class ResourceSample:
     cpu_s: float = 0.0  # user + system CPU seconds of the daemon process itself so far
     child_cpu_s: float = 0.0  # ... of its descendants alive at the sample (the engine process)
     machine: tuple[float, float, float] = (0.0, 0.0, 0.0)  # whole machine so far: busy, idle, stolen CPU-s
-
-
-def machine_cpu_seconds(stat_text: str | None = None) -> tuple[float, float, float]:
-    """(busy, idle, stolen) CPU seconds of all CPUs since boot, from /proc/stat's "cpu" line:
-    busy = user + nice + system + irq + softirq (guest time is inside user), idle = idle +
-    iowait, stolen = steal (a virtual CPU ready to run while the hypervisor ran something else)."""
-    text = Path("/proc/stat").read_text(encoding="ascii") if stat_text is None else stat_text
-    for line in text.splitlines():
-        if line.startswith("cpu "):
-            v = [int(x) for x in line.split()[1:]] + [0] * 8  # old kernels have fewer columns
-            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-            return ((user + nice + system + irq + softirq) / _CLOCK_TICKS, (idle + iowait) / _CLOCK_TICKS,
-                    steal / _CLOCK_TICKS)
-    raise OSError("/proc/stat has no cpu line")
 
 
 def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
@@ -74,7 +63,6 @@ def sample_process(pid: int, t: float = 0.0) -> ResourceSample:
     return ResourceSample(t, rss, threads, fds, cpu, child_cpu, machine_cpu_seconds())
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _cpu_seconds(pid: int) -> float:
