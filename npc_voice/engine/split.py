@@ -14,7 +14,6 @@ chunk a helper is running. A failure in any chunk fails the call (the engine fai
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import queue
 import threading
@@ -23,11 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-log = logging.getLogger(__name__)
-
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (slots, cond, controls) -> pcm
 
-MIN_CHUNK_ROWS = 16  # smaller chunks cost more per row (8 rows: ~20 % more; bench/README.md)
+MIN_CHUNK_ROWS = 16  # smaller chunks cost more per row (8 rows ~13 % more than 16: bench/model_step_cost.py)
 CHUNKS_PER_THREAD = 2  # more chunks than threads: whoever is free takes the next one
 
 
