@@ -145,7 +145,7 @@ def test_admission_credits_step_threads_less_as_the_hypervisor_takes_the_machine
 
 
 def test_steal_meter_reads_the_hypervisors_share_and_tolerates_no_proc() -> None:
-    from npc_voice.hostcpu import StealMeter
+    from npc_voice.engine.hostcpu import StealMeter
 
     samples = iter([(0.0, 0.0, 0.0), (8.0, 1.0, 1.0), (18.0, 2.0, 1.0)])  # (busy, idle, stolen) so far
     meter = StealMeter(every_s=0.5, weight=1.0, read=lambda: next(samples))

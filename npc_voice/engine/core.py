@@ -56,13 +56,13 @@ from npc_voice.engine.api import (
 from npc_voice.engine.arena import CondArena
 from npc_voice.engine.cost import StepCost
 from npc_voice.engine.device import DeviceStep
+from npc_voice.engine.hostcpu import StealMeter
 from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.engine.resampler import process_many
 from npc_voice.engine.speaker import Speaker, make_resampler
 from npc_voice.engine.split import default_step_threads
 from npc_voice.engine.stream import Event, Wakeups, phonemize, wake_loops
-from npc_voice.hostcpu import StealMeter
 from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from npc_voice.hostcpu import CLOCK_TICKS as _CLOCK_TICKS
-from npc_voice.hostcpu import machine_cpu_seconds
+from npc_voice.engine.hostcpu import CLOCK_TICKS as _CLOCK_TICKS
+from npc_voice.engine.hostcpu import machine_cpu_seconds
 
 WARMUP_MAX_S = 60.0  # warm-up = the first fifth of the run, at most this
 STEAL_WARN_PCT = 5.0  # machine CPU time stolen by the hypervisor above which the report says so
