@@ -279,8 +279,10 @@ def _output_kernel(resp: np.ndarray, clean_controls: np.ndarray, prev: np.ndarra
     for b in range(n_rows):
         tails[b] = tail_pool[slots[b]]
     one = np.float32(1.0)
+    vols = np.empty(n_rows, dtype=np.float32)
     for b in range(n_rows):
         vol = min(max(clean_controls[b, CONTROL_VOLUME], np.float32(0.0)), np.float32(16.0))
+        vols[b] = vol
         last = prev[b, 1]
         step = vol - last
         tail = tails[b]
@@ -303,7 +305,7 @@ def _output_kernel(resp: np.ndarray, clean_controls: np.ndarray, prev: np.ndarra
         s = slots[b]
         phase_pool[s, 0] = phase_end[b]
         prev_pool[s, 0] = f0[b, n_frames - 1]
-        prev_pool[s, 1] = min(max(clean_controls[b, CONTROL_VOLUME], np.float32(0.0)), np.float32(16.0))
+        prev_pool[s, 1] = vols[b]
         tail_pool[s] = tails[b]
         counter_pool[s, 0] += n_frames
 

@@ -726,9 +726,7 @@ class EngineCore:
                 events.append(audio)
             self._deliver(req, events)
         spent = time.perf_counter() - t0
-        vr.cost.add(len(rows), spent)
-        one_thread = getattr(vr.step, "one_thread_s", lambda: None)()
-        vr.one_thread_cost.add(len(rows), spent if one_thread is None else spent - model_s + one_thread)
+        _learn_cost(vr, len(rows), spent, model_s)
         return spent
 
     def _predict(self, vr: VoiceRuntime, n: int) -> float:
@@ -842,9 +840,7 @@ class EngineCore:
                     vr.step(slots, cond[None].expand(batch, -1, -1), controls).cpu()
                     if i > 0:  # the first call pays lazy initialisation; the others seed the cost fit
                         spent = time.perf_counter() - t0
-                        one_thread = getattr(vr.step, "one_thread_s", lambda: None)()
-                        vr.cost.add(batch, spent)
-                        vr.one_thread_cost.add(batch, spent if one_thread is None else one_thread)
+                        _learn_cost(vr, batch, spent, spent)
 
     def _build_snapshot(self) -> EngineStats:
         c = self.counters
@@ -889,6 +885,14 @@ class EngineCore:
             first_audio_seconds_buckets=self.first_audio_hist.cumulative(),
             first_audio_seconds_sum=self.first_audio_hist.sum,
         )
+
+
+def _learn_cost(vr: VoiceRuntime, rows: int, spent: float, model_s: float) -> None:
+    """A measured call of ``rows`` rows (``spent`` seconds, ``model_s`` of them in the model step)
+    into both cost fits: as it ran, and as it would have run with the step on one thread."""
+    vr.cost.add(rows, spent)
+    one_thread = vr.step.one_thread_s()
+    vr.one_thread_cost.add(rows, spent if one_thread is None else spent - model_s + one_thread)
 
 
 def _urgency(req: Request) -> float:
