@@ -78,12 +78,16 @@ CATCH_UP_MARGIN_S = 0.05  # a stream catching up steps alone once its lead is th
 #   (28 % of model time; bench/README.md)
 CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick and step thread (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
-PARALLEL_CREDIT = 2.0  # step threads may raise admitted load by this factor at most over one thread's ...
-STEAL_NO_CREDIT = 0.05  # ... falling linearly to none (one thread's cost) as the hypervisor's share of the
-#   machine reaches this: the helper's vCPU is then what vanishes first. Measured at 64 streams
-#   (bench/README.md): admission on the split calls' time alone held 7 of 9 runs at <= 3 % steal
-#   but let 4-19 streams run dry at 13-22 % steal; a fixed credit of 1.25 kept 0 underruns and held
-#   no more runs than one thread (4 of 8 each).
+PARALLEL_GUARD = 1.4  # on a quiet host, the one-thread cost of the streams admitted may reach this share of
+#   real time (the split calls' measured cost under max_load decides there) ...
+GUARD_PER_STEAL = 9.0  # ... falling by this per unit of the hypervisor's share of the machine (0.09 per
+#   1 %: 0.95 at 5 % steal, when the engine thread alone must still about keep real time, the helper's
+#   vCPU being what a busy host takes first) ...
+GUARD_MIN = 0.7  # ... down to this (from ~8 % steal): the engine's own vCPU is taken too, in bursts.
+#   Measured at 64 streams (bench/README.md): admission on the split calls' time alone held 7 of 9
+#   runs at <= 3 % steal but let 4-19 streams run dry at 13-22 % steal; a one-thread bound of 70 %
+#   of real time from 5 % steal on kept 0 underruns in 13 runs but refused lines at 2-3 % steal
+#   with half a core idle; 95 % from 5 % on let 4 streams run dry at 15-34 % steal.
 RETIRED = "~retired-"  # voice key suffix of a replaced model still finishing its streams
 REASONS = {RequestStatus.COMPLETED: "completed", RequestStatus.CANCELLED: "cancelled",
            RequestStatus.INTERRUPTED: "interrupted"}
@@ -519,17 +523,37 @@ class EngineCore:
             return ""
         if self.behind >= max(1, len(self.running) // 10):
             return f"{self.behind} of {len(self.running)} speaking streams are behind real time"
-        budget = self.config.max_load * self.k * vr.model.hop / vr.model.sample_rate
-        total = 0.0
+        measured, alone = self._costs(per_voice, vr)
+        real_time = self.k * vr.model.hop / vr.model.sample_rate
+        if measured * self.overhead > self.config.max_load * real_time:
+            return (f"one more stream would need {measured * self.overhead * 1000:.1f} ms per {self.k}-frame tick, "
+                    f"over {self.config.max_load:.0%} of real time ({self.config.max_load * real_time * 1000:.1f} ms) "
+                    f"on {self.device}")
+        # what a round would take with every call on the engine thread alone: its step, and the
+        # round's work beyond the step (overhead) as measured
+        one_thread = alone + (self.overhead - 1.0) * measured
+        guard = self._guard_load()
+        if one_thread > guard * real_time:
+            return (f"one more stream would need {one_thread * 1000:.1f} ms per {self.k}-frame tick on one "
+                    f"thread, over {guard:.0%} of real time while the hypervisor takes "
+                    f"{self.steal.share:.0%} of the machine")
+        return ""
+
+    def _costs(self, per_voice: dict[str, int], plus: VoiceRuntime | None = None) -> tuple[float, float]:
+        """Fitted seconds per tick for the running streams (and one more of ``plus``): as the calls
+        measure (split over the step threads), and with each call on one thread."""
+        measured = alone = 0.0
         for name, other in self.voices.items():
-            n = per_voice.get(name, 0) + (1 if other is vr else 0)
+            n = per_voice.get(name, 0) + (1 if other is plus else 0)
             if n:
-                total += self._predict(other, n)
-        total *= self.overhead
-        if total <= budget:
-            return ""
-        return (f"one more stream would need {total * 1000:.1f} ms per {self.k}-frame tick, over "
-                f"{self.config.max_load:.0%} of real time ({budget * 1000:.1f} ms) on {self.device}")
+                measured += other.cost.predict(n, self.max_batch)
+                alone += other.one_thread_cost.predict(n, self.max_batch)
+        return measured, alone
+
+    def _guard_load(self) -> float:
+        """The share of real time the one-thread cost may reach: PARALLEL_GUARD on a quiet host,
+        less GUARD_PER_STEAL per unit of the hypervisor's share, GUARD_MIN at least."""
+        return max(GUARD_MIN, PARALLEL_GUARD - GUARD_PER_STEAL * self.steal.share)
 
     def _prepare_new_lines(self) -> None:
         """Encoder + durations for every new line, one batch per voice; faults stay per request."""
@@ -729,13 +753,6 @@ class EngineCore:
         _learn_cost(vr, len(rows), spent, model_s)
         return spent
 
-    def _predict(self, vr: VoiceRuntime, n: int) -> float:
-        """Seconds per tick for ``n`` streams of ``vr`` as admission counts them: the measured cost,
-        but never below the one-thread cost / the credit step threads get while the hypervisor
-        takes little of the machine (PARALLEL_CREDIT, down to 1 at STEAL_NO_CREDIT)."""
-        credit = 1.0 + (PARALLEL_CREDIT - 1.0) * max(0.0, 1.0 - self.steal.share / STEAL_NO_CREDIT)
-        return max(vr.cost.predict(n, self.max_batch), vr.one_thread_cost.predict(n, self.max_batch) / credit)
-
     def _resample(self, items: list[tuple[Speaker | None, np.ndarray]]) -> list[AudioEvent | None]:
         """Each row's chunk at its output rate: one matrix product per rate for the whole batch."""
         out: list[AudioEvent | None] = [None] * len(items)
@@ -850,11 +867,9 @@ class EngineCore:
             per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
         pools = [(name, vr.pool) for name, vr in self.voices.items()]
         load = 0.0
-        for name, vr in self.voices.items():
-            n = per_voice.get(name, 0)
-            if n:
-                tick_audio_s = self.k * vr.model.hop / vr.model.sample_rate
-                load += self.overhead * self._predict(vr, n) / tick_audio_s
+        if per_voice:
+            vr = self.voices[next(iter(per_voice))]
+            load = self.overhead * self._costs(per_voice)[0] / (self.k * vr.model.hop / vr.model.sample_rate)
         return EngineStats(
             active_streams=len(self.running),
             slots_in_use=sum(p.active_count for _, p in pools),
