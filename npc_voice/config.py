@@ -112,7 +112,8 @@ class ServerSettings:
     max_load: float = 0.7  # admit streams only while the measured tick cost fits this share of real time; 0 = off
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)
     max_line_symbols: int = 160  # longer lines are split into consecutive lines (engine thread never stalls)
-    max_batch: int = 0  # most streams per model call (a larger tick steps in pieces); 0 = auto: 32 CPU, all slots GPU
+    max_batch: int = 0  # most streams per model call (a larger tick steps in pieces); 0 = auto: on CPU 32 rows,
+    #   32 per chunk with step threads (128 with two); every slot on GPU
     threads: int = 0  # torch CPU threads for the engine; 0 = half the cores (the rest serve gRPC, encoder)
     step_threads: int = 0  # threads stepping one CPU model call's rows together; 0 = auto (2 on 2 cores, up to 4)
     host_cache_characters: int = 100_000  # idle character states kept in host memory per voice (LRU)

@@ -319,16 +319,19 @@ def test_a_new_stream_gets_a_first_piece_at_once_then_joins_the_others_beat(
     assert len(batches) > 10 and batches[-8:] == [4] * 8, batches  # then one phase with the others
 
 
-def test_max_batch_auto_is_a_32_row_piece_per_step_thread_on_cpu_and_every_slot_on_gpu() -> None:
+def test_max_batch_auto_is_a_32_row_piece_per_chunk_on_cpu_and_every_slot_on_gpu() -> None:
     import torch
 
     from npc_voice.engine.core import resolve_max_batch, resolve_step_threads
-    from npc_voice.engine.split import default_step_threads
+    from npc_voice.engine.split import CHUNKS_PER_THREAD, chunk_bounds, default_step_threads
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_max_batch(EngineConfig(slots=256, step_threads=1), cpu) == 32
-    assert resolve_max_batch(EngineConfig(slots=256, step_threads=2), cpu) == 64
-    assert resolve_max_batch(EngineConfig(slots=256), cpu) == 32 * default_step_threads()
+    assert resolve_max_batch(EngineConfig(slots=256, step_threads=2), cpu) == 32 * 2 * CHUNKS_PER_THREAD
+    threads = default_step_threads()
+    auto = resolve_max_batch(EngineConfig(slots=256), cpu)
+    assert auto == (32 if threads < 2 else 32 * threads * CHUNKS_PER_THREAD)
+    assert max(hi - lo for lo, hi in chunk_bounds(auto, threads)) == 32  # a full piece: 32-row chunks
     assert resolve_max_batch(EngineConfig(slots=12, step_threads=2), cpu) == 11
     assert resolve_max_batch(EngineConfig(slots=256, step_threads=2), cuda) == 255
     assert resolve_max_batch(EngineConfig(slots=256, max_batch=100), cpu) == 100

@@ -61,7 +61,7 @@ from npc_voice.engine.pool import StatePool
 from npc_voice.engine.request import Request, RequestStatus
 from npc_voice.engine.resampler import process_many
 from npc_voice.engine.speaker import Speaker, make_resampler
-from npc_voice.engine.split import default_step_threads
+from npc_voice.engine.split import CHUNKS_PER_THREAD, default_step_threads
 from npc_voice.engine.stream import Event, Wakeups, phonemize, wake_loops
 from npc_voice.model.api import PhonemeInput, PreparedLine, TextError, VoiceModel
 
@@ -76,7 +76,7 @@ CATCH_UP_MARGIN_S = 0.05  # a stream catching up steps alone once its lead is th
 #   waits to ride along with a piece that runs anyway (a new line's, or the beat): on CPU a call's
 #   fixed cost is that of ~8 rows, and at 64 streams half of all calls held fewer than 8 rows
 #   (28 % of model time; bench/README.md)
-CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick and step thread (resolve_max_batch)
+CPU_PIECE = 32  # max_batch 0 on CPU: rows per piece of a lockstep tick, per chunk with step threads (resolve_max_batch)
 BEHIND_S = 0.02  # a stream this far behind its playback clock counts as overload (admission stops)
 PARALLEL_GUARD = 1.4  # on a quiet host, the one-thread cost of the streams admitted may reach this share of
 #   real time (the split calls' measured cost under max_load decides there) ...
@@ -933,14 +933,17 @@ def _top_up(rows: list[Request], later: list[Request], room: int) -> list[Reques
 
 def resolve_max_batch(config: EngineConfig, device: torch.device) -> int:
     """``max_batch`` 0 = automatic: on CPU a lockstep tick is stepped in pieces of at most
-    CPU_PIECE rows per step thread, so a new line's first-audio tick waits for one piece, not the
-    whole batch (per-row cost on CPU is flat from ~16 rows up; 64 streams: first audio p50 76 ->
-    52 ms, bench/README.md) — with two step threads a piece of 64 rows takes the time of 32
-    (split.py); on GPU every usable slot steps at once (one CUDA graph)."""
+    CPU_PIECE rows, so a new line's first-audio tick waits for one piece, not the whole batch
+    (per-row cost on CPU is flat from ~16 rows up; 64 streams: first audio p50 76 -> 52 ms,
+    bench/README.md); with step threads a piece holds CPU_PIECE rows per chunk it is cut into
+    (CHUNKS_PER_THREAD per thread: 128 rows with two, which take about the time of 64 on one;
+    80 streams in one call instead of two: p99 first audio 114-553 ms against 247-1028 in six
+    alternating runs). On GPU every usable slot steps at once (one CUDA graph)."""
     if config.max_batch:
         return config.max_batch
     if device.type == "cpu":
-        return min(CPU_PIECE * resolve_step_threads(config, device), config.slots - 1)
+        threads = resolve_step_threads(config, device)
+        return min(CPU_PIECE * (1 if threads < 2 else threads * CHUNKS_PER_THREAD), config.slots - 1)
     return config.slots - 1
 
 
