@@ -205,3 +205,57 @@ def test_close_during_a_restart_leaves_no_engine_process(voice: VoiceModel, afte
         time.sleep(0.05)
     with pytest.raises(EngineUnavailableError):
         engine.open_stream("c/x", "tiny", VoiceControls(), {}, 22050, "r")
+
+
+def test_a_link_closing_its_side_still_reads_until_the_other_side_closes() -> None:
+    """``Link.close`` stops writing (the other side reads EOF) but its reader keeps the
+    connection until the other side's EOF: a message already on its way still arrives, every
+    thread ends without an exception, each side hears EOF once, and the descriptor is closed
+    only after both of a side's threads are done (before, the sender closed it under the
+    reader: a ``TypeError`` inside multiprocessing at shutdown, or a message lost)."""
+    import multiprocessing
+    import threading
+
+    from npc_voice.engine.process import Link
+
+    a_conn, b_conn = multiprocessing.get_context("spawn").Pipe(duplex=True)
+    crashes: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: crashes.append(args.exc_value)
+    got: list[tuple[str, int]] = []
+    in_first, release = threading.Event(), threading.Event()
+    eofs = {"a": 0, "b": 0}
+
+    def handle_a(message: tuple[str, int]) -> None:
+        got.append(message)
+        if message[1] == 1:
+            in_first.set()
+            assert release.wait(10.0)
+
+    def eof(side: str) -> None:
+        eofs[side] += 1
+
+    a = Link(a_conn, "test-a", handle_a, lambda: eof("a"))  # type: ignore[arg-type]
+    b = Link(b_conn, "test-b", lambda m: None, lambda: eof("b"))
+    try:
+        a.start()
+        b.start()
+        b.send(("m", 1))
+        assert in_first.wait(10.0)  # a's reader is inside the handling of message 1
+        b.send(("m", 2))  # on its way while a closes
+        time.sleep(0.2)
+        a.close()
+        assert not a_conn.closed  # a's reader still needs it
+        release.set()
+        a.join_reader(10.0)
+        b.join_reader(10.0)
+        deadline = time.monotonic() + 10.0
+        while not (a_conn.closed and b_conn.closed) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [("m", 1), ("m", 2)]
+        assert eofs == {"a": 1, "b": 1}
+        assert a_conn.closed and b_conn.closed  # each by the last of its side's two threads
+        assert crashes == []
+    finally:
+        release.set()
+        threading.excepthook = hook

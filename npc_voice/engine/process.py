@@ -35,9 +35,11 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -85,7 +87,13 @@ class Link:
     """One end of the pipe between the processes. ``send`` (any thread) queues a message; the
     sender thread writes everything queued as one pickled batch (one write per engine round);
     the reader thread hands each message it receives to ``handle`` and calls ``on_eof`` once
-    when the other side is gone."""
+    when the other side is gone.
+
+    Closing is a half-close: the sender shuts down its direction of the socket (the other side
+    reads EOF) and the reader goes on until the other side does the same; a reader at EOF stops
+    its sender in turn. The descriptor is closed by whichever of the two threads finishes last,
+    never under the other (closing it under a blocked reader was a ``TypeError`` in
+    ``multiprocessing`` at every shutdown with lines still speaking, and a reused descriptor)."""
 
     def __init__(self, conn: Connection, name: str, handle: Callable[[tuple[Any, ...]], None],
                  on_eof: Callable[[], None]) -> None:
@@ -95,6 +103,8 @@ class Link:
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
+        self._users = 2  # the sender and the reader: the last to finish closes the connection
+        self._users_lock = threading.Lock()
 
     def start(self) -> None:
         self._sender.start()
@@ -127,12 +137,11 @@ class Link:
                 if messages:
                     self._conn.send_bytes(_dumps(messages))
             except (OSError, ValueError):  # the other side is gone: its reader's EOF says so
+                self._done()
                 return
             if stop:
-                try:
-                    self._conn.close()
-                except OSError:
-                    pass
+                self._shut_write()
+                self._done()
                 return
 
     def _read_loop(self) -> None:
@@ -148,7 +157,30 @@ class Link:
                     except Exception:  # a bug in one message's handling must not stop the link
                         log.exception("engine link: handling a message failed")
         finally:
-            self._on_eof()
+            try:
+                self._on_eof()
+            finally:
+                self._queue.put(None)  # the other side reads no more: send what is queued, then stop
+                self._done()
+
+    def _shut_write(self) -> None:
+        """EOF for the other side's reader; this side's reader goes on until the other side's."""
+        try:
+            with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:  # the pipe is a socketpair
+                sock.shutdown(socket.SHUT_WR)
+        except (OSError, ValueError):  # already gone (or not a socket): the close below still ends it
+            pass
+
+    def _done(self) -> None:
+        """One of the two threads is done with the connection; the last one closes it."""
+        with self._users_lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
 
 
 def _dumps(messages: list[tuple[Any, ...]]) -> bytes:
