@@ -166,10 +166,19 @@ class Link:
     def _shut_write(self) -> None:
         """EOF for the other side's reader; this side's reader goes on until the other side's."""
         try:
-            with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:  # the pipe is a socketpair
+            fd = os.dup(self._conn.fileno())
+        except (OSError, ValueError):  # already closed
+            return
+        try:
+            sock = socket.socket(fileno=fd)  # the pipe is a socket pair (multiprocessing's duplex Pipe)
+        except OSError:  # not a socket: the last thread's close ends it
+            os.close(fd)
+            return
+        with sock:
+            try:
                 sock.shutdown(socket.SHUT_WR)
-        except (OSError, ValueError):  # already gone (or not a socket): the close below still ends it
-            pass
+            except OSError:  # the other side is gone already
+                pass
 
     def _done(self) -> None:
         """One of the two threads is done with the connection; the last one closes it."""
