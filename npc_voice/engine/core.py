@@ -175,7 +175,7 @@ class EngineCore:
         self._out: list[tuple[Request, list[Event] | BaseException]] = []
         self._retired = 0  # voice models replaced by a reload so far
         self.overhead = 1.0  # measured round period / fitted step time (admission scales the fit by it)
-        self.steal = StealMeter()  # the hypervisor's recent share of the machine (step threads' credit)
+        self.steal = StealMeter()  # the hypervisor's recent share of the machine (admission's one-thread bound)
         self.behind = 0  # speaking streams behind their playback clock at the last tick (no admission then)
         self._round_step_s = 0.0  # seconds in model steps during the current round
         self._opened: list[Request] = []  # taken in this round: their handles hear it at publish
@@ -468,9 +468,7 @@ class EngineCore:
     def _admit(self, now: float) -> None:
         if self.waiting:
             self.steal.update(now)
-        per_voice: dict[str, int] = {}
-        for req in self.running:
-            per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
+        per_voice = self._running_per_voice()
         for req in list(self.waiting):
             waited = now - req.opened_at
             expired = waited >= req.wait_s
@@ -524,7 +522,7 @@ class EngineCore:
         if self.behind >= max(1, len(self.running) // 10):
             return f"{self.behind} of {len(self.running)} speaking streams are behind real time"
         measured, alone = self._costs(per_voice, vr)
-        real_time = self.k * vr.model.hop / vr.model.sample_rate
+        real_time = self._tick_audio_s(vr)
         if measured * self.overhead > self.config.max_load * real_time:
             return (f"one more stream would need {measured * self.overhead * 1000:.1f} ms per {self.k}-frame tick, "
                     f"over {self.config.max_load:.0%} of real time ({self.config.max_load * real_time * 1000:.1f} ms) "
@@ -538,6 +536,16 @@ class EngineCore:
                     f"thread, over {guard:.0%} of real time while the hypervisor takes "
                     f"{self.steal.share:.0%} of the machine")
         return ""
+
+    def _running_per_voice(self) -> dict[str, int]:
+        per_voice: dict[str, int] = {}
+        for req in self.running:
+            per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
+        return per_voice
+
+    def _tick_audio_s(self, vr: VoiceRuntime) -> float:
+        """Seconds of audio one tick adds to a stream of ``vr`` (real time for one round)."""
+        return self.k * vr.model.hop / vr.model.sample_rate
 
     def _costs(self, per_voice: dict[str, int], plus: VoiceRuntime | None = None) -> tuple[float, float]:
         """Fitted seconds per tick for the running streams (and one more of ``plus``): as the calls
@@ -862,14 +870,11 @@ class EngineCore:
     def _build_snapshot(self) -> EngineStats:
         c = self.counters
         times = list(self.tick_ms)
-        per_voice: dict[str, int] = {}
-        for req in self.running:
-            per_voice[req.voice] = per_voice.get(req.voice, 0) + 1
+        per_voice = self._running_per_voice()
         pools = [(name, vr.pool) for name, vr in self.voices.items()]
         load = 0.0
         if per_voice:
-            vr = self.voices[next(iter(per_voice))]
-            load = self.overhead * self._costs(per_voice)[0] / (self.k * vr.model.hop / vr.model.sample_rate)
+            load = self.overhead * self._costs(per_voice)[0] / self._tick_audio_s(self.voices[next(iter(per_voice))])
         return EngineStats(
             active_streams=len(self.running),
             slots_in_use=sum(p.active_count for _, p in pools),
