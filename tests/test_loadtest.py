@@ -9,7 +9,7 @@ import pytest
 
 from npc_voice.loadtest.client_sim import LineRecord, SimConfig, SimResult, StatsSample
 from npc_voice.loadtest.lines import BARKS, CONVERSATIONS, llm_pieces
-from npc_voice.loadtest.playback import JitterBuffer, percentiles
+from npc_voice.loadtest.playback import JitterBuffer, dry_in_stalls, percentiles
 from npc_voice.loadtest.report import build_report, summary_text
 
 RATE = 1000  # samples per second: 1 sample = 1 ms keeps the arithmetic readable
@@ -38,6 +38,21 @@ def test_playback_counts_an_underrun_and_the_stall() -> None:
     buf.on_end(0.36)
     assert buf.underruns == 1
     assert buf.stall_s == pytest.approx(0.2)
+
+
+def test_playback_notes_when_each_underrun_ran_dry_and_which_fell_in_a_client_stall() -> None:
+    buf = JitterBuffer(RATE, prebuffer_s=0.1)
+    buf.on_chunk(0.0, 100)  # dry at 0.1
+    buf.on_chunk(0.25, 100)  # late: underrun 1; 100 ms buffered again, plays 0.25 -> 0.35
+    buf.on_chunk(0.50, 100)  # late: underrun 2 (dry at 0.35)
+    buf.on_end(0.55)
+    assert buf.underruns == 2 and buf.dry_at == pytest.approx([0.1, 0.35])
+    # the client's event loop was late over [0.05, 0.12] and [0.36, 0.40]: only the first dry
+    # moment fell inside a stall; the second came 10 ms before the next one began
+    assert dry_in_stalls(buf.dry_at, [(0.05, 0.12), (0.36, 0.40)]) == 1
+    assert dry_in_stalls(buf.dry_at, [(0.05, 0.12), (0.30, 0.40)]) == 2
+    assert dry_in_stalls(buf.dry_at, []) == 0
+    assert dry_in_stalls([0.2], [(0.1, 0.2)]) == 1  # the ends belong to the stall
 
 
 def test_playback_short_stream_plays_at_end_and_late_end_is_no_underrun() -> None:
@@ -110,8 +125,11 @@ def test_report_from_hand_made_records() -> None:
               server_first_audio_ms=40.0),
         _line("bark", 1.0, None, 1.1, 0, "rejected", error="RESOURCE_EXHAUSTED"),
     ]
+    lines[1].dry_at = [0.7, 0.9]  # the cancelled bark's two underruns; the client stalled over the first
+    lines[3].dry_at = [0.3] * 5  # the slow reader's: slow on purpose, never counted
     stats = [StatsSample(0.5, 3, 3, 8, 0, 10.0, 20.0, 3)]
-    report = build_report(SimResult(cfg, ["guard"], lines, stats, 4.0, {"slots_total": 8}))
+    report = build_report(SimResult(cfg, ["guard"], lines, stats, 4.0, {"slots_total": 8},
+                                    loop_stalls=[(0.25, 0.35), (0.65, 0.75)], daemon_underruns=1))
     assert "secret" not in json.dumps(report)  # the token never lands in a report
     assert report["counts"] == {
         "started": 5,
@@ -136,7 +154,10 @@ def test_report_from_hand_made_records() -> None:
         "streams_affected": 1,
         "stall_ms_total": pytest.approx(100.0),
         "slow_reader_underruns": 5,
+        "daemon_counted": 1,
+        "while_client_stalled": 1,
     }
+    assert report["client_loop_stalls"] == {"count": 2, "total_ms": pytest.approx(200.0), "max_ms": pytest.approx(100.0)}
     assert report["chunk_gap_ms"]["max"] == pytest.approx(60.0)
     assert report["audio_s_total"] == pytest.approx(5.0)
     assert report["realtime_factor"]["aggregate"] == pytest.approx(5.0 / 4.0)
@@ -145,6 +166,8 @@ def test_report_from_hand_made_records() -> None:
     assert report["target"] == {"zero_underruns": False, "p99_first_audio_ms_le_150": True, "no_failures": False,
                                 "steady_all_completed": True, "settled_to_zero": False}  # (no settle measured)
     assert "first audio" in summary_text(report) and "in daemon   p50 40" in summary_text(report)
+    assert ("of which    1 ran dry while this load generator itself was stalled (its event loop >= 20 ms late 2 "
+            "times, longest 100 ms); the daemon counted 1 streams behind their playback clock") in summary_text(report)
 
 
 def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,8 +210,11 @@ def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, caps
         "slots_timeline",
         "server_stats_end",
         "target",
+        "client_loop_stalls",
     ):
         assert key in report, key
+    assert report["underruns"]["daemon_counted"] >= 0  # the daemon's own count, read before and after
+    assert 0 <= report["underruns"]["while_client_stalled"] <= report["underruns"]["count"]
     counts = report["counts"]
     assert counts["started"] >= 4
     assert counts["failed"] == 0 and counts["unfinished"] == 0, report["errors"]

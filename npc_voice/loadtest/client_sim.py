@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 SCENARIOS = ("barks", "conversation", "mixed", "continuous", "churn")
 CHURN_MODES = ("after_start", "after_first_chunk", "deadline", "cancel_rpc")
 _BYTES_PER_SAMPLE = {pb.PCM_S16LE: 2, pb.PCM_F32LE: 4}
+LOOP_WATCH_S = 0.01  # the event-loop watcher's sleep
+LOOP_STALL_S = 0.02  # waking this much later than asked counts as a stall of this load generator
 _PHRASE_END = re.compile(r"[.!?;:,]\s")  # where the daemon's Converse cuts a phrase (see server/converse.py)
 
 
@@ -113,6 +115,7 @@ class LineRecord:
     burst: bool = False  # started by the burst
     underruns: int = 0
     stall_s: float = 0.0
+    dry_at: list[float] = field(default_factory=list)  # when each underrun ran dry (s since the test started)
     gaps_s: list[float] = field(default_factory=list)
     # the daemon's own account (StreamEnd.timings), from the request's arrival: its wait for
     # admission, and its first audio chunk sent (0 / None where the stream had none)
@@ -158,6 +161,11 @@ class SimResult:
     final_stats: dict[str, float | int | str]
     client_cpu_s: float = 0.0  # CPU seconds this load generator itself used (it shares the machine)
     settled_s: float | None = None  # after the last line, until the daemon had no active stream (None: not in 10 s)
+    # [start, end] (s since the test started) of each moment this load generator's event loop ran
+    # LOOP_STALL_S or more late: on a machine it shares with the daemon, audio that arrived then was
+    # read late whatever the daemon did
+    loop_stalls: list[tuple[float, float]] = field(default_factory=list)
+    daemon_underruns: int | None = None  # the daemon's own count over the run (GetStats before and after)
 
 
 class Simulation:
@@ -173,6 +181,7 @@ class Simulation:
         self._metadata = (("authorization", f"Bearer {cfg.token}"),) if cfg.token else None
         self._on_progress = on_progress or _stderr_progress
         self._stub: pb_grpc.NpcVoiceStub | None = None
+        self.loop_stalls: list[tuple[float, float]] = []
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -199,10 +208,12 @@ class Simulation:
             self._stub = pb_grpc.NpcVoiceStub(channel)
             listing = await self.stub.ListCharacters(pb.ListCharactersRequest(), metadata=self._metadata, timeout=10)
             names = [c.name for c in listing.characters] or [listing.default_character or ""]
+            before = await self.stub.GetStats(pb.GetStatsRequest(), metadata=self._metadata, timeout=10)
             self.t0 = time.perf_counter()
             cpu0 = time.process_time()
             stop = asyncio.Event()
             poller = asyncio.create_task(self._poll_stats(stop))
+            watcher = asyncio.create_task(self._watch_loop(stop))
             progress = asyncio.create_task(self._progress(stop)) if cfg.progress else None
             tasks = [asyncio.create_task(self._character(i, names)) for i in range(cfg.streams)]
             if cfg.with_burst:
@@ -214,12 +225,13 @@ class Simulation:
             wall = self.now()
             client_cpu = time.process_time() - cpu0
             stop.set()
-            await asyncio.gather(poller, *([progress] if progress else []), return_exceptions=True)
+            await asyncio.gather(poller, watcher, *([progress] if progress else []), return_exceptions=True)
             final, settled_s = await self._settled_stats()
         if cfg.progress:
             sys.stderr.write("\n")
         final_stats = {f.name: v for f, v in final.ListFields()}
-        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats, client_cpu, settled_s)
+        return SimResult(cfg, names, self.lines, self.stats, wall, final_stats, client_cpu, settled_s,
+                         self.loop_stalls, max(0, final.underruns - before.underruns))
 
     # -- one simulated character -------------------------------------------------------------
 
@@ -422,6 +434,7 @@ class Simulation:
         finally:
             if buf is not None:
                 rec.underruns, rec.stall_s, rec.gaps_s = buf.underruns, buf.stall_s, buf.chunk_gaps_s()
+                rec.dry_at = buf.dry_at
             if cancel_task is not None:
                 await asyncio.gather(cancel_task, return_exceptions=True)
 
@@ -466,6 +479,17 @@ class Simulation:
                 await asyncio.wait_for(stop.wait(), self.cfg.stats_interval_s)
             except asyncio.TimeoutError:
                 pass
+
+    async def _watch_loop(self, stop: asyncio.Event) -> None:
+        """Note each moment this process's event loop wakes LOOP_STALL_S or more late (its CPU taken
+        by the daemon, another program or the hypervisor, or by its own work): audio due then is
+        read late here, whatever the daemon sent."""
+        while not stop.is_set():
+            t = self.now()
+            await asyncio.sleep(LOOP_WATCH_S)
+            woke = self.now()
+            if woke - t - LOOP_WATCH_S >= LOOP_STALL_S:
+                self.loop_stalls.append((t + LOOP_WATCH_S, woke))
 
     async def _progress(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

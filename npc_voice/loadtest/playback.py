@@ -12,6 +12,7 @@ real player, when the buffer again holds ``prebuffer_s`` (or the stream ends).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ class JitterBuffer:
     underruns: int = 0  # times the buffer ran dry before the stream ended
     stall_s: float = 0.0  # total time playback waited after an underrun
     first_play_t: float | None = None  # when playback first started
+    dry_at: list[float] = field(default_factory=list)  # when each underrun's buffer ran dry
     ended: bool = False
     _playing: bool = False
     _pos_at_start: int = 0  # playback position (samples) when the current run started
@@ -54,6 +56,7 @@ class JitterBuffer:
             dry = self._run_dry_at()
             if dry < t - _EPS_S:
                 self.underruns += 1
+                self.dry_at.append(dry)
                 self._playing = False
                 self._pos_at_start = self.received  # everything received has been played
                 self._stalled_since = dry
@@ -98,6 +101,19 @@ class JitterBuffer:
         """Times between consecutive chunk arrivals."""
         a = self._arrivals
         return [b - x for x, b in zip(a, a[1:], strict=False)]
+
+
+def dry_in_stalls(dry_at: list[float], stalls: list[tuple[float, float]]) -> int:
+    """How many of the moments ``dry_at`` fall inside one of the ``stalls`` ([start, end] intervals,
+    sorted by start, not overlapping): underruns the client could not have heard on time whatever
+    the daemon did, since at that moment it was not reading at all."""
+    starts = [a for a, _ in stalls]
+    n = 0
+    for t in dry_at:
+        i = bisect.bisect_right(starts, t) - 1
+        if i >= 0 and t <= stalls[i][1]:
+            n += 1
+    return n
 
 
 def percentiles(values: list[float], qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:

@@ -15,7 +15,13 @@ Report keys (all latencies in ms, audio in s):
                         the load generator's own event loop (on a shared machine, its CPU wait)
     chunk_gap_ms        gaps between consecutive AudioChunks of a stream (p50/p99/max)
     underruns           count, streams_affected, stall_ms_total (slow readers excluded: their
-                        client is slow on purpose), plus slow_reader_underruns
+                        client is slow on purpose), plus slow_reader_underruns; and who could have
+                        caused them: daemon_counted (the daemon's own count over the run: streams whose
+                        generated audio fell behind their playback clock in the engine), while_client_stalled
+                        (those that ran dry while this load generator's event loop was itself 20 ms
+                        or more late: it could not have read the audio then, whatever the daemon sent)
+    client_loop_stalls  count, total_ms, max_ms of those moments (a load generator sharing the
+                        daemon's machine, or its hypervisor, is late too)
     realtime_factor     audio seconds produced per wall second: per stream (p50/min, completed
                         lines) and aggregate (all audio / test wall time)
     counts              started, completed, cancelled, rejected, failed, unfinished
@@ -39,8 +45,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from npc_voice.loadtest.client_sim import SimResult
-from npc_voice.loadtest.playback import percentiles
+from npc_voice.loadtest.client_sim import LOOP_STALL_S, SimResult
+from npc_voice.loadtest.playback import dry_in_stalls, percentiles
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,13 @@ def build_report(result: SimResult) -> dict[str, Any]:
             "streams_affected": affected,
             "stall_ms_total": 1000.0 * sum(r.stall_s for r in played),
             "slow_reader_underruns": sum(r.underruns for r in lines if r.kind == "slow_reader"),
+            "daemon_counted": result.daemon_underruns,
+            "while_client_stalled": dry_in_stalls(sorted(t for r in played for t in r.dry_at), result.loop_stalls),
+        },
+        "client_loop_stalls": {
+            "count": len(result.loop_stalls),
+            "total_ms": 1000.0 * sum(b - a for a, b in result.loop_stalls),
+            "max_ms": 1000.0 * max((b - a for a, b in result.loop_stalls), default=0.0),
         },
         "realtime_factor": {
             "per_stream": percentiles(rtf_per_stream, (50,)) | {"min": min(rtf_per_stream, default=None)},
@@ -146,6 +159,7 @@ def summary_text(report: dict[str, Any]) -> str:
             f"chunk gaps    p50 {_ms(gap['p50'])}  p99 {_ms(gap['p99'])}  max {_ms(gap['max'])} ms",
             f"underruns     {u['count']} in {u['streams_affected']} streams, stalled {u['stall_ms_total']:.0f} ms"
             f" (slow readers: {u['slow_reader_underruns']})",
+            *_attribution(u, report.get("client_loop_stalls")),
             f"lines         {c['started']} started, {c['completed']} completed, {c['cancelled']} cancelled, "
             f"{c['dropped']} dropped by the client, {c['rejected']} rejected, {c['failed']} failed, "
             f"{c['unfinished']} unfinished",
@@ -172,6 +186,17 @@ def _preparer(stats: dict[str, Any]) -> list[str]:
     share = 100.0 * hits / (prepared + hits)
     return [f"  preparer    {prepared} lines encoded, {hits} said again from its cache ({share:.0f} %), "
             f"{int(stats.get('prepare_cache_bytes', 0)) / (1 << 20):.1f} MB held (since the daemon started)"]
+
+
+def _attribution(u: dict[str, Any], stalls: dict[str, Any] | None) -> list[str]:
+    """Who could have made the underruns: the engine (the daemon's own count), or this load
+    generator, stalled when the audio ran out (a client sharing the daemon's machine)."""
+    if not u["count"] or stalls is None:
+        return []
+    daemon = "-" if u.get("daemon_counted") is None else u["daemon_counted"]
+    return [f"  of which    {u['while_client_stalled']} ran dry while this load generator itself was stalled "
+            f"(its event loop >= {LOOP_STALL_S * 1000:.0f} ms late {stalls['count']} times, longest {stalls['max_ms']:.0f} ms); "
+            f"the daemon counted {daemon} streams behind their playback clock"]
 
 
 def _ms(v: float | None) -> str:
