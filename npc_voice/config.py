@@ -107,7 +107,8 @@ class ServerSettings:
     frames_per_tick: int = 8
     max_queue_wait_s: float = 2.0  # bounded wait for a slot before RESOURCE_EXHAUSTED
     max_text_bytes: int = 4096  # UTF-8 bytes per Speak text / Converse phrase (proto says 4096)
-    lookahead_ms: float = 150.0  # how far generation runs ahead of each stream's playback clock
+    lookahead_ms: float = 250.0  # how far generation runs ahead of each stream's playback clock (250: a
+    #   stall of the machine under ~250 ms, a busy hypervisor's, reaches no listener; bench/README.md)
     lead_slack_ms: float = 300.0  # most lead beyond lookahead_ms (a beat's tick; a topped-up short piece)
     max_load: float = 0.7  # admit streams only while the measured tick cost fits this share of real time; 0 = off
     max_waiting_per_character: int = 4  # Speak calls queued behind a busy character (BusyPolicy QUEUE)

@@ -180,7 +180,7 @@ class EngineConfig:
     # lines (a first piece at once) and streams still under lookahead_ms step. The lead stays at
     # about lookahead_ms + one tick; lead_slack_ms bounds what a stream may run ahead beyond
     # lookahead_ms (the beat's tick, and a beat's short piece topped up with streams due next).
-    lookahead_ms: float = 150.0
+    lookahead_ms: float = 250.0
     lead_slack_ms: float = 300.0
     threads: int = 0  # torch threads on CPU; 0 = half the cores (engine.default_threads)
     # Threads that step one CPU model call's rows together (the engine thread and step_threads - 1
