@@ -157,7 +157,8 @@ def test_report_from_hand_made_records() -> None:
         "daemon_counted": 1,
         "while_client_stalled": 1,
     }
-    assert report["client_loop_stalls"] == {"count": 2, "total_ms": pytest.approx(200.0), "max_ms": pytest.approx(100.0)}
+    stalls = {"count": 2, "total_ms": pytest.approx(200.0), "max_ms": pytest.approx(100.0)}
+    assert report["client_loop_stalls"] == stalls
     assert report["chunk_gap_ms"]["max"] == pytest.approx(60.0)
     assert report["audio_s_total"] == pytest.approx(5.0)
     assert report["realtime_factor"]["aggregate"] == pytest.approx(5.0 / 4.0)

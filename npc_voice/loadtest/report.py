@@ -195,7 +195,8 @@ def _attribution(u: dict[str, Any], stalls: dict[str, Any] | None) -> list[str]:
         return []
     daemon = "-" if u.get("daemon_counted") is None else u["daemon_counted"]
     return [f"  of which    {u['while_client_stalled']} ran dry while this load generator itself was stalled "
-            f"(its event loop >= {LOOP_STALL_S * 1000:.0f} ms late {stalls['count']} times, longest {stalls['max_ms']:.0f} ms); "
+            f"(its event loop >= {LOOP_STALL_S * 1000:.0f} ms late {stalls['count']} times, "
+            f"longest {stalls['max_ms']:.0f} ms); "
             f"the daemon counted {daemon} streams behind their playback clock"]
 
 
