@@ -168,7 +168,8 @@ def test_report_from_hand_made_records() -> None:
                                 "steady_all_completed": True, "settled_to_zero": False}  # (no settle measured)
     assert "first audio" in summary_text(report) and "in daemon   p50 40" in summary_text(report)
     assert ("of which    1 ran dry while this load generator itself was stalled (its event loop >= 20 ms late 2 "
-            "times, longest 100 ms); the daemon counted 1 streams behind their playback clock") in summary_text(report)
+            "times, longest 100 ms); the daemon counted 1 times a stream fell behind its playback clock"
+            ) in summary_text(report)
 
 
 def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -165,7 +165,7 @@ class SimResult:
     # LOOP_STALL_S or more late: on a machine it shares with the daemon, audio that arrived then was
     # read late whatever the daemon did
     loop_stalls: list[tuple[float, float]] = field(default_factory=list)
-    daemon_underruns: int | None = None  # the daemon's own count over the run (GetStats before and after)
+    daemon_underruns: int | None = None  # the daemon's own underrun count over the run (GetStats before and after)
 
 
 class Simulation:

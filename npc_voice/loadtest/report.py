@@ -16,8 +16,8 @@ Report keys (all latencies in ms, audio in s):
     chunk_gap_ms        gaps between consecutive AudioChunks of a stream (p50/p99/max)
     underruns           count, streams_affected, stall_ms_total (slow readers excluded: their
                         client is slow on purpose), plus slow_reader_underruns; and who could have
-                        caused them: daemon_counted (the daemon's own count over the run: streams whose
-                        generated audio fell behind their playback clock in the engine), while_client_stalled
+                        caused them: daemon_counted (the daemon's own count over the run: times a stream's
+                        generated audio fell behind its playback clock in the engine), while_client_stalled
                         (those that ran dry while this load generator's event loop was itself 20 ms
                         or more late: it could not have read the audio then, whatever the daemon sent)
     client_loop_stalls  count, total_ms, max_ms of those moments (a load generator sharing the
@@ -197,7 +197,7 @@ def _attribution(u: dict[str, Any], stalls: dict[str, Any] | None) -> list[str]:
     return [f"  of which    {u['while_client_stalled']} ran dry while this load generator itself was stalled "
             f"(its event loop >= {LOOP_STALL_S * 1000:.0f} ms late {stalls['count']} times, "
             f"longest {stalls['max_ms']:.0f} ms); "
-            f"the daemon counted {daemon} streams behind their playback clock"]
+            f"the daemon counted {daemon} times a stream fell behind its playback clock"]
 
 
 def _ms(v: float | None) -> str:
