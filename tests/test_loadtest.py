@@ -129,7 +129,8 @@ def test_report_from_hand_made_records() -> None:
     lines[3].dry_at = [0.3] * 5  # the slow reader's: slow on purpose, never counted
     stats = [StatsSample(0.5, 3, 3, 8, 0, 10.0, 20.0, 3)]
     report = build_report(SimResult(cfg, ["guard"], lines, stats, 4.0, {"slots_total": 8},
-                                    loop_stalls=[(0.25, 0.35), (0.65, 0.75)], daemon_underruns=1))
+                                    loop_stalls=[(0.25, 0.35), (0.65, 0.75)], daemon_underruns=1,
+                                    daemon_late_audio=4))
     assert "secret" not in json.dumps(report)  # the token never lands in a report
     assert report["counts"] == {
         "started": 5,
@@ -155,6 +156,7 @@ def test_report_from_hand_made_records() -> None:
         "stall_ms_total": pytest.approx(100.0),
         "slow_reader_underruns": 5,
         "daemon_counted": 1,
+        "daemon_late_audio": 4,
         "while_client_stalled": 1,
     }
     stalls = {"count": 2, "total_ms": pytest.approx(200.0), "max_ms": pytest.approx(100.0)}
@@ -168,8 +170,8 @@ def test_report_from_hand_made_records() -> None:
                                 "steady_all_completed": True, "settled_to_zero": False}  # (no settle measured)
     assert "first audio" in summary_text(report) and "in daemon   p50 40" in summary_text(report)
     assert ("of which    1 ran dry while this load generator itself was stalled (its event loop >= 20 ms late 2 "
-            "times, longest 100 ms); the daemon counted 1 times a stream fell behind its playback clock"
-            ) in summary_text(report)
+            "times, longest 100 ms); the daemon counted 1 times a stream fell behind its playback clock in the "
+            "engine, and 4 audio chunks its gRPC edge took after they were due") in summary_text(report)
 
 
 def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,7 +217,8 @@ def test_loadtest_cli_against_a_real_daemon(daemon: object, tmp_path: Path, caps
         "client_loop_stalls",
     ):
         assert key in report, key
-    assert report["underruns"]["daemon_counted"] >= 0  # the daemon's own count, read before and after
+    assert report["underruns"]["daemon_counted"] >= 0  # the daemon's own counts, read before and after
+    assert report["underruns"]["daemon_late_audio"] >= 0
     assert 0 <= report["underruns"]["while_client_stalled"] <= report["underruns"]["count"]
     counts = report["counts"]
     assert counts["started"] >= 4

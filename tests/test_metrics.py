@@ -137,6 +137,8 @@ def test_values_move_with_real_calls(served: tuple[DaemonThread, int]) -> None:
     assert grpc_stats.prepare_cache_hits == value(after, "npc_voice_prepare_cache_hits_total")
     assert grpc_stats.lines_prepared == value(after, "npc_voice_lines_prepared_total")
     assert moved("npc_voice_engine_ticks_total") > 0
+    assert ("npc_voice_late_audio_total", ()) in after  # the gRPC edge's count, the same as GetStats'
+    assert grpc_stats.late_audio == value(after, "npc_voice_late_audio_total")
     # Every outcome is exposed (zero or not), and no label carries a character id.
     for outcome in LINE_OUTCOMES:
         assert ("npc_voice_lines_total", (("outcome", outcome),)) in after

@@ -122,6 +122,11 @@ class AudioEvent:
     pcm: np.ndarray  # float32 [n] at the output rate, in [-1, 1]
     sample_offset: int  # of pcm[0], from stream start
     data: bytes = b""  # the same samples encoded for the wire, when the stream was opened with an encoding
+    # when (time.monotonic(), the same clock in every process on this machine) the engine's model
+    # of the client's playback reaches pcm[0] (inf: no clock yet, the stream's first audio), and when
+    # the engine made it: made on time but handed to the client after due_t is the edge's lateness
+    due_t: float = float("inf")
+    made_t: float = 0.0
 
 
 @dataclass(frozen=True)

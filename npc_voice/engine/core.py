@@ -977,7 +977,7 @@ def _encode(speakers: list[Speaker | None], audios: list[AudioEvent | None]) -> 
             a = audios[i]
             assert a is not None
             end = start + len(pcm) * width
-            out[i] = AudioEvent(a.pcm, a.sample_offset, wire[start:end])
+            out[i] = AudioEvent(a.pcm, a.sample_offset, wire[start:end], a.due_t, a.made_t)
             start = end
     return out
 

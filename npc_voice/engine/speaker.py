@@ -10,6 +10,7 @@ re-anchored at the next line's start: that gap is silence, not an underrun.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -57,6 +58,8 @@ class Speaker:
         self.fading = False  # cancelled: this tick emits one faded frame, then ends
         self.admitted_at = now
         self.first_audio_at: float | None = None
+        self.due_t = math.inf  # when playback reaches the audio accounted last (AudioEvent.due_t) ...
+        self.made_t = 0.0  # ... and when it was accounted
 
     def begin_line(self, line: PreparedLine, pages: list[int], now: float) -> None:
         self.line = line
@@ -125,6 +128,8 @@ class Speaker:
         """``frames`` frames (``chunk``, native samples) leave the stream now: positions and the
         playback clock, which starts at the first chunk."""
         self.pos += frames
+        self.due_t = self.deadline() if self.anchor_t is not None else math.inf  # where this chunk starts
+        self.made_t = now
         self.gen += len(chunk)
         if self.first_audio_at is None:
             self.first_audio_at = now
@@ -151,7 +156,7 @@ class Speaker:
         if len(pcm) == 0:
             return None
         pcm = np.array(pcm, dtype=np.float32)  # own copy: a view would pin the whole tick's batch array
-        event = AudioEvent(pcm=pcm, sample_offset=self.out)
+        event = AudioEvent(pcm=pcm, sample_offset=self.out, due_t=self.due_t, made_t=self.made_t)
         self.out += len(pcm)
         return event
 

@@ -166,6 +166,7 @@ class SimResult:
     # read late whatever the daemon did
     loop_stalls: list[tuple[float, float]] = field(default_factory=list)
     daemon_underruns: int | None = None  # the daemon's own underrun count over the run (GetStats before and after)
+    daemon_late_audio: int | None = None  # audio chunks its gRPC edge took after they were due, over the run
 
 
 class Simulation:
@@ -231,7 +232,8 @@ class Simulation:
             sys.stderr.write("\n")
         final_stats = {f.name: v for f, v in final.ListFields()}
         return SimResult(cfg, names, self.lines, self.stats, wall, final_stats, client_cpu, settled_s,
-                         self.loop_stalls, max(0, final.underruns - before.underruns))
+                         self.loop_stalls, max(0, final.underruns - before.underruns),
+                         max(0, final.late_audio - before.late_audio))
 
     # -- one simulated character -------------------------------------------------------------
 

@@ -19,7 +19,9 @@ Report keys (all latencies in ms, audio in s):
                         caused them: daemon_counted (the daemon's own count over the run: times a stream's
                         generated audio fell behind its playback clock in the engine), while_client_stalled
                         (those that ran dry while this load generator's event loop was itself 20 ms
-                        or more late: it could not have read the audio then, whatever the daemon sent)
+                        or more late: it could not have read the audio then, whatever the daemon sent);
+                        daemon_late_audio (audio chunks the engine made in time that the daemon's gRPC
+                        edge took only after they were due: the daemon process short of CPU)
     client_loop_stalls  count, total_ms, max_ms of those moments (a load generator sharing the
                         daemon's machine, or its hypervisor, is late too)
     realtime_factor     audio seconds produced per wall second: per stream (p50/min, completed
@@ -100,6 +102,7 @@ def build_report(result: SimResult) -> dict[str, Any]:
             "stall_ms_total": 1000.0 * sum(r.stall_s for r in played),
             "slow_reader_underruns": sum(r.underruns for r in lines if r.kind == "slow_reader"),
             "daemon_counted": result.daemon_underruns,
+            "daemon_late_audio": result.daemon_late_audio,
             "while_client_stalled": dry_in_stalls(sorted(t for r in played for t in r.dry_at), result.loop_stalls),
         },
         "client_loop_stalls": {
@@ -194,10 +197,12 @@ def _attribution(u: dict[str, Any], stalls: dict[str, Any] | None) -> list[str]:
     if not u["count"] or stalls is None:
         return []
     daemon = "-" if u.get("daemon_counted") is None else u["daemon_counted"]
+    late = "-" if u.get("daemon_late_audio") is None else u["daemon_late_audio"]
     return [f"  of which    {u['while_client_stalled']} ran dry while this load generator itself was stalled "
             f"(its event loop >= {LOOP_STALL_S * 1000:.0f} ms late {stalls['count']} times, "
             f"longest {stalls['max_ms']:.0f} ms); "
-            f"the daemon counted {daemon} times a stream fell behind its playback clock"]
+            f"the daemon counted {daemon} times a stream fell behind its playback clock in the engine, "
+            f"and {late} audio chunks its gRPC edge took after they were due"]
 
 
 def _ms(v: float | None) -> str:

@@ -165,7 +165,9 @@ class Daemon:
         if self.options.freeze_gc:
             freeze_after_startup("daemon")  # no 100+ ms full collections under load (npc_voice/collector.py)
         if self.metrics is not None:
-            self.metrics.attach(self.engine, self.store, grpc_health_reader(self.health, SERVICE_NAME))
+            servicer = self.servicer
+            self.metrics.attach(self.engine, self.store, grpc_health_reader(self.health, SERVICE_NAME),
+                                late_audio=lambda: servicer.late_audio.count if servicer is not None else 0)
         log.info(
             "npc-voice listening on %s:%d (%s, %s, auth %s), device %s, %d characters, default %r",
             settings.host,

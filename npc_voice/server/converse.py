@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from npc_voice.engine import EndEvent, EngineService, MarkEvent, Stream
 from npc_voice.server import convert
+from npc_voice.server.edge import LateAudio
 from npc_voice.server.errors import LimitError
 from npc_voice.server.reload import ConfigStore
 from npc_voice.v1 import npc_voice_pb2 as pb
@@ -92,9 +93,10 @@ class _Context:
 class ConverseSession:
     """One Converse call: reads requests, keeps contexts, merges their events into one output."""
 
-    def __init__(self, engine: EngineService, store: ConfigStore) -> None:
+    def __init__(self, engine: EngineService, store: ConfigStore, late_audio: LateAudio | None = None) -> None:
         self.engine = engine
         self.store = store
+        self.late_audio = late_audio or LateAudio()  # the servicer's: audio this edge took after it was due
         self.limits = store.config.server  # the limits this call started with
         self.contexts: dict[str, _Context] = {}
         # Responses for the client. Not an asyncio.Queue bound: pumps must never block on a
@@ -334,6 +336,7 @@ class ConverseSession:
         try:
             started = False
             async for event in stream.events():
+                self.late_audio.note(event)
                 if not started:
                     self._emit(start)
                     started = True

@@ -153,6 +153,11 @@ class DaemonCollector(Collector):
                 log.exception("engine.stats() failed during a metrics scrape")
                 return
             yield from engine_metrics(stats)
+        if m.late_audio is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}_late_audio", "Audio chunks made in time by the engine that the gRPC edge took after the "
+                "client's playback clock needed them (the daemon process short of CPU).", value=m.late_audio(),
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +309,7 @@ class MetricsServer:
         self.engine: EngineService | None = None
         self.store: ConfigStore | None = None
         self._grpc_serving: Callable[[], bool] | None = None
+        self.late_audio: Callable[[], int] | None = None
         self.draining = False
         self._http: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -324,9 +330,12 @@ class MetricsServer:
         self._thread.start()
         log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", self.host, self.port)
 
-    def attach(self, engine: EngineService, store: ConfigStore, grpc_serving: Callable[[], bool] | None = None) -> None:
-        """The daemon serves from now on: voices loaded, engine running, gRPC bound."""
+    def attach(self, engine: EngineService, store: ConfigStore, grpc_serving: Callable[[], bool] | None = None,
+               late_audio: Callable[[], int] | None = None) -> None:
+        """The daemon serves from now on: voices loaded, engine running, gRPC bound. ``late_audio``
+        reads the gRPC edge's count of audio it took late (an int the event loop publishes)."""
         self.engine, self.store, self._grpc_serving = engine, store, grpc_serving
+        self.late_audio = late_audio
 
     def set_draining(self, draining: bool = True) -> None:
         """Readiness fails from now on (load balancers stop sending new calls); liveness stays."""

@@ -31,6 +31,7 @@ from npc_voice.engine import EndEvent, EngineService
 from npc_voice.engine.api import STATE_FORMAT_VERSION as ENGINE_STATE_VERSION
 from npc_voice.server import convert
 from npc_voice.server.converse import ConverseSession
+from npc_voice.server.edge import LateAudio
 from npc_voice.server.errors import CallEndedError, SlowReaderError, grpc_errors
 from npc_voice.server.reload import ConfigStore
 from npc_voice.server.voices import checkpoint_of, parameter_count
@@ -80,6 +81,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
         self.streaming_calls = 0  # Speak and Converse calls in progress (drain waits for them)
         self.sessions: set[ConverseSession] = set()
         self.draining = False
+        self.late_audio = LateAudio()  # audio the engine made in time that this edge took late (GetStats)
 
     @contextmanager
     def _streaming_call(self) -> Iterator[None]:
@@ -147,10 +149,12 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
                 # StreamStart goes out with the first event, i.e. once the engine has admitted the
                 # stream: a CapacityError then ends the call with no half-sent stream.
                 first = await anext(events)
+                self.late_audio.note(first)
                 await out.write(convert.start_response(fmt, request_id, character, spec.voice))
                 await out.write(convert.event_to_response(first, fmt, request_id))
                 if not isinstance(first, EndEvent):
                     async for event in events:
+                        self.late_audio.note(event)
                         await out.write(convert.event_to_response(event, fmt, request_id))
             finally:
                 stream.close()  # also when the client stopped reading: the slot is free at once
@@ -158,7 +162,7 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
     async def Converse(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        session = ConverseSession(self.engine, self.store)
+        session = ConverseSession(self.engine, self.store, self.late_audio)
         context.add_done_callback(lambda _ctx: session.close_all_streams())
         out = ResponseWriter(context, self.store.config.server.slow_reader_timeout_s)
         with self._streaming_call():
@@ -287,4 +291,5 @@ class NpcVoiceServicer(pb_grpc.NpcVoiceServicer):
             lines_prepared=s.lines_prepared,
             prepare_cache_hits=s.prepare_cache_hits,
             prepare_cache_bytes=s.prepare_cache_bytes,
+            late_audio=self.late_audio.count,
         )

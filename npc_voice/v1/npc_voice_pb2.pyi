@@ -301,7 +301,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("active_streams", "slots_in_use", "slots_total", "ticks", "tick_ms_mean", "tick_ms_p99", "underruns", "characters_known", "characters_evicted", "device", "lines_completed", "lines_cancelled", "lines_rejected", "streams_waiting", "lines_failed", "lines_interrupted", "lines_opened", "batch_fill", "step_failures", "characters_forgotten", "serving", "load", "lines_prepared", "prepare_cache_hits", "prepare_cache_bytes")
+    __slots__ = ("active_streams", "slots_in_use", "slots_total", "ticks", "tick_ms_mean", "tick_ms_p99", "underruns", "characters_known", "characters_evicted", "device", "lines_completed", "lines_cancelled", "lines_rejected", "streams_waiting", "lines_failed", "lines_interrupted", "lines_opened", "batch_fill", "step_failures", "characters_forgotten", "serving", "load", "lines_prepared", "prepare_cache_hits", "prepare_cache_bytes", "late_audio")
     ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_IN_USE_FIELD_NUMBER: _ClassVar[int]
     SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +327,7 @@ class GetStatsResponse(_message.Message):
     LINES_PREPARED_FIELD_NUMBER: _ClassVar[int]
     PREPARE_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     PREPARE_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LATE_AUDIO_FIELD_NUMBER: _ClassVar[int]
     active_streams: int
     slots_in_use: int
     slots_total: int
@@ -352,4 +353,5 @@ class GetStatsResponse(_message.Message):
     lines_prepared: int
     prepare_cache_hits: int
     prepare_cache_bytes: int
-    def __init__(self, active_streams: _Optional[int] = ..., slots_in_use: _Optional[int] = ..., slots_total: _Optional[int] = ..., ticks: _Optional[int] = ..., tick_ms_mean: _Optional[float] = ..., tick_ms_p99: _Optional[float] = ..., underruns: _Optional[int] = ..., characters_known: _Optional[int] = ..., characters_evicted: _Optional[int] = ..., device: _Optional[str] = ..., lines_completed: _Optional[int] = ..., lines_cancelled: _Optional[int] = ..., lines_rejected: _Optional[int] = ..., streams_waiting: _Optional[int] = ..., lines_failed: _Optional[int] = ..., lines_interrupted: _Optional[int] = ..., lines_opened: _Optional[int] = ..., batch_fill: _Optional[float] = ..., step_failures: _Optional[int] = ..., characters_forgotten: _Optional[int] = ..., serving: _Optional[bool] = ..., load: _Optional[float] = ..., lines_prepared: _Optional[int] = ..., prepare_cache_hits: _Optional[int] = ..., prepare_cache_bytes: _Optional[int] = ...) -> None: ...
+    late_audio: int
+    def __init__(self, active_streams: _Optional[int] = ..., slots_in_use: _Optional[int] = ..., slots_total: _Optional[int] = ..., ticks: _Optional[int] = ..., tick_ms_mean: _Optional[float] = ..., tick_ms_p99: _Optional[float] = ..., underruns: _Optional[int] = ..., characters_known: _Optional[int] = ..., characters_evicted: _Optional[int] = ..., device: _Optional[str] = ..., lines_completed: _Optional[int] = ..., lines_cancelled: _Optional[int] = ..., lines_rejected: _Optional[int] = ..., streams_waiting: _Optional[int] = ..., lines_failed: _Optional[int] = ..., lines_interrupted: _Optional[int] = ..., lines_opened: _Optional[int] = ..., batch_fill: _Optional[float] = ..., step_failures: _Optional[int] = ..., characters_forgotten: _Optional[int] = ..., serving: _Optional[bool] = ..., load: _Optional[float] = ..., lines_prepared: _Optional[int] = ..., prepare_cache_hits: _Optional[int] = ..., prepare_cache_bytes: _Optional[int] = ..., late_audio: _Optional[int] = ...) -> None: ...
