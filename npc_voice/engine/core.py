@@ -872,9 +872,8 @@ class EngineCore:
         times = list(self.tick_ms)
         per_voice = self._running_per_voice()
         pools = [(name, vr.pool) for name, vr in self.voices.items()]
-        load = 0.0
-        if per_voice:
-            load = self.overhead * self._costs(per_voice)[0] / self._tick_audio_s(self.voices[next(iter(per_voice))])
+        load = sum(self.overhead * self._costs({name: n})[0] / self._tick_audio_s(self.voices[name])
+                   for name, n in per_voice.items())  # each voice's share of its own real time
         return EngineStats(
             active_streams=len(self.running),
             slots_in_use=sum(p.active_count for _, p in pools),
